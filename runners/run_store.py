@@ -1,0 +1,75 @@
+"""The local run store: the source of truth for analysis, readable with no server.
+
+Each job directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one
+JSON object per event, appended and flushed as training goes) and ``summary.json``
+(written atomically at the end, so a reader never sees half of it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG, METRICS, SUMMARY = "config.yaml", "metrics.jsonl", "summary.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it over: all or nothing."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide results from the rest of a lab's group
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and inf are not JSON: store them as null, which every reader understands."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class RunStore:
+    def __init__(self, job_dir: Path) -> None:
+        self.dir = Path(job_dir)
+        self._metrics = None
+
+    def existing_status(self) -> str | None:
+        """What this directory already holds: a run's status, ``unfinished``, or None if empty."""
+        summary = self.dir / SUMMARY
+        if summary.exists():
+            try:
+                return json.loads(summary.read_text())["status"]
+            except (ValueError, KeyError):
+                return "unreadable"
+        if (self.dir / METRICS).exists():
+            return "unfinished"
+        return None
+
+    def open(self, config: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
+        self._metrics = (self.dir / METRICS).open("a", encoding="utf-8")
+
+    def log(self, record: dict) -> None:
+        self._metrics.write(json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n")
+        self._metrics.flush()
+
+    def close(self, summary: dict) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+        atomic_write_text(self.dir / SUMMARY,
+                          json.dumps({k: _json_safe(v) for k, v in summary.items()}, indent=2) + "\n")

@@ -1,0 +1,43 @@
+"""Shared fixtures: one corpus cache per test session, and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Small enough for a CPU test, big enough to exercise every code path.
+TINY = ["data.size=2000", "model.emb_size=16", "model.hidden_size=16", "model.num_layers=2", "train.epochs=2",
+        "train.bptt=10", "train.log_interval=5"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("corpus-cache")
+
+
+def cli_env(tmp: Path) -> dict:
+    """No network, no prompt, no account: W&B offline, its settings kept in ``tmp``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(WANDB_MODE="offline", WANDB_DIR=str(tmp), WANDB_CONFIG_DIR=str(tmp / "wandb-config"),
+               WANDB_CACHE_DIR=str(tmp / "wandb-cache"), HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
+    return env
+
+
+@pytest.fixture
+def run_cli(tmp_path, cache_dir):
+    """Run ``python run.py ...`` in a subprocess, as a user would, with the corpus cache shared."""
+
+    def run(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "run.py", *args, f"paths.cache_dir={cache_dir}", "threads=1"]
+        proc = subprocess.run(cmd, cwd=ROOT, env=cli_env(tmp_path), capture_output=True, text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc
+
+    return run
