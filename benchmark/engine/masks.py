@@ -1,0 +1,202 @@
+"""Dropout primitives: rate checks, mask shapes, mask sampling, word-type embedding dropout.
+
+Why one sampler for everything: the fused path (native kernel, layer by layer) and the
+reference loop must draw the *same* masks from the same RNG calls, so that under one seed
+the two can be compared exactly (lmnt-com/haste keeps a pure reference beside every fast
+path). Masks are therefore drawn here, outside both paths, and handed in.
+
+Conventions (shared by ``LSTM.last_masks``):
+
+* a dropout mask holds the factor a value is multiplied by: ``{0, 1/keep}`` under
+  ``inverted`` scaling, ``{0, 1}`` under ``test`` scaling;
+* a zoneout mask holds ``d`` with ``P(d=1) = p``: 1 means "keep the previous value";
+* shapes reveal the granularity: ``step`` -> ``(T, B, D)``, ``sequence`` -> ``(B, D)``,
+  ``batch`` -> ``(1, D)``; untied gate masks get a leading gate axis ``(G, ...)``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+GRANULARITIES: tuple[str, ...] = ("step", "sequence", "batch")
+SCALINGS: tuple[str, ...] = ("inverted", "test")
+
+# The order in which a layer's masks are drawn. Fixed, so that the fused path and the
+# reference loop consume the RNG identically.
+DRAW_ORDER: tuple[str, ...] = ("x", "h_in", "g", "c", "state", "zoneout", "w_hh", "out")
+
+Mask = Tensor | float
+
+
+def check_rate(p: Any, what: str) -> float:
+    """Return ``p`` as a float in [0, 1) or raise a one-line ValueError naming ``what``.
+
+    1.0 is rejected on purpose: inverted scaling would divide by a keep-probability of 0,
+    and a zoneout rate of 1 would never update the state.
+    """
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise ValueError(f"{what} must be a number in [0, 1), got {p!r}")
+    value = float(p)
+    if math.isnan(value) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{what} must be in [0, 1), got {p!r}")
+    return value
+
+
+def mask_shape(granularity: str, steps: int, batch: int, width: int, gates: int = 0) -> tuple[int, ...]:
+    """Shape of one mask: one draw per (step, sample, unit), per (sample, unit) or per unit.
+
+    ``gates > 0`` adds a leading gate axis: one independent mask per gate ("untied",
+    Gal & Ghahramani 2016, Keras ``implementation=1``).
+    """
+    if granularity == "step":
+        base: tuple[int, ...] = (steps, batch, width)  # (T, B, D)
+    elif granularity == "sequence":
+        base = (batch, width)  # (B, D): fixed over time, one per sample
+    elif granularity == "batch":
+        base = (1, width)  # (1, D): shared by the whole mini-batch
+    else:
+        raise ValueError(f"unknown granularity {granularity!r}; choose one of: {', '.join(GRANULARITIES)}")
+    return (gates, *base) if gates else base
+
+
+def dropout_mask(shape: tuple[int, ...], p: float, scaling: str, like: Tensor) -> Tensor:
+    """Bernoulli(keep) mask, divided by keep under ``inverted`` scaling."""
+    keep = 1.0 - p
+    mask = torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(keep)
+    if scaling == "inverted":
+        mask.div_(keep)
+    return mask
+
+
+def zoneout_mask(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
+    """Bernoulli(p) mask, 1 = keep the previous value (Krueger et al. 2016); never rescaled."""
+    return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(p)
+
+
+def draw_layer_masks(
+    sites: Mapping[str, Any],
+    training: bool,
+    *,
+    cell: str,
+    steps: int,
+    batch: int,
+    input_width: int,
+    hidden: int,
+    gates: int,
+    weight_hh_shape: tuple[int, ...],
+    drop_cell: bool,
+    like: Tensor,
+) -> dict[str, Mask]:
+    """Every mask one layer needs for one forward call, drawn before the layer runs.
+
+    ``sites`` maps a site name to an object with ``rate``, ``granularity``, ``scaling``
+    and ``gate_masks`` (``schemes.SiteConfig``). Returns ``{key: mask}`` where key is a
+    site name, or ``"state.c"`` / ``"zoneout.c"`` for the LSTM memory's own mask.
+    In eval, a dropout site under ``test`` scaling yields the float ``keep`` (multiply by
+    the keep-probability, as the drop-rnn code does) and zoneout yields the float ``p``
+    (the expectation, Krueger et al. 2016); an inverted dropout site yields nothing.
+    Sites with rate 0 take the fast path: nothing is drawn.
+    """
+    masks: dict[str, Mask] = {}
+    for name in DRAW_ORDER:
+        cfg = sites.get(name)
+        if cfg is None or cfg.rate == 0.0:
+            continue
+        p = cfg.rate
+        keys = [name]
+        if name == "zoneout" and cell == "lstm":
+            keys.append("zoneout.c")  # separate draws for h and c, as in the paper
+        if name == "state" and drop_cell:
+            keys.append("state.c")  # TF < 1.4 dropped the whole LSTMStateTuple
+        width = input_width if name == "x" else hidden
+        for key in keys:
+            if name == "zoneout":
+                shape = mask_shape(cfg.granularity, steps, batch, width)
+                masks[key] = zoneout_mask(shape, p, like) if training else p
+            elif not training:
+                if cfg.scaling == "test":
+                    masks[key] = 1.0 - p
+            elif name == "w_hh":
+                # DropConnect: one mask on the weight's elements per forward call (AWD-LSTM).
+                masks[key] = dropout_mask(weight_hh_shape, p, cfg.scaling, like)  # (G*H, H)
+            else:
+                untied = cfg.gate_masks == "untied" and name in ("x", "h_in")
+                shape = mask_shape(cfg.granularity, steps, batch, width, gates if untied else 0)
+                masks[key] = dropout_mask(shape, p, cfg.scaling, like)
+    return masks
+
+
+def per_step(mask: Mask | None, steps: int, step_axis: int | None) -> list[Mask] | None:
+    """Split a mask into the ``steps`` per-step masks the recurrence indexes.
+
+    Done once before the loop so the loop body only indexes a list. ``step_axis`` is the
+    time axis of a step-granularity mask (0, or 1 after an untied gate axis); ``None`` for
+    masks fixed over the call, which are simply repeated.
+    """
+    if mask is None:
+        return None
+    if isinstance(mask, Tensor) and step_axis is not None:
+        return list(mask.unbind(step_axis))
+    return [mask] * steps
+
+
+def embedding_dropout(
+    weight: Tensor,
+    words: Tensor,
+    p: float,
+    training: bool,
+    scaling: str = "inverted",
+    padding_idx: int | None = None,
+) -> Tensor:
+    """Embed ``words`` with whole word *types* dropped: ``(...,) -> (..., E)``.
+
+    Drops rows of the embedding matrix, so every occurrence of a dropped word in the
+    batch is zero — Gal & Ghahramani 2016 (sec. 4.2, "word embedding dropout") and
+    AWD-LSTM's ``embedded_dropout`` (Merity et al. 2017). One draw per word type and
+    forward call (``batch`` granularity). Instead of materialising ``weight * mask``
+    (a V x E copy per call, as AWD does) the (V, 1) row mask is gathered per token, which
+    gives the same values and gradients.
+    """
+    p = check_rate(p, "embedding dropout rate")
+    if scaling not in SCALINGS:
+        raise ValueError(f"unknown scaling {scaling!r}; choose one of: {', '.join(SCALINGS)}")
+    embedded = F.embedding(words, weight, padding_idx)  # (..., E)
+    if p == 0.0:
+        return embedded
+    if training:
+        row_mask = dropout_mask((weight.size(0), 1), p, scaling, weight)  # (V, 1)
+        return embedded * F.embedding(words, row_mask)  # (..., 1) broadcast over E
+    if scaling == "test":
+        return embedded * (1.0 - p)
+    return embedded
+
+
+class EmbeddingDropout(nn.Module):
+    """An ``nn.Embedding`` whose word types are dropped in training (see ``embedding_dropout``).
+
+    Wraps the embedding instead of copying its weight so that weight tying with a decoder
+    keeps working. The rate is fixed at construction and the module checks
+    ``self.training`` itself (fastai's contract for dropout primitives).
+    """
+
+    def __init__(self, embedding: nn.Embedding, p: float, scaling: str = "inverted") -> None:
+        super().__init__()
+        self.embedding = embedding
+        self.p = check_rate(p, "embedding dropout rate")
+        if scaling not in SCALINGS:
+            raise ValueError(f"unknown scaling {scaling!r}; choose one of: {', '.join(SCALINGS)}")
+        self.scaling = scaling
+
+    def forward(self, words: Tensor) -> Tensor:
+        return embedding_dropout(
+            self.embedding.weight, words, self.p, self.training, self.scaling, self.embedding.padding_idx
+        )
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, scaling={self.scaling!r}"

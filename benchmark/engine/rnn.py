@@ -1,0 +1,363 @@
+"""``LSTM`` and ``GRU``: drop-in ``torch.nn.LSTM`` / ``torch.nn.GRU`` with a dropout scheme.
+
+One engine for both cells and every scheme: the scheme is resolved into a ``DropoutPlan``
+(``schemes.py``), each layer's masks are drawn up front (``masks.py``), and the layer runs
+either on the native fused kernel (``kernels.py``: ``none``, ``naive``, ``weightdrop``,
+and any scheme in eval whose sites are then the identity) or on the reference loop
+(``cells.py``: sites inside the recurrence while they sample). Both paths draw the same
+masks in the same order, so under one seed they agree exactly.
+
+Parameters carry ``nn.LSTM``'s names and shapes and are registered directly on the
+module, so a ``state_dict`` moves between this module and ``torch.nn`` unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from benchmark.engine import cells, kernels
+from benchmark.engine.masks import Mask, draw_layer_masks, per_step
+from benchmark.engine.schemes import DropoutPlan, resolve
+
+
+class _DropoutRNN(nn.Module):
+    """The shared engine. Subclasses set ``_cell`` ("lstm"/"gru") and ``_gates``."""
+
+    _cell: str
+    _gates: int
+    _mode: str  # cuDNN mode name
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int,
+        bias: bool,
+        batch_first: bool,
+        dropout: float | Mapping[str, float],
+        bidirectional: bool,
+        proj_size: int,
+        *,
+        scheme: str,
+        impl: str,
+        device: Any,
+        dtype: Any,
+        options: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if bidirectional:
+            raise ValueError("bidirectional=True is not supported; allowed: bidirectional=False")
+        if proj_size:
+            raise ValueError(f"proj_size={proj_size!r} is not supported; allowed: proj_size=0")
+        if impl not in ("auto", "loop"):
+            raise ValueError(f"unknown impl {impl!r}; choose one of: auto, loop")
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.impl = impl
+        self.plan: DropoutPlan = resolve(scheme, self._cell, dropout, **options)
+        # Masks of the last training forward, keyed (layer, site); see ``last_masks`` below.
+        self.last_masks: dict[tuple[int, str], Tensor] = {}
+
+        factory = {"device": device, "dtype": dtype}
+        gate_size = self._gates * hidden_size
+        self._layer_names: list[list[str]] = []
+        for layer in range(num_layers):
+            width = input_size if layer == 0 else hidden_size
+            shapes = {
+                f"weight_ih_l{layer}": (gate_size, width),
+                f"weight_hh_l{layer}": (gate_size, hidden_size),
+            }
+            if self.bias:
+                shapes[f"bias_ih_l{layer}"] = (gate_size,)
+                shapes[f"bias_hh_l{layer}"] = (gate_size,)
+            for name, shape in shapes.items():
+                self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+            self._layer_names.append(list(shapes))
+        self.reset_parameters()
+        self.flatten_parameters()
+
+    # ------------------------------------------------------------------ parameters
+    def reset_parameters(self) -> None:
+        """``nn.LSTM``'s initialisation: U(-1/sqrt(H), 1/sqrt(H)) for every parameter."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for weight in self.parameters():
+            nn.init.uniform_(weight, -bound, bound)
+
+    def _layer_params(self, layer: int) -> list[Tensor]:
+        return [getattr(self, name) for name in self._layer_names[layer]]
+
+    def flatten_parameters(self) -> None:
+        """Lay each layer's parameters in one cuDNN buffer (CUDA only; no-op on CPU).
+
+        Per layer rather than for the whole stack, because the engine calls the kernel
+        layer by layer and cuDNN checks contiguity from the start of the storage.
+        """
+        for layer in range(self.num_layers):
+            width = self.input_size if layer == 0 else self.hidden_size
+            kernels.flatten_layer(self._layer_params(layer), self._mode, width, self.hidden_size)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "_DropoutRNN":
+        # .to() / .cuda() / .double() create new storages: flatten them again, as nn.RNNBase does.
+        ret = super()._apply(fn, recurse)
+        self.flatten_parameters()
+        return ret
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # copy.deepcopy and pickle clone each parameter separately, losing the shared buffer.
+        super().__setstate__(state)
+        self.flatten_parameters()
+
+    # ------------------------------------------------------------------ public info
+    @property
+    def scheme(self) -> str:
+        return self.plan.scheme
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """``{site: rate}`` for every site of the scheme, ``emb`` included."""
+        return self.plan.rates
+
+    @property
+    def emb_p(self) -> float:
+        """Word-type embedding dropout rate the language model should apply (0 if unused)."""
+        return self.plan.rate("emb")
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        s += f", scheme={self.plan.scheme!r}"
+        rates = {k: v for k, v in self.plan.rates.items() if v}
+        if rates:
+            s += f", rates={rates}"
+        extra = {k: v for k, v in self.plan.options.items()}
+        if extra:
+            s += f", options={extra}"
+        return s
+
+    # ------------------------------------------------------------------ forward
+    def _initial_state(self, hx: Any, batch: int, like: Tensor, unbatched: bool) -> tuple[Tensor, Tensor | None]:
+        shape = (self.num_layers, batch, self.hidden_size)  # (L, B, H)
+        if hx is None:
+            h0 = like.new_zeros(shape)
+            return h0, (like.new_zeros(shape) if self._cell == "lstm" else None)
+        if self._cell == "lstm":
+            if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+                raise ValueError("LSTM hidden state must be a tuple (h0, c0); got something else")
+            h0, c0 = hx
+        else:
+            h0, c0 = hx, None
+        if unbatched:
+            h0 = h0.unsqueeze(1)
+            c0 = c0.unsqueeze(1) if c0 is not None else None
+        for name, t in (("h0", h0), ("c0", c0)):
+            if t is not None and tuple(t.shape) != shape:
+                raise ValueError(f"{name} must have shape {shape} (num_layers, batch, hidden_size), got {tuple(t.shape)}")
+        return h0, c0
+
+    def forward(self, input: Tensor, hx: Any = None) -> tuple[Tensor, Any]:
+        """Same call convention as ``torch.nn.LSTM`` / ``torch.nn.GRU``.
+
+        Masks are drawn whenever the module is in training mode, whatever the grad mode:
+        MC-dropout evaluation (Gal & Ghahramani 2016, eq. 4) is ``module.train()`` under
+        ``torch.no_grad()``.
+        """
+        if isinstance(input, PackedSequence):
+            raise ValueError("PackedSequence input is not supported; pass a padded tensor")
+        if input.dim() not in (2, 3):
+            raise ValueError(f"input must be 2-D (unbatched) or 3-D, got {input.dim()}-D")
+        unbatched = input.dim() == 2
+        if unbatched:
+            x = input.unsqueeze(1)  # (T, 1, D)
+        else:
+            x = input.transpose(0, 1) if self.batch_first else input  # (T, B, D)
+        steps, batch = x.shape[0], x.shape[1]
+        h0, c0 = self._initial_state(hx, batch, x, unbatched)
+
+        training = self.training
+        plan = self.plan
+        use_loop = self.impl == "loop" or plan.needs_loop(training)
+        if training:
+            self.last_masks = {}
+        h_n, c_n = [], []
+        for layer in range(self.num_layers):
+            params = self._layer_params(layer)
+            masks = draw_layer_masks(
+                plan.sites,
+                training,
+                cell=self._cell,
+                steps=steps,
+                batch=batch,
+                input_width=x.shape[2],
+                hidden=self.hidden_size,
+                gates=self._gates,
+                weight_hh_shape=tuple(params[1].shape),
+                drop_cell=plan.drop_cell,
+                like=x,
+            )
+            if training:
+                for key, mask in masks.items():
+                    self.last_masks[(layer, key)] = mask
+            c_layer = c0[layer] if c0 is not None else None
+            if use_loop:
+                x, h, c = self._loop_layer(x, h0[layer], c_layer, params, masks)
+            else:
+                x, h, c = self._fused_layer(x, h0[layer], c_layer, params, masks)
+            if "out" in masks:
+                x = x * masks["out"]  # (T, B, H) * (T|B|1, ..., H)
+            h_n.append(h)
+            c_n.append(c)
+
+        output = x.squeeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
+        h_out = torch.stack(h_n)  # (L, B, H)
+        if unbatched:
+            h_out = h_out.squeeze(1)
+        if self._cell == "gru":
+            return output, h_out
+        c_out = torch.stack(c_n)  # (L, B, H)
+        return output, (h_out, c_out.squeeze(1) if unbatched else c_out)
+
+    def _fused_layer(self, x: Tensor, h0: Tensor, c0: Tensor | None, params: list[Tensor], masks: dict[str, Mask]) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Dropout outside the recurrence + DropConnect weight, then the native kernel."""
+        if "x" in masks:
+            x = x * masks["x"]  # (T, B, D) * (T|B|1, ..., D)
+        weights = params
+        if "w_hh" in masks:
+            w_hh = params[1] * masks["w_hh"]  # (G*H, H): fresh each call, grad flows to the raw weight
+            weights = [params[0], w_hh, *params[2:]]
+            if w_hh.is_cuda and kernels.is_flat(params):
+                weights = kernels.pack_like(params, weights)
+        if self._cell == "lstm":
+            return kernels.lstm_layer(x, h0, c0, weights, self.bias)
+        out, h = kernels.gru_layer(x, h0, weights, self.bias)
+        return out, h, None
+
+    def _loop_layer(self, x: Tensor, h0: Tensor, c0: Tensor | None, params: list[Tensor], masks: dict[str, Mask]) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The reference path: project the segment once, split masks per step, then loop."""
+        plan = self.plan
+        steps = x.shape[0]
+        w_ih, w_hh = params[0], params[1]
+        b_ih, b_hh = (params[2], params[3]) if self.bias else (None, None)
+        if "w_hh" in masks:
+            w_hh = w_hh * masks["w_hh"]  # dropped once for the whole segment
+        x_untied = isinstance(masks.get("x"), Tensor) and plan.sites["x"].gate_masks == "untied"
+        if self._cell == "lstm":
+            bias = b_ih + b_hh if self.bias else None  # both biases add before the gates
+        else:
+            bias = b_ih  # b_hh's n-part is gated by r, so it stays in the recurrence
+        xw = cells.project_inputs(x, w_ih, bias, masks.get("x"), self._gates, x_untied)  # (T, B, G*H)
+
+        def split(key: str) -> list[Mask] | None:
+            mask = masks.get(key)
+            if mask is None:
+                return None
+            site = key.split(".")[0]
+            cfg = plan.sites[site]
+            if cfg.granularity != "step":
+                return per_step(mask, steps, None)
+            untied = isinstance(mask, Tensor) and cfg.gate_masks == "untied"
+            return per_step(mask, steps, 1 if untied else 0)
+
+        h_in = split("h_in")
+        h_in_untied = h_in is not None and plan.sites["h_in"].gate_masks == "untied"
+        pre_mask = plan.state_output == "pre_mask"
+        if self._cell == "lstm":
+            return cells.lstm_loop(
+                xw, h0, c0, w_hh,
+                h_in=h_in, h_in_untied=h_in_untied, g=split("g"), c_mask=split("c"),
+                zoneout=split("zoneout"), zoneout_c=split("zoneout.c"),
+                state=split("state"), state_c=split("state.c"), output_pre_mask=pre_mask,
+            )
+        out, h = cells.gru_loop(
+            xw, h0, w_hh, b_hh,
+            h_in=h_in, h_in_untied=h_in_untied, g=split("g"), zoneout=split("zoneout"),
+            state=split("state"), output_pre_mask=pre_mask,
+        )
+        return out, h, None
+
+
+class LSTM(_DropoutRNN):
+    """``torch.nn.LSTM`` with a dropout scheme; see ``benchmark.engine.SCHEMES``.
+
+    ``dropout`` is one float for every site the scheme uses, or ``{site: rate}``; scheme
+    options (``granularity``, ``gate_masks``, ``scaling``, ``drop_cell``) are keywords.
+    ``impl="loop"`` forces the reference loop (for tests comparing it with the kernel).
+
+    After a training forward, ``last_masks[(layer, key)]`` holds the masks it used (eval
+    forwards leave it alone). ``key`` is a site name, or ``"state.c"`` / ``"zoneout.c"``
+    for the LSTM memory's own mask. Shapes: step ``(T, B, D)``, sequence ``(B, D)``, batch
+    ``(1, D)``, with a leading gate axis ``(G, ...)`` for untied ``x`` / ``h_in``; ``w_hh``
+    has the weight's shape ``(G*H, H)``. Dropout masks hold the factor applied
+    (``{0, 1/keep}`` inverted, ``{0, 1}`` test); zoneout masks hold 1 where the previous
+    value is kept.
+    """
+
+    _cell = "lstm"
+    _gates = 4
+    _mode = "LSTM"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float | Mapping[str, float] = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        scheme: str = "none",
+        impl: str = "auto",
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, proj_size,
+            scheme=scheme, impl=impl, device=device, dtype=dtype, options=options,
+        )
+
+
+class GRU(_DropoutRNN):
+    """``torch.nn.GRU`` with a dropout scheme; see ``LSTM`` for the arguments."""
+
+    _cell = "gru"
+    _gates = 3
+    _mode = "GRU"
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float | Mapping[str, float] = 0.0,
+        bidirectional: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        scheme: str = "none",
+        impl: str = "auto",
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional, 0,
+            scheme=scheme, impl=impl, device=device, dtype=dtype, options=options,
+        )

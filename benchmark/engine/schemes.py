@@ -1,0 +1,274 @@
+"""The one registry of dropout schemes, each a set of mask sites (data, not subclasses).
+
+Why data: adding a scheme must mean adding an entry here and its tests, never a new cell
+class (docs: shared/DESIGN.md, "The one idea the architecture rests on"). The engine in
+``rnn.py`` reads a resolved ``DropoutPlan`` and nothing else.
+
+How rates derive from ``dropout``: a float is applied to *every* site the scheme uses for
+the cell (``emb`` included: the language model reads it from ``plan.rate("emb")``); a
+mapping ``{site: rate}`` sets the named sites and leaves the scheme's other sites at 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from benchmark.engine.masks import GRANULARITIES, SCALINGS, check_rate
+
+SITES: tuple[str, ...] = ("emb", "x", "h_in", "g", "c", "state", "out", "w_hh", "zoneout")
+CELLS: tuple[str, ...] = ("lstm", "gru")
+CELL_SITES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"lstm": SITES, "gru": tuple(s for s in SITES if s != "c")}  # a GRU has no separate memory
+)
+GATE_MASKS: tuple[str, ...] = ("untied", "tied")
+# Sites that act inside the recurrence: they need the reference loop while they sample.
+LOOP_SITES: frozenset[str] = frozenset({"h_in", "g", "c", "state", "zoneout"})
+# Sites whose granularity is fixed by their definition: one draw per forward call.
+FIXED_GRANULARITY: Mapping[str, str] = MappingProxyType({"emb": "batch", "w_hh": "batch"})
+OPTION_NAMES: tuple[str, ...] = ("granularity", "gate_masks", "scaling", "drop_cell")
+
+
+def _one_of(values: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(values) if values else "(none)"
+
+
+@dataclass(frozen=True)
+class Site:
+    """One mask site of a scheme: where, at which default granularity, for which cells."""
+
+    name: str
+    granularity: str
+    cells: tuple[str, ...] = CELLS
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A dropout scheme as data.
+
+    ``options`` holds the defaults of the keyword options the scheme accepts;
+    ``granularity_sites`` are the sites the ``granularity`` option sets (the others keep
+    their default); ``state_output`` says what a step outputs when the ``state`` site is
+    masked: ``"masked"`` (the carried value, e.g. Moon's GRU) or ``"pre_mask"`` (TensorFlow
+    ``DropoutWrapper``, where output and state dropout are separate).
+    """
+
+    name: str
+    sites: tuple[Site, ...]
+    source: str
+    summary: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    granularity_sites: tuple[str, ...] = ()
+    granularity_choices: tuple[str, ...] = GRANULARITIES
+    cells: tuple[str, ...] = CELLS
+    state_output: str = "masked"
+
+    def sites_for(self, cell: str) -> dict[str, str]:
+        """``{site: default granularity}`` of the sites this scheme uses on ``cell``."""
+        return {s.name: s.granularity for s in self.sites if cell in s.cells}
+
+
+_INV = {"scaling": "inverted"}
+
+SCHEMES: Mapping[str, Scheme] = MappingProxyType(
+    {
+        s.name: s
+        for s in (
+            Scheme(
+                "none",
+                (),
+                source="baseline",
+                summary="no dropout",
+            ),
+            Scheme(
+                "naive",
+                (Site("x", "step"), Site("out", "step")),
+                source="Zaremba, Sutskever & Vinyals 2014, Recurrent Neural Network Regularization, arXiv:1409.2329",
+                summary="dropout on non-recurrent connections only, a new mask every step",
+                options={"granularity": "step", **_INV},
+                granularity_sites=("x", "out"),
+            ),
+            Scheme(
+                "variational",
+                (Site("emb", "batch"), Site("x", "sequence"), Site("h_in", "sequence"), Site("out", "sequence")),
+                source="Gal & Ghahramani 2016, A Theoretically Grounded Application of Dropout in RNNs, arXiv:1512.05287",
+                summary="one mask per sample fixed over time at inputs, h_{t-1} entering U, and outputs",
+                options={"granularity": "sequence", "gate_masks": "untied", **_INV},
+                granularity_sites=("x", "h_in", "out"),
+            ),
+            Scheme(
+                "moon",
+                (Site("c", "sequence", ("lstm",)), Site("state", "sequence", ("gru",))),
+                source="Moon, Choi, Lee & Song 2015, RNNDROP: a novel dropout for RNNs in ASR, IEEE ASRU",
+                summary="a per-sequence mask on the memory after its update, carried on (GRU: on h)",
+                options={"granularity": "sequence", **_INV},
+                granularity_sites=("c", "state"),
+            ),
+            Scheme(
+                "semeniuta",
+                (Site("x", "step"), Site("g", "step"), Site("out", "step")),
+                source="Semeniuta, Severyn & Barth 2016, Recurrent Dropout without Memory Loss, arXiv:1603.05118",
+                summary="dropout on the candidate (LSTM g, GRU n) before it enters the memory",
+                options={"granularity": "step", **_INV},
+                granularity_sites=("g",),
+            ),
+            Scheme(
+                "weightdrop",
+                (Site("emb", "batch"), Site("x", "sequence"), Site("w_hh", "batch"), Site("out", "sequence")),
+                source="Merity, Keskar & Socher 2017, Regularizing and Optimizing LSTM Language Models, arXiv:1708.02182",
+                summary="DropConnect on weight_hh once per forward, locked dropout on inputs and outputs",
+                options={"granularity": "sequence", **_INV},
+                granularity_sites=("x", "out"),
+            ),
+            Scheme(
+                "zoneout",
+                (Site("zoneout", "step"),),
+                source="Krueger et al. 2016, Zoneout: Regularizing RNNs by Randomly Preserving Hidden Activations, arXiv:1606.01305",
+                summary="per unit and step keep h_{t-1} (and c_{t-1}) instead of the new value",
+                options={"granularity": "step"},
+                granularity_sites=("zoneout",),
+            ),
+            Scheme(
+                "state_dropout",
+                (Site("state", "sequence"),),
+                source="TensorFlow DropoutWrapper(variational_recurrent=True, state_keep_prob<1); tensorflow/tensorflow#11650",
+                summary="the carried state masked and rescaled after every step; drop_cell also masks LSTM c (TF < 1.4)",
+                options={"granularity": "sequence", "drop_cell": False, **_INV},
+                granularity_sites=("state",),
+                granularity_choices=("sequence", "batch"),
+                state_output="pre_mask",
+            ),
+        )
+    }
+)
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """A site as the engine applies it."""
+
+    rate: float
+    granularity: str
+    scaling: str = "inverted"
+    gate_masks: str | None = None  # only for x / h_in
+
+
+@dataclass(frozen=True)
+class DropoutPlan:
+    """A scheme resolved for one cell, rate(s) and options: everything the engine reads."""
+
+    scheme: str
+    cell: str
+    sites: Mapping[str, SiteConfig]
+    options: Mapping[str, Any]
+    state_output: str = "masked"
+
+    def rate(self, site: str) -> float:
+        """The site's rate, 0.0 for a site the scheme does not use (e.g. ``emb`` for naive)."""
+        cfg = self.sites.get(site)
+        return cfg.rate if cfg is not None else 0.0
+
+    @property
+    def rates(self) -> dict[str, float]:
+        return {name: cfg.rate for name, cfg in self.sites.items()}
+
+    @property
+    def drop_cell(self) -> bool:
+        return bool(self.options.get("drop_cell", False))
+
+    def needs_loop(self, training: bool) -> bool:
+        """Whether this mode needs the reference loop instead of the fused kernel.
+
+        In-loop sites act between time steps, which the native kernel cannot do; they
+        matter while sampling, and in eval only for zoneout (the expectation) and
+        ``test`` scaling (multiply by keep). Untied input masks give each gate its own
+        masked input, which the kernel cannot take either.
+        """
+        for name, cfg in self.sites.items():
+            if cfg.rate == 0.0:
+                continue
+            if name in LOOP_SITES and (training or name == "zoneout" or cfg.scaling == "test"):
+                return True
+            if name == "x" and training and cfg.gate_masks == "untied":
+                return True
+        return False
+
+
+def resolve(scheme: str, cell: str, dropout: float | Mapping[str, float] = 0.0, **options: Any) -> DropoutPlan:
+    """Validate a scheme request and resolve it into a ``DropoutPlan``.
+
+    Every error is a ``ValueError`` with one line naming what was wrong and what is allowed.
+    """
+    if cell not in CELLS:
+        raise ValueError(f"unknown cell {cell!r}; choose one of: {_one_of(CELLS)}")
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose one of: {_one_of(list(SCHEMES))}")
+    spec = SCHEMES[scheme]
+    if cell not in spec.cells:
+        raise ValueError(f"scheme {scheme!r} does not run on a {cell.upper()}; it runs on: {_one_of(spec.cells)}")
+    used = spec.sites_for(cell)
+
+    # Options: only those the scheme declares, each from its allowed values.
+    for key in options:
+        if key not in spec.options:
+            raise ValueError(
+                f"option {key!r} does not apply to scheme {scheme!r}; its options: {_one_of(list(spec.options))}"
+            )
+    opts = {**spec.options, **options}
+    if "granularity" in opts and opts["granularity"] not in spec.granularity_choices:
+        raise ValueError(
+            f"granularity {opts['granularity']!r} is not allowed for scheme {scheme!r}; "
+            f"choose one of: {_one_of(spec.granularity_choices)}"
+        )
+    if "gate_masks" in opts and opts["gate_masks"] not in GATE_MASKS:
+        raise ValueError(f"gate_masks {opts['gate_masks']!r} is not allowed; choose one of: {_one_of(GATE_MASKS)}")
+    if "scaling" in opts and opts["scaling"] not in SCALINGS:
+        raise ValueError(f"scaling {opts['scaling']!r} is not allowed; choose one of: {_one_of(SCALINGS)}")
+    if "drop_cell" in opts:
+        if not isinstance(opts["drop_cell"], bool):
+            raise ValueError(f"drop_cell must be True or False, got {opts['drop_cell']!r}")
+        if opts["drop_cell"] and cell != "lstm":
+            raise ValueError("drop_cell=True needs an LSTM (a GRU has no memory c); allowed for GRU: drop_cell=False")
+
+    # Rates: a float for every used site, or a mapping naming some of them.
+    if isinstance(dropout, Mapping):
+        rates = {name: 0.0 for name in used}
+        for site, value in dropout.items():
+            if site not in SITES:
+                raise ValueError(f"unknown site {site!r}; choose one of: {_one_of(SITES)}")
+            if site not in CELL_SITES[cell]:
+                raise ValueError(f"site {site!r} does not exist on a {cell.upper()}; its sites: {_one_of(CELL_SITES[cell])}")
+            if site not in used:
+                raise ValueError(f"site {site!r} is not used by scheme {scheme!r} on a {cell.upper()}; its sites: {_one_of(list(used))}")
+            rates[site] = check_rate(value, f"dropout rate for site {site!r}")
+    else:
+        p = check_rate(dropout, "dropout")
+        rates = {name: p for name in used}
+
+    sites: dict[str, SiteConfig] = {}
+    for name, default_granularity in used.items():
+        if name in FIXED_GRANULARITY:
+            granularity = FIXED_GRANULARITY[name]
+        elif name in spec.granularity_sites:
+            granularity = opts.get("granularity", default_granularity)
+        else:
+            granularity = default_granularity
+        sites[name] = SiteConfig(
+            rate=rates[name],
+            granularity=granularity,
+            scaling=opts.get("scaling", "inverted"),
+            gate_masks=opts.get("gate_masks", "tied") if name in ("x", "h_in") else None,
+        )
+    return DropoutPlan(
+        scheme=scheme,
+        cell=cell,
+        sites=sites,  # plain dicts, not MappingProxyType: modules must deepcopy and pickle
+        options=opts,
+        state_output=spec.state_output,
+    )
+
+
+def scheme_names() -> list[str]:
+    """Names of all registered schemes, in registry order."""
+    return list(SCHEMES)
