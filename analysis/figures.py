@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -69,7 +70,9 @@ def _curve(events: pd.DataFrame, x: str) -> pd.DataFrame:
     resumed job), sorted, with non-finite or non-positive perplexities dropped (a log
     axis cannot show them; divergence is marked separately)."""
     points = events[[x, "ppl"]].dropna()
-    points = points[points["ppl"].map(lambda v: math.isfinite(v) and v > 0)]
+    ppl = pd.to_numeric(points["ppl"], errors="coerce").astype(float)
+    # A numeric mask, never a ``map`` result: an empty object-dtype Series would index columns.
+    points = points[np.isfinite(ppl) & (ppl > 0)]
     return points.drop_duplicates(subset=x, keep="last").sort_values(x)
 
 

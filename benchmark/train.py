@@ -41,6 +41,7 @@ class TrainConfig:
     decay_after: int = 4
     clip: float = 5.0
     log_interval: int = 50
+    mc_samples: int = 0  # K > 0 adds an MC-dropout test evaluation (Gal & Ghahramani 2016, eq. 4)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class TrainResult:
     train_tokens_per_s: float
     diverged_step: int | None = None
     diverged_what: str | None = None
+    mc_test_ppl: float | None = None
 
 
 def lr_factor(epoch: int, cfg: TrainConfig) -> float:
@@ -72,6 +74,30 @@ def evaluate(model: LanguageModel, data: torch.Tensor, bptt: int) -> float:
         logits, hidden = model(inputs, hidden)
         total += nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
         count += targets.numel()
+    return total / count
+
+
+@torch.no_grad()
+def evaluate_mc(model: LanguageModel, data: torch.Tensor, bptt: int, samples: int) -> float:
+    """MC-dropout cross-entropy: dropout on, predictive probabilities averaged over ``samples``.
+
+    Gal & Ghahramani (2016), eq. 4: ``p(y|x) ~ 1/K sum_k p(y|x, masks_k)``. Each of the K
+    samples is a whole stochastic model run over the text with its own carried state, and
+    the per-token probabilities are averaged before the log (in log space, for stability).
+    """
+    if samples < 1:
+        raise ValueError(f"mc_samples={samples} must be at least 1")
+    model.train()  # masks on; no_grad keeps it an evaluation
+    total, count, hidden = 0.0, 0, [None] * samples
+    for inputs, targets in segments(data, bptt):
+        logp = []
+        for k in range(samples):
+            logits, hidden[k] = model(inputs, hidden[k])
+            logp.append(torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1))  # (T, B)
+        mean_logp = torch.logsumexp(torch.stack(logp), dim=0) - math.log(samples)  # (T, B)
+        total -= mean_logp.sum().item()
+        count += targets.numel()
+    model.eval()
     return total / count
 
 
@@ -136,8 +162,15 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
 
     model.load_state_dict(best_state)
     test_loss = evaluate(model, test_data, cfg.bptt)
-    log({"epoch": cfg.epochs, "step": step, "split": "test", "loss": test_loss, "ppl": ppl(test_loss)})
-    return TrainResult("finished", ppl(best_val), ppl(test_loss), cfg.epochs, train_tokens / max(train_time, 1e-9))
+    test_event = {"epoch": cfg.epochs, "step": step, "split": "test", "loss": test_loss, "ppl": ppl(test_loss)}
+    mc_ppl = None
+    if cfg.mc_samples:
+        mc_loss = evaluate_mc(model, test_data, cfg.bptt, cfg.mc_samples)
+        mc_ppl = ppl(mc_loss)
+        test_event.update(mc_loss=mc_loss, mc_ppl=mc_ppl, mc_samples=cfg.mc_samples)
+    log(test_event)
+    return TrainResult("finished", ppl(best_val), ppl(test_loss), cfg.epochs, train_tokens / max(train_time, 1e-9),
+                       mc_test_ppl=mc_ppl)
 
 
 def _diverged(step: int, epochs_done: int, what: str, best_val: float, tokens: int, train_time: float,

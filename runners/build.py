@@ -11,10 +11,11 @@ import math
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from benchmark.data import Corpus, load_corpus
-from benchmark.model import CELLS, LanguageModel, recurrent_stack
+from benchmark.engine import resolve
+from benchmark.model import CELLS, LanguageModel
 from benchmark.train import TrainConfig
 
 
@@ -22,19 +23,28 @@ class ConfigError(ValueError):
     """A config value that cannot run; the message is one line."""
 
 
-def check_rate(key: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or not 0 <= value < 1:
-        raise ConfigError(f"{key}={value} is outside [0, 1): a dropout rate is a probability below 1")
-    return float(value)
+def scheme_options(cfg: DictConfig) -> dict:
+    """Everything in the ``scheme`` group but its name: the engine's scheme options."""
+    return {k: v for k, v in OmegaConf.to_container(cfg.scheme, resolve=True).items() if k != "name"}
+
+
+def dropout_rates(cfg: DictConfig) -> float | dict:
+    """``dropout``: one rate for every site the scheme uses, or a mapping ``{site: rate}``."""
+    value = cfg.dropout
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 def check_config(cfg: DictConfig) -> None:
     """Every check that needs no data: raises ``ConfigError`` naming the key."""
-    check_rate("dropout", cfg.dropout)
+    rates = dropout_rates(cfg)
+    for site, rate in (rates.items() if isinstance(rates, dict) else [(None, rates)]):
+        key = "dropout" if site is None else f"dropout.{site}"
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or math.isnan(rate) or not 0 <= rate < 1:
+            raise ConfigError(f"{key}={rate} is outside [0, 1): a dropout rate is a probability below 1")
     if cfg.model.cell not in CELLS:
         raise ConfigError(f"model.cell={cfg.model.cell} is unknown; choose one of: {', '.join(CELLS)}")
-    try:  # the model's own constructor is the authority on schemes and rates
-        recurrent_stack(cfg.model.cell, 4, 4, 1, cfg.scheme.name, float(cfg.dropout))
+    try:  # the engine is the one authority on schemes, sites and options
+        resolve(cfg.scheme.name, cfg.model.cell, rates, **scheme_options(cfg))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
@@ -44,6 +54,8 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "bptt", "log_interval"):
         if int(cfg.train[key]) < 1:
             raise ConfigError(f"train.{key}={cfg.train[key]} must be at least 1")
+    if int(cfg.train.mc_samples) < 0:
+        raise ConfigError(f"train.mc_samples={cfg.train.mc_samples} must be 0 (off) or a number of samples")
 
 
 def device(cfg: DictConfig) -> torch.device:
@@ -61,7 +73,8 @@ def corpus(cfg: DictConfig) -> Corpus:
 def model(cfg: DictConfig, vocab_size: int) -> LanguageModel:
     m = cfg.model
     return LanguageModel(vocab_size, m.emb_size, m.hidden_size, m.num_layers, cell=m.cell,
-                         scheme=cfg.scheme.name, dropout=float(cfg.dropout), init_scale=m.init_scale)
+                         scheme=cfg.scheme.name, dropout=dropout_rates(cfg), init_scale=m.init_scale,
+                         **scheme_options(cfg))
 
 
 def train_config(cfg: DictConfig) -> TrainConfig:

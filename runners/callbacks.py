@@ -20,7 +20,11 @@ log = logging.getLogger("runners.sweep")
 def sweep_summary(sweep_dir: Path) -> str:
     """One line per job (status, best validation ppl, directory), then the counts."""
     lines, counts = [], {}
-    for path in sorted(sweep_dir.glob("**/summary.json")):
+    def job_order(path: Path) -> tuple:  # "10-..." after "9-...": Hydra's job number, not text order
+        head = path.parent.name.split("-", 1)[0]
+        return (int(head) if head.isdigit() else float("inf"), str(path))
+
+    for path in sorted(sweep_dir.glob("**/summary.json"), key=job_order):
         try:
             s = json.loads(path.read_text())
         except ValueError:

@@ -38,8 +38,9 @@ class JobContext:
 
 
 def summary_base(cfg: DictConfig) -> dict:
+    rates = build.dropout_rates(cfg)
     return {"run_name": cfg.run_name, "scheme": cfg.scheme.name, "cell": cfg.model.cell, "data": cfg.data.name,
-            "seed": int(cfg.seed), "dropout": 0.0 if cfg.scheme.name == "none" else float(cfg.dropout)}
+            "seed": int(cfg.seed), "dropout": 0.0 if cfg.scheme.name == "none" else rates}
 
 
 def run_job(cfg: DictConfig, ctx: JobContext) -> dict:
@@ -62,7 +63,7 @@ def run_job(cfg: DictConfig, ctx: JobContext) -> dict:
     store.open(config)
     tracker = None
     summary = {**summary_base(cfg), "status": "failed", "best_val_ppl": None, "test_ppl": None,
-               "bayes_test_ppl": None, "epochs": 0, "wall_s": None, "train_tokens_per_s": None,
+               "bayes_test_ppl": None, "mc_test_ppl": None, "epochs": 0, "wall_s": None, "train_tokens_per_s": None,
                "diverged_step": None, "error": None, "dir": str(ctx.job_dir)}
     started = time.perf_counter()
     try:
@@ -73,7 +74,7 @@ def run_job(cfg: DictConfig, ctx: JobContext) -> dict:
                                    job_type=cfg.scheme.name, config=config)
         dev = build.device(cfg)
         model = build.model(cfg, data.vocab_size)
-        log.info("%s | %s | %s, %s params, device %s", cfg.run_name, data.describe(), cfg.model.cell,
+        log.info("%s | %s | %s, %s params, device %s", cfg.run_name, data.describe(), model.rnn,
                  f"{sum(p.numel() for p in model.parameters()):,}", dev)
 
         def record(event: dict) -> None:
@@ -90,7 +91,7 @@ def run_job(cfg: DictConfig, ctx: JobContext) -> dict:
         result = train(model, data, build.train_config(cfg), dev, log=record, progress=sys.stderr.isatty())
         summary.update(status=result.status, best_val_ppl=result.best_val_ppl, test_ppl=result.test_ppl,
                        epochs=result.epochs, train_tokens_per_s=result.train_tokens_per_s,
-                       diverged_step=result.diverged_step)
+                       diverged_step=result.diverged_step, mc_test_ppl=result.mc_test_ppl)
         if result.diverged_what:
             summary["diverged_what"] = result.diverged_what
         return summary

@@ -91,6 +91,9 @@ def build_sweep(sweep: Path) -> dict[str, Path]:
     diverged = sweep / "7"  # explodes: the figures must cope with 1e5 and null perplexities
     write_job(diverged, scheme="state_dropout", cell="gru", seed=0, val=[250.0, 1e5], test=None,
               status="diverged", diverged_step=11)
+    # Diverged before any finite perplexity was logged: its only event has ppl null.
+    write_job(sweep / "8", scheme="moon", cell="gru", seed=0, val=[], test=None, status="diverged",
+              diverged_step=3)
     torn = sweep / "2026-01-01" / "12-00-00" / "6"
     write_job(torn, scheme="none", cell="lstm", seed=1, val=[290.0, 250.0, 240.0], test=None,
               summary=False, torn_tail=True)
@@ -207,10 +210,10 @@ def test_perplexity_table_has_the_right_numbers(report: dict) -> None:
 
 def test_runs_table_lists_every_run_with_status(report: dict) -> None:
     rows = report["reader"].run_rows
-    assert len(rows) == len(FINISHED) + 2
+    assert len(rows) == len(FINISHED) + 3
     statuses = sorted(row[6] for row in rows)
-    assert statuses == ["diverged (loss)", "failed"] + ["finished"] * len(FINISHED)
-    diverged = next(row for row in rows if row[6].startswith("diverged"))
+    assert statuses == ["diverged (loss)"] * 2 + ["failed"] + ["finished"] * len(FINISHED)
+    diverged = next(row for row in rows if row[6].startswith("diverged") and row[12] == "11")
     assert diverged[12] == "11" and diverged[7] == "250.00"
     failed = next(row for row in rows if row[6] == "failed")
     assert failed[8] == "\u2014"  # no test ppl
@@ -243,7 +246,7 @@ def test_csv_tables_match(report: dict) -> None:
     import pandas as pd
 
     runs = pd.read_csv(report["out"] / "runs.csv")
-    assert len(runs) == len(FINISHED) + 2
+    assert len(runs) == len(FINISHED) + 3
     assert set(runs["status"]) == {"finished", "failed", "diverged"}
     assert runs.loc[runs["status"] != "finished", "test_ppl"].isna().all()
     table = pd.read_csv(report["out"] / "perplexity.csv")

@@ -33,7 +33,7 @@ def _run(corpus, seed=0, poison=False, **kw):
     model = LanguageModel(corpus.vocab_size, 16, 16, 1, "lstm", kw.pop("scheme", "none"), kw.pop("dropout", 0.0))
     if poison:
         with torch.no_grad():
-            model.rnn.rnn.weight_hh_l0[0, 0] = math.nan
+            model.rnn.weight_hh_l0[0, 0] = math.nan
     events = []
     result = train(model, corpus, TrainConfig(batch_size=4, eval_batch_size=4, bptt=10, log_interval=10, **kw), CPU,
                    log=events.append, progress=False)
@@ -76,3 +76,39 @@ def test_a_blow_up_ends_as_diverged_with_its_step():
     assert events[-1]["event"] == "diverged" and events[-1]["step"] == result.diverged_step
     assert result.test_ppl is None and not any(e["split"] == "test" for e in events)
     assert math.isnan(events[-1]["loss"])
+
+
+def _toy_lm(scheme: str, dropout: float) -> tuple[LanguageModel, torch.Tensor]:
+    torch.manual_seed(0)
+    model = LanguageModel(40, 12, 12, 2, "lstm", scheme, dropout).double()
+    data = batchify(torch.randint(0, 40, (600,)), 4)
+    return model, data
+
+
+def test_mc_dropout_without_dropout_is_the_deterministic_evaluation():
+    from benchmark.train import evaluate, evaluate_mc
+
+    model, data = _toy_lm("none", 0.5)
+    assert abs(evaluate_mc(model, data, 10, samples=3) - evaluate(model, data, 10)) < 1e-9
+    assert not model.training, "MC evaluation must leave the model in eval mode"
+
+
+def test_mc_dropout_with_one_sample_is_one_stochastic_pass_and_more_samples_differ():
+    from torch import nn
+
+    from benchmark.train import evaluate, evaluate_mc
+
+    model, data = _toy_lm("variational", 0.5)
+    torch.manual_seed(7)
+    mc1 = evaluate_mc(model, data, 10, samples=1)
+    torch.manual_seed(7)
+    model.train()
+    total, count, hidden = 0.0, 0, None
+    with torch.no_grad():
+        for inputs, targets in segments(data, 10):
+            logits, hidden = model(inputs, hidden)
+            total += nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
+            count += targets.numel()
+    assert abs(mc1 - total / count) < 1e-9
+    mc4 = evaluate_mc(model, data, 10, samples=4)
+    assert math.isfinite(mc4) and abs(mc4 - evaluate(model, data, 10)) > 1e-6

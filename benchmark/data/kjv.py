@@ -11,7 +11,7 @@ dropped, one ``<eos>`` per verse, vocabulary capped (10k) with ``<unk>``.
 
 Splits are by whole chapters, so the text inside a split is contiguous where a carried
 hidden state expects it. The 1,189 chapters are put in a fixed pseudo-random order
-(seed ``SPLIT_SEED``, part of the format) and dealt out: every 20th to valid, the next
+(seed ``SPLIT_SEED``, part of the format) and dealt out: every 40th to valid, the next
 to test, the rest to train. The order matters for ``size``, which keeps a prefix of
 the training split because small data is where dropout matters: in book order a 20k
 prefix would be Genesis alone, judged against validation text from all 66 books; in
@@ -32,7 +32,7 @@ from benchmark.data.corpus import EOS, Corpus, DataError, build_vocab, cached, e
 
 PACKAGE = "bible"
 RELATIVE_PATH = Path("data") / "kjv.jsonl"
-SPLIT_PERIOD = 20  # in the dealt order, chapter k goes to valid if k % 20 == 0, to test if k % 20 == 1
+SPLIT_PERIOD = 40  # in the dealt order, chapter k goes to valid if k % 40 == 0, to test if k % 40 == 1
 SPLIT_SEED = 1611  # the year the King James Version was published
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")

@@ -195,10 +195,14 @@ class _DropoutRNN(nn.Module):
         if training:
             self.last_masks = {}
         h_n, c_n = [], []
+        # One mask per boundary between stacked layers, as in Zaremba's, Gal's and AWD-LSTM's
+        # code: the upper layer's ``x`` masks it, and ``out`` masks only the module's output.
+        # (Masking every layer's output as well would drop 0.75 of a boundary at rate 0.5.)
+        inner_sites = {k: v for k, v in plan.sites.items() if k != "out"}
         for layer in range(self.num_layers):
             params = self._layer_params(layer)
             masks = draw_layer_masks(
-                plan.sites,
+                plan.sites if layer == self.num_layers - 1 else inner_sites,
                 training,
                 cell=self._cell,
                 steps=steps,
