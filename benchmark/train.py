@@ -1,33 +1,42 @@
-"""Training and evaluation of a language model with truncated BPTT and SGD.
+"""Training and evaluation of a language model with truncated BPTT, resumable at any step.
 
 The loop is the one of Zaremba et al. (2014): the hidden state is carried across
-segments and detached at their boundary, SGD with gradient-norm clipping, the learning
-rate held for ``decay_after`` epochs and then multiplied by ``lr_decay`` every epoch.
-After every epoch the model is evaluated on the validation split; at the end the
-weights with the best validation perplexity are evaluated on the test split.
+segments and detached at their boundary, gradients are clipped by norm, validation
+runs after every epoch and the test split is scored with the best-validation weights.
+AWD-LSTM's additions are options (Merity et al. 2017): NT-ASGD, weight decay and
+variable-length BPTT.
+
+Everything that changes while training lives in one ``Progress`` record, so a
+checkpoint (``checkpoint_state``) is that record plus the model, the optimiser and every
+random generator: a job killed at any point and resumed from its last checkpoint
+replays exactly what the uninterrupted job would have done.
 
 Everything observed is handed to ``log(record)`` as plain dicts, so this module knows
-nothing of W&B, Hydra or files.
+nothing of W&B, Hydra or the run store's files.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from benchmark.data import Corpus, batchify, segments
-from benchmark.data.batching import num_segments
 from benchmark.model import LanguageModel, detach_hidden
+from benchmark.optim import OptimConfig, averaged_weights, epoch_lr, lr_factor, make_optimizer, should_average
 
 Record = dict
 Logger = Callable[[Record], None]
+
+__all__ = ["TrainConfig", "TrainResult", "Progress", "train", "evaluate", "evaluate_mc", "lr_factor", "ppl"]
 
 
 @dataclass(frozen=True)
@@ -35,18 +44,28 @@ class TrainConfig:
     epochs: int = 25
     batch_size: int = 20
     eval_batch_size: int = 10
+    test_batch_size: int | None = None  # None: eval_batch_size (Zaremba and AWD-LSTM test with 1)
     bptt: int = 35
-    lr: float = 1.0
-    lr_decay: float = 0.5
-    decay_after: int = 4
+    variable_bptt: bool = False  # AWD-LSTM: length ~ N(bptt, 5), bptt/2 with p=0.05, lr scaled by length
     clip: float = 5.0
     log_interval: int = 50
     mc_samples: int = 0  # K > 0 adds an MC-dropout test evaluation (Gal & Ghahramani 2016, eq. 4)
+    optimizer: str = "sgd"
+    lr: float = 1.0
+    lr_decay: float = 0.5
+    decay_after: int = 4
+    weight_decay: float = 0.0
+    nonmono: int = 5
+
+    @property
+    def optim(self) -> OptimConfig:
+        names = {f.name for f in fields(OptimConfig)}
+        return OptimConfig(**{k: v for k, v in asdict(self).items() if k in names})
 
 
 @dataclass
 class TrainResult:
-    status: str  # finished | diverged
+    status: str  # finished | diverged | interrupted
     best_val_ppl: float | None
     test_ppl: float | None
     epochs: int
@@ -56,13 +75,49 @@ class TrainResult:
     mc_test_ppl: float | None = None
 
 
-def lr_factor(epoch: int, cfg: TrainConfig) -> float:
-    """Multiplier of the base rate in 1-based ``epoch``: Zaremba's ``decay ** max(epoch - max_epoch, 0)``."""
-    return cfg.lr_decay ** max(epoch - cfg.decay_after, 0)
+@dataclass
+class Progress:
+    """Everything that changes during training: what a checkpoint must hold besides weights."""
+
+    epoch: int = 1  # the epoch being trained (1-based)
+    pos: int = 0  # next row of the batchified training data in this epoch
+    step: int = 0  # optimiser steps taken
+    hidden: Any = None  # the carried state at ``pos``
+    epoch_loss: float = 0.0
+    epoch_tokens: int = 0
+    epoch_time: float = 0.0
+    interval_loss: float = 0.0
+    interval_tokens: int = 0
+    train_time: float = 0.0
+    train_tokens: int = 0
+    best_val: float = math.inf
+    best_state: dict | None = None
+    val_losses: list[float] = field(default_factory=list)
+    averaging: bool = False  # NT-ASGD has switched to averaged SGD
 
 
 def ppl(loss: float) -> float:
     return math.exp(min(loss, 700.0))  # beyond e^700 a float overflows; it is inf in all but name
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, progress: Progress) -> dict:
+    """A self-contained snapshot to resume from (``train(..., resume=state)``)."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "progress": asdict(progress),
+            "rng": rng_state()}
 
 
 @torch.no_grad()
@@ -101,83 +156,141 @@ def evaluate_mc(model: LanguageModel, data: torch.Tensor, bptt: int, samples: in
     return total / count
 
 
-def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.device,
-          log: Logger = lambda record: None, progress: bool = True) -> TrainResult:
-    model.to(device)
-    train_data = batchify(corpus.train, cfg.batch_size).to(device)
-    valid_data = batchify(corpus.valid, cfg.eval_batch_size).to(device)
-    test_data = batchify(corpus.test, cfg.eval_batch_size).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e + 1, cfg))
+def segment_length(cfg: TrainConfig) -> int:
+    """AWD-LSTM's variable BPTT: mostly ~N(bptt, 5), sometimes ~N(bptt/2, 5), never below 5.
 
-    best_val, best_state, step, train_time, train_tokens = math.inf, None, 0, 0.0, 0
-    n_segments = num_segments(train_data, cfg.bptt)
-    for epoch in range(1, cfg.epochs + 1):
+    Drawn from the global torch generator, which checkpoints capture, so a resumed job
+    cuts its segments exactly where the uninterrupted one did.
+    """
+    if not cfg.variable_bptt:
+        return cfg.bptt
+    base = cfg.bptt if torch.rand(()).item() < 0.95 else cfg.bptt / 2
+    return max(5, int(torch.normal(torch.tensor(float(base)), torch.tensor(5.0)).item()))
+
+
+def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.device,
+          log: Logger = lambda record: None, progress: bool = True,
+          resume: dict | None = None, on_checkpoint: Callable[[dict], None] | None = None,
+          should_stop: Callable[[], bool] = lambda: False) -> TrainResult:
+    """Train ``model``; checkpoints go to ``on_checkpoint`` after every epoch and when
+    ``should_stop()`` turns true (e.g. on SIGTERM), in which case the result is ``interrupted``.
+    """
+    model.to(device)
+    train_data = batchify(corpus.train, cfg.batch_size).to(device)  # (N, B)
+    valid_data = batchify(corpus.valid, cfg.eval_batch_size).to(device)
+    test_data = batchify(corpus.test, cfg.test_batch_size or cfg.eval_batch_size).to(device)
+    p = Progress()
+    if resume is not None:
+        p = Progress(**resume["progress"])
+        model.load_state_dict(resume["model"])
+    optimizer = make_optimizer(model, cfg.optim, averaged=p.averaging)
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        set_rng_state(resume["rng"])
+    if on_checkpoint is not None and resume is None:
+        on_checkpoint(checkpoint_state(model, optimizer, p))  # a kill before the first epoch ends resumes here
+
+    rows = train_data.size(0) - 1
+    while p.epoch <= cfg.epochs:
         model.train()
-        hidden, epoch_loss, epoch_tokens = None, 0.0, 0
-        interval_loss, interval_tokens = 0.0, 0
+        base_lr = epoch_lr(p.epoch, cfg.optim)
         started = time.perf_counter()
-        bar = tqdm(segments(train_data, cfg.bptt), total=n_segments, desc=f"epoch {epoch}/{cfg.epochs}",
+        bar = tqdm(total=rows, initial=p.pos, desc=f"epoch {p.epoch}/{cfg.epochs}", unit="row",
                    disable=not progress, leave=False, mininterval=1.0)
-        for inputs, targets in bar:
-            step += 1
-            hidden = detach_hidden(hidden)
-            logits, hidden = model(inputs, hidden)
+        while p.pos < rows:
+            seq_len = min(segment_length(cfg), rows - p.pos)
+            inputs = train_data[p.pos : p.pos + seq_len]  # (t, B)
+            targets = train_data[p.pos + 1 : p.pos + 1 + seq_len]
+            for group in optimizer.param_groups:  # AWD-LSTM scales the rate with the segment's length
+                group["lr"] = base_lr * seq_len / cfg.bptt
+            p.step += 1
+            logits, hidden = model(inputs, detach_hidden(p.hidden))
             loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
             if not torch.isfinite(loss):
-                return _diverged(step, epoch - 1, "loss", best_val, train_tokens, train_time, started, log)
+                return _diverged(p, "loss", started, log)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             if not torch.isfinite(grad_norm):
-                return _diverged(step, epoch - 1, "gradient", best_val, train_tokens, train_time, started, log)
+                return _diverged(p, "gradient", started, log)
             optimizer.step()
+            p.hidden = detach_hidden(hidden)
+            p.pos += seq_len
+            bar.update(seq_len)
 
-            n = targets.numel()
-            value = loss.item()
-            epoch_loss += value * n
-            epoch_tokens += n
-            interval_loss += value * n
-            interval_tokens += n
-            if step % cfg.log_interval == 0:
-                mean = interval_loss / interval_tokens
-                log({"epoch": epoch, "step": step, "split": "train", "scope": "interval", "loss": mean,
-                     "ppl": ppl(mean), "lr": optimizer.param_groups[0]["lr"], "grad_norm": grad_norm.item()})
+            n, value = targets.numel(), loss.item()
+            p.epoch_loss += value * n
+            p.epoch_tokens += n
+            p.interval_loss += value * n
+            p.interval_tokens += n
+            if p.step % cfg.log_interval == 0:
+                mean = p.interval_loss / p.interval_tokens
+                log({"epoch": p.epoch, "step": p.step, "split": "train", "scope": "interval", "loss": mean,
+                     "ppl": ppl(mean), "lr": base_lr, "grad_norm": grad_norm.item()})
                 bar.set_postfix(ppl=f"{ppl(mean):.1f}")
-                interval_loss, interval_tokens = 0.0, 0
-        elapsed = time.perf_counter() - started
-        train_time += elapsed
-        train_tokens += epoch_tokens
-        mean = epoch_loss / epoch_tokens
-        log({"epoch": epoch, "step": step, "split": "train", "scope": "epoch", "loss": mean, "ppl": ppl(mean),
-             "lr": optimizer.param_groups[0]["lr"], "tokens_per_s": epoch_tokens / elapsed})
-        scheduler.step()
+                p.interval_loss, p.interval_tokens = 0.0, 0
+            if should_stop():
+                p.epoch_time += time.perf_counter() - started
+                if on_checkpoint is not None:
+                    on_checkpoint(checkpoint_state(model, optimizer, p))
+                bar.close()
+                return _result(p, "interrupted", cfg)
+        bar.close()
+        p.epoch_time += time.perf_counter() - started
+        p.train_time += p.epoch_time
+        p.train_tokens += p.epoch_tokens
+        mean = p.epoch_loss / p.epoch_tokens
+        log({"epoch": p.epoch, "step": p.step, "split": "train", "scope": "epoch", "loss": mean, "ppl": ppl(mean),
+             "lr": base_lr, "tokens_per_s": p.epoch_tokens / max(p.epoch_time, 1e-9)})
 
-        val_loss = evaluate(model, valid_data, cfg.bptt)
-        log({"epoch": epoch, "step": step, "split": "val", "loss": val_loss, "ppl": ppl(val_loss)})
+        with averaged_weights(model, optimizer):
+            val_loss = evaluate(model, valid_data, cfg.bptt)
+            if math.isfinite(val_loss) and val_loss < p.best_val:
+                p.best_val, p.best_state = val_loss, copy.deepcopy(model.state_dict())
+        log({"epoch": p.epoch, "step": p.step, "split": "val", "loss": val_loss, "ppl": ppl(val_loss)})
         if not math.isfinite(val_loss):
-            return _diverged(step, epoch, "validation loss", best_val, train_tokens, train_time, started, log)
-        if val_loss < best_val:
-            best_val, best_state = val_loss, copy.deepcopy(model.state_dict())
+            return _diverged(p, "validation loss", time.perf_counter(), log, epoch_done=True)
+        p.val_losses.append(val_loss)
+        if cfg.optimizer == "ntasgd" and not p.averaging and should_average(p.val_losses, cfg.nonmono):
+            p.averaging = True
+            optimizer = make_optimizer(model, cfg.optim, averaged=True)
+            log({"epoch": p.epoch, "step": p.step, "split": "train", "event": "averaging", "loss": mean,
+                 "ppl": ppl(mean)})
 
-    model.load_state_dict(best_state)
+        p.epoch += 1
+        p.pos, p.hidden = 0, None
+        p.epoch_loss, p.epoch_tokens, p.epoch_time = 0.0, 0, 0.0
+        p.interval_loss, p.interval_tokens = 0.0, 0
+        if on_checkpoint is not None:
+            on_checkpoint(checkpoint_state(model, optimizer, p))
+        if should_stop():
+            return _result(p, "interrupted", cfg)
+
+    model.load_state_dict(p.best_state)
     test_loss = evaluate(model, test_data, cfg.bptt)
-    test_event = {"epoch": cfg.epochs, "step": step, "split": "test", "loss": test_loss, "ppl": ppl(test_loss)}
-    mc_ppl = None
+    test_event = {"epoch": cfg.epochs, "step": p.step, "split": "test", "loss": test_loss, "ppl": ppl(test_loss)}
+    result = _result(p, "finished", cfg)
+    result.test_ppl = ppl(test_loss)
     if cfg.mc_samples:
         mc_loss = evaluate_mc(model, test_data, cfg.bptt, cfg.mc_samples)
-        mc_ppl = ppl(mc_loss)
-        test_event.update(mc_loss=mc_loss, mc_ppl=mc_ppl, mc_samples=cfg.mc_samples)
+        result.mc_test_ppl = ppl(mc_loss)
+        test_event.update(mc_loss=mc_loss, mc_ppl=result.mc_test_ppl, mc_samples=cfg.mc_samples)
     log(test_event)
-    return TrainResult("finished", ppl(best_val), ppl(test_loss), cfg.epochs, train_tokens / max(train_time, 1e-9),
-                       mc_test_ppl=mc_ppl)
+    return result
 
 
-def _diverged(step: int, epochs_done: int, what: str, best_val: float, tokens: int, train_time: float,
-              started: float, log: Logger) -> TrainResult:
+def _result(p: Progress, status: str, cfg: TrainConfig) -> TrainResult:
+    return TrainResult(status, ppl(p.best_val) if math.isfinite(p.best_val) else None, None,
+                       min(p.epoch - 1, cfg.epochs), p.train_tokens / max(p.train_time, 1e-9))
+
+
+def _diverged(p: Progress, what: str, started: float, log: Logger, epoch_done: bool = False) -> TrainResult:
     """A non-finite value ends the job cleanly so a sweep goes on with its other jobs."""
-    train_time += time.perf_counter() - started
-    log({"epoch": epochs_done + 1, "step": step, "split": "train", "event": "diverged", "what": what,
+    if not epoch_done:
+        p.train_time += time.perf_counter() - started
+        p.train_tokens += p.epoch_tokens
+    log({"epoch": p.epoch, "step": p.step, "split": "train", "event": "diverged", "what": what,
          "loss": math.nan, "ppl": math.nan})
-    return TrainResult("diverged", ppl(best_val) if math.isfinite(best_val) else None, None, epochs_done,
-                       tokens / max(train_time, 1e-9), diverged_step=step, diverged_what=what)
+    return TrainResult("diverged", ppl(p.best_val) if math.isfinite(p.best_val) else None, None,
+                       p.epoch - 1 if not epoch_done else p.epoch, p.train_tokens / max(p.train_time, 1e-9),
+                       diverged_step=p.step, diverged_what=what)

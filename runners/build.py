@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark.data import Corpus, load_corpus
 from benchmark.engine import resolve
 from benchmark.model import CELLS, LanguageModel
+from benchmark.optim import OPTIMIZERS
 from benchmark.train import TrainConfig
 
 
@@ -54,6 +55,8 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "bptt", "log_interval"):
         if int(cfg.train[key]) < 1:
             raise ConfigError(f"train.{key}={cfg.train[key]} must be at least 1")
+    if cfg.train.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer={cfg.train.optimizer} is unknown; choose one of: {', '.join(OPTIMIZERS)}")
     if int(cfg.train.mc_samples) < 0:
         raise ConfigError(f"train.mc_samples={cfg.train.mc_samples} must be 0 (off) or a number of samples")
 

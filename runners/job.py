@@ -3,15 +3,24 @@
 The shape follows lightning-hydra-template's ``task_wrapper``: everything runs inside
 ``try/finally`` so the W&B run is always closed and ``summary.json`` always written,
 and one crashed job cannot poison the rest of a multirun.
+
+Re-running a job directory continues it: a finished (or diverged) job is skipped, any
+other resumes from its checkpoint. SIGTERM and SIGUSR1 (what SLURM sends before a
+preemption or a time-out) write a checkpoint at the next step boundary, then let the
+signal take its usual course, so a requeued job picks up where it stopped.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +29,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmark.data import DataError
 from benchmark.train import train
-from runners import build
+from runners import build, checkpoints
 from runners.build import ConfigError
 from runners.run_store import RunStore
 from runners.tracking import WandbTracker
 
 log = logging.getLogger("runners.job")
+DONE = ("finished", "diverged")
+STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
 
 
 @dataclass(frozen=True)
@@ -43,14 +54,52 @@ def summary_base(cfg: DictConfig) -> dict:
             "seed": int(cfg.seed), "dropout": 0.0 if cfg.scheme.name == "none" else rates}
 
 
+@contextmanager
+def stop_on_signals():
+    """Turn SIGTERM/SIGUSR1 into a flag the training loop polls; re-deliver the signal at exit.
+
+    The previous handlers (the default, or submitit's requeue handler) are restored
+    before the signal is raised again, so the launcher still does what it does on
+    preemption, only after the checkpoint is on disk.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+
+    def handler(signum, frame):  # noqa: ARG001
+        received.append(signum)
+
+    for s in STOP_SIGNALS:
+        signal.signal(s, handler)
+    try:
+        yield lambda: bool(received)
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if received:
+            log.warning("received signal %d: checkpoint written, handing the signal on", received[0])
+            signal.raise_signal(received[0])
+
+
+def wandb_run_id(job_dir: Path) -> str:
+    """The same id every time this job directory runs, so a resumed job continues its W&B run."""
+    return hashlib.sha1(str(job_dir.resolve()).encode()).hexdigest()[:16]
+
+
 def run_job(cfg: DictConfig, ctx: JobContext) -> dict:
     """Train one configuration; returns its summary. Raises ``ConfigError`` before any work on bad input."""
     build.check_config(cfg)
     store = RunStore(ctx.job_dir)
-    existing = store.existing_status()
-    if existing is not None:
-        raise ConfigError(f"{ctx.job_dir} already holds a run (status: {existing}); it is left untouched — "
-                          "choose another hydra.run.dir / hydra.sweep.dir")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    existing = store.summary()
+    if existing is not None and existing.get("status") in DONE:
+        log.info("%s: already %s in %s; skipped", cfg.run_name, existing["status"], ctx.job_dir)
+        return existing
+    resume = checkpoints.load(ctx.job_dir, config)  # ConfigError if corrupt or from another config
+    if resume is None and store.existing_status() is not None:
+        log.warning("%s holds an unfinished run with no checkpoint; starting it over", ctx.job_dir)
     try:
         data = build.corpus(cfg)
     except DataError as e:
@@ -59,52 +108,59 @@ def run_job(cfg: DictConfig, ctx: JobContext) -> dict:
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(int(cfg.seed))
-    config = OmegaConf.to_container(cfg, resolve=True)
-    store.open(config)
+    store.open(config, resume_at=resume["metrics_offset"] if resume else None)
     tracker = None
     summary = {**summary_base(cfg), "status": "failed", "best_val_ppl": None, "test_ppl": None,
-               "bayes_test_ppl": None, "mc_test_ppl": None, "epochs": 0, "wall_s": None, "train_tokens_per_s": None,
-               "diverged_step": None, "error": None, "dir": str(ctx.job_dir)}
-    started = time.perf_counter()
-    try:
-        if cfg.logger.name == "wandb":
-            tracker = WandbTracker(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
-                                   job_dir=ctx.job_dir, name=cfg.run_name, group=ctx.group,
-                                   tags=[cfg.scheme.name, cfg.model.cell, cfg.data.name],
-                                   job_type=cfg.scheme.name, config=config)
-        dev = build.device(cfg)
-        model = build.model(cfg, data.vocab_size)
-        log.info("%s | %s | %s, %s params, device %s", cfg.run_name, data.describe(), model.rnn,
-                 f"{sum(p.numel() for p in model.parameters()):,}", dev)
+               "bayes_test_ppl": None, "mc_test_ppl": None, "epochs": 0, "wall_s": None,
+               "train_tokens_per_s": None, "diverged_step": None, "error": None, "dir": str(ctx.job_dir)}
+    # The signal is handed on only after summary.json is written and the W&B run closed.
+    with stop_on_signals() as should_stop:
+        started = time.perf_counter()
+        try:
+            if cfg.logger.name == "wandb":
+                tracker = WandbTracker(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
+                                       job_dir=ctx.job_dir, name=cfg.run_name, group=ctx.group,
+                                       tags=[cfg.scheme.name, cfg.model.cell, cfg.data.name],
+                                       job_type=cfg.scheme.name, config=config, run_id=wandb_run_id(ctx.job_dir))
+            dev = build.device(cfg)
+            model = build.model(cfg, data.vocab_size)
+            log.info("%s | %s | %s, %s params, device %s%s", cfg.run_name, data.describe(), model.rnn,
+                     f"{sum(p.numel() for p in model.parameters()):,}", dev,
+                     f" | resuming epoch {resume['progress']['epoch']} step {resume['progress']['step']}" if resume else "")
 
-        def record(event: dict) -> None:
-            store.log(event)
+            def record(event: dict) -> None:
+                store.log(event)
+                if tracker is not None:
+                    tracker.log(event)
+                if event["split"] == "val":
+                    log.info("epoch %d  val ppl %.2f", event["epoch"], event["ppl"])
+                elif event["split"] == "test":
+                    log.info("test ppl %.2f (best-validation weights)", event["ppl"])
+                elif event.get("event") == "diverged":
+                    log.warning("diverged at step %d: non-finite %s", event["step"], event["what"])
+
+            def save(state: dict) -> None:
+                checkpoints.save(ctx.job_dir, state, store.offset(), config)
+
+            result = train(model, data, build.train_config(cfg), dev, log=record, progress=sys.stderr.isatty(),
+                           resume=resume, on_checkpoint=save, should_stop=should_stop)
+            summary.update(status=result.status, best_val_ppl=result.best_val_ppl, test_ppl=result.test_ppl,
+                           epochs=result.epochs, train_tokens_per_s=result.train_tokens_per_s,
+                           diverged_step=result.diverged_step, mc_test_ppl=result.mc_test_ppl,
+                           bayes_test_ppl=getattr(data, "bayes_test_ppl", None))
+            if result.diverged_what:
+                summary["diverged_what"] = result.diverged_what
+            return summary
+        except BaseException as e:
+            summary["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+            log.error("job failed: %s\n%s", summary["error"], traceback.format_exc())
+            raise
+        finally:
+            summary["wall_s"] = time.perf_counter() - started
+            store.close(summary)
             if tracker is not None:
-                tracker.log(event)
-            if event["split"] == "val":
-                log.info("epoch %d  val ppl %.2f", event["epoch"], event["ppl"])
-            elif event["split"] == "test":
-                log.info("test ppl %.2f (best-validation weights)", event["ppl"])
-            elif event.get("event") == "diverged":
-                log.warning("diverged at step %d: non-finite %s", event["step"], event["what"])
-
-        result = train(model, data, build.train_config(cfg), dev, log=record, progress=sys.stderr.isatty())
-        summary.update(status=result.status, best_val_ppl=result.best_val_ppl, test_ppl=result.test_ppl,
-                       epochs=result.epochs, train_tokens_per_s=result.train_tokens_per_s,
-                       diverged_step=result.diverged_step, mc_test_ppl=result.mc_test_ppl)
-        if result.diverged_what:
-            summary["diverged_what"] = result.diverged_what
-        return summary
-    except BaseException as e:
-        summary["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
-        log.error("job failed: %s\n%s", summary["error"], traceback.format_exc())
-        raise
-    finally:
-        summary["wall_s"] = time.perf_counter() - started
-        store.close(summary)
-        if tracker is not None:
-            tracker.close(summary)
-        if summary["status"] != "failed":
-            best = summary["best_val_ppl"]
-            log.info("%s: %s, best val ppl %s, summary in %s", cfg.run_name, summary["status"],
-                     f"{best:.2f}" if best is not None and math.isfinite(best) else "-", ctx.job_dir)
+                tracker.close(summary)
+            if summary["status"] != "failed":
+                best = summary["best_val_ppl"]
+                log.info("%s: %s, best val ppl %s, summary in %s", cfg.run_name, summary["status"],
+                         f"{best:.2f}" if best is not None and math.isfinite(best) else "-", ctx.job_dir)

@@ -58,10 +58,27 @@ class RunStore:
             return "unfinished"
         return None
 
-    def open(self, config: dict) -> None:
+    def open(self, config: dict, resume_at: int | None = None) -> None:
+        """Start the store, or continue it from byte ``resume_at`` of ``metrics.jsonl``.
+
+        Events after that offset were logged after the checkpoint being resumed from; the
+        resumed job logs them again, so they are cut (a torn last line goes with them).
+        """
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.dir / CONFIG, yaml.safe_dump(config, sort_keys=False))
         self._metrics = (self.dir / METRICS).open("a", encoding="utf-8")
+        self._metrics.truncate(resume_at or 0)
+        self._metrics.seek(resume_at or 0)
+
+    def offset(self) -> int:
+        """Bytes of ``metrics.jsonl`` written so far (flushed on every event)."""
+        return self._metrics.tell()
+
+    def summary(self) -> dict | None:
+        try:
+            return json.loads((self.dir / SUMMARY).read_text())
+        except (OSError, ValueError):
+            return None
 
     def log(self, record: dict) -> None:
         self._metrics.write(json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n")

@@ -44,13 +44,14 @@ class WandbTracker:
     """Mirrors the run store into one W&B run; a broken W&B never stops training."""
 
     def __init__(self, *, project: str, entity: str | None, mode: str, job_dir: Path, name: str,
-                 group: str | None, tags: list[str], job_type: str, config: dict) -> None:
+                 group: str | None, tags: list[str], job_type: str, config: dict, run_id: str | None = None) -> None:
         self.run = None
         try:
             import wandb
 
             self.run = wandb.init(project=project, entity=entity, mode=resolve_mode(mode), dir=str(job_dir),
                                   name=name, group=group, tags=tags, job_type=job_type, config=config,
+                                  id=run_id, resume="allow" if run_id else None,
                                   reinit="finish_previous", settings=wandb.Settings(quiet=True))
         except Exception as e:  # noqa: BLE001 - tracking is optional, the run store is not
             log.warning("W&B is unavailable (%s: %s); this job continues with the local run store only",

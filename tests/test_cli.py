@@ -83,16 +83,6 @@ def test_unknown_scheme_lists_the_registered_ones(run_cli, tmp_path):
     assert proc.stderr.strip().endswith(", ".join(allowed))
 
 
-def test_an_existing_run_directory_is_never_overwritten(run_cli, tmp_path):
-    run_dir = tmp_path / "run"
-    run_cli(*TINY, "train.epochs=1", "logger=none", f"hydra.run.dir={run_dir}")
-    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
-    proc = run_cli(*TINY, "train.epochs=1", "logger=none", f"hydra.run.dir={run_dir}", check=False)
-    assert proc.returncode == 2 and "already holds a run (status: finished)" in proc.stderr
-    for name in ("summary.json", "metrics.jsonl", "config.yaml"):
-        assert (run_dir / name).read_bytes() == before[name]
-
-
 def test_quickstart_preset_sweeps_every_scheme_and_cell(run_cli, tmp_path):
     """The real preset, shrunk: every job of its sweep runs and the report is written."""
     sweep = tmp_path / "qs"

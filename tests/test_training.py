@@ -8,7 +8,7 @@ import torch
 
 from benchmark.data import Corpus, batchify, segments, load_corpus
 from benchmark.model import LanguageModel
-from benchmark.train import TrainConfig, lr_factor, train
+from benchmark.train import TrainConfig, train
 
 CPU = torch.device("cpu")
 
@@ -23,9 +23,17 @@ def test_batchify_makes_parallel_columns_and_segments_shift_targets():
         assert torch.equal(targets[:-1], inputs[1:])
 
 
-def test_zaremba_schedule_holds_then_decays():
-    cfg = TrainConfig(lr_decay=0.5, decay_after=4)
-    assert [lr_factor(e, cfg) for e in range(1, 8)] == [1, 1, 1, 1, 0.5, 0.25, 0.125]
+def test_zaremba_schedules_give_the_published_sequences():
+    """Zaremba et al.'s code: lr * lr_decay ** max(i + 1 - max_epoch, 0) for 0-based epoch i."""
+    from benchmark.optim import epoch_lr
+
+    small = TrainConfig(lr=1.0, lr_decay=0.5, decay_after=4).optim
+    assert [epoch_lr(e, small) for e in range(1, 8)] == [1, 1, 1, 1, 0.5, 0.25, 0.125]
+    medium = TrainConfig(lr=1.0, lr_decay=0.8, decay_after=6).optim
+    assert [round(epoch_lr(e, medium), 6) for e in range(5, 10)] == [1, 1, 0.8, 0.64, 0.512]
+    large = TrainConfig(lr=1.0, lr_decay=1 / 1.15, decay_after=14).optim
+    assert epoch_lr(14, large) == 1 and abs(epoch_lr(55, large) - 1.15 ** -41) < 1e-12
+    assert epoch_lr(30, TrainConfig(optimizer="ntasgd", lr=30).optim) == 30  # NT-ASGD keeps its rate
 
 
 def _run(corpus, seed=0, poison=False, **kw):

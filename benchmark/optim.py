@@ -1,0 +1,81 @@
+"""Optimisers and learning-rate schedules as the papers used them.
+
+* ``sgd``: plain SGD with Zaremba et al.'s (2014) schedule: the rate is held for
+  ``decay_after`` epochs, then multiplied by ``lr_decay`` every epoch.
+* ``ntasgd``: AWD-LSTM's non-monotonically triggered ASGD (Merity et al. 2017, Sec. 3):
+  SGD at a constant rate until the validation loss has not improved on the best of all
+  but the last ``nonmono`` epochs, then averaged SGD; evaluation uses the averaged weights.
+* ``adam``: Adam at a constant rate, for users who want it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+OPTIMIZERS = ("sgd", "ntasgd", "adam")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: str = "sgd"
+    lr: float = 1.0
+    lr_decay: float = 0.5
+    decay_after: int = 4
+    weight_decay: float = 0.0
+    nonmono: int = 5
+
+
+def lr_factor(epoch: int, decay: float, decay_after: int) -> float:
+    """Multiplier of the base rate in 1-based ``epoch``: Zaremba's ``decay ** max(epoch - max_epoch, 0)``."""
+    return decay ** max(epoch - decay_after, 0)
+
+
+def make_optimizer(model: nn.Module, cfg: OptimConfig, averaged: bool = False) -> torch.optim.Optimizer:
+    """The optimiser for ``cfg``; ``averaged`` is NT-ASGD after its trigger."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
+    params = model.parameters()
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if averaged:
+        # t0=0, lambd=0: average from the switch on with no decay of the step, as AWD-LSTM does.
+        return torch.optim.ASGD(params, lr=cfg.lr, t0=0, lambd=0.0, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def epoch_lr(epoch: int, cfg: OptimConfig) -> float:
+    """The rate in 1-based ``epoch``: only plain SGD decays; NT-ASGD and Adam keep theirs."""
+    if cfg.optimizer == "sgd":
+        return cfg.lr * lr_factor(epoch, cfg.lr_decay, cfg.decay_after)
+    return cfg.lr
+
+
+def should_average(val_losses: list[float], nonmono: int) -> bool:
+    """NT-ASGD's trigger: the newest loss is worse than the best before the last ``nonmono``."""
+    return len(val_losses) > nonmono and val_losses[-1] > min(val_losses[:-nonmono])
+
+
+@contextlib.contextmanager
+def averaged_weights(model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Evaluate with ASGD's running average of the weights, then put the raw weights back."""
+    if not isinstance(optimizer, torch.optim.ASGD):
+        yield
+        return
+    saved = {}
+    with torch.no_grad():
+        for p in model.parameters():
+            ax = optimizer.state.get(p, {}).get("ax")
+            if ax is not None:
+                saved[p] = p.detach().clone()
+                p.copy_(ax)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, value in saved.items():
+                p.copy_(value)

@@ -1,0 +1,73 @@
+"""A job's checkpoint on disk: written atomically, refused loudly when it cannot be trusted.
+
+The checkpoint sits in the job directory beside the run store. It carries the training
+state (``benchmark.train.checkpoint_state``), the length of ``metrics.jsonl`` when it
+was taken (a resumed job cuts the file back there, so no event is logged twice), and a
+fingerprint of the config that produced it: resuming under a different config would
+silently mix two experiments, so it is an error naming the key that differs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from runners.build import ConfigError
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = 1
+# Keys that do not change what is trained: a job may resume with these changed.
+VOLATILE = ("logger", "paths", "threads", "device", "run_name")
+
+
+def fingerprint(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in VOLATILE}
+
+
+def save(job_dir: Path, state: dict, metrics_offset: int, config: dict) -> None:
+    payload = {"format": FORMAT, "config": json.dumps(fingerprint(config), sort_keys=True),
+               "metrics_offset": metrics_offset, **state}
+    fd, tmp = tempfile.mkstemp(dir=job_dir, prefix=f".{CHECKPOINT}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, job_dir / CHECKPOINT)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            found = _first_difference(va, vb, f"{prefix}{key}.")
+            if found:
+                return found
+        elif va != vb:
+            return f"{prefix}{key}: {va} in the checkpoint, {vb} now"
+    return ""
+
+
+def load(job_dir: Path, config: dict) -> dict | None:
+    """The checkpoint to resume from, ``None`` if there is none; ``ConfigError`` if unusable."""
+    path = job_dir / CHECKPOINT
+    if not path.exists():
+        return None
+    advice = f"move {path} away to start this job over"
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("format") != FORMAT:
+            raise ValueError(f"format {payload.get('format')!r}, expected {FORMAT}")
+        saved = json.loads(payload["config"])
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint gets the same one-line answer
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"checkpoint {path} is unreadable ({reason[:160]}); {advice}") from None
+    now = json.loads(json.dumps(fingerprint(config), sort_keys=True))
+    if saved != now:
+        raise ConfigError(f"checkpoint {path} was written by another config ({_first_difference(saved, now)}); {advice}")
+    return payload
