@@ -28,7 +28,7 @@ class LanguageModel(nn.Module):
 
     def __init__(self, vocab_size: int, emb_size: int, hidden_size: int, num_layers: int,
                  cell: str = "lstm", scheme: str = "none", dropout: float | Mapping[str, float] = 0.0,
-                 init_scale: float = 0.1, **scheme_options: Any) -> None:
+                 init_scale: float = 0.1, tie_weights: bool = False, **scheme_options: Any) -> None:
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose one of: {', '.join(CELLS)}")
@@ -41,6 +41,11 @@ class LanguageModel(nn.Module):
         # Zaremba et al. (2014): every parameter uniform in [-init_scale, init_scale].
         for p in self.parameters():
             nn.init.uniform_(p, -init_scale, init_scale)
+        if tie_weights:
+            # Inan et al. 2017, Press & Wolf 2017: one matrix for input and output embeddings.
+            if emb_size != hidden_size:
+                raise ValueError(f"tie_weights needs emb_size == hidden_size, got {emb_size} and {hidden_size}")
+            self.decoder.weight = self.embedding.embedding.weight
 
     def forward(self, tokens: torch.Tensor, hidden=None):
         """tokens (T, B) -> logits (T, B, V), next hidden state."""

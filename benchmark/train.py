@@ -226,7 +226,8 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
             if p.step % cfg.log_interval == 0:
                 mean = p.interval_loss / p.interval_tokens
                 log({"epoch": p.epoch, "step": p.step, "split": "train", "scope": "interval", "loss": mean,
-                     "ppl": ppl(mean), "lr": base_lr, "grad_norm": grad_norm.item()})
+                     "ppl": ppl(mean), "lr": base_lr, "grad_norm": grad_norm.item(),
+                     "tokens_per_s": p.epoch_tokens / max(p.epoch_time + time.perf_counter() - started, 1e-9)})
                 bar.set_postfix(ppl=f"{ppl(mean):.1f}")
                 p.interval_loss, p.interval_tokens = 0.0, 0
             if should_stop():

@@ -42,6 +42,9 @@ def check_config(cfg: DictConfig) -> None:
         key = "dropout" if site is None else f"dropout.{site}"
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or math.isnan(rate) or not 0 <= rate < 1:
             raise ConfigError(f"{key}={rate} is outside [0, 1): a dropout rate is a probability below 1")
+    if cfg.model.get("tie_weights") and cfg.model.emb_size != cfg.model.hidden_size:
+        raise ConfigError(f"model.tie_weights needs model.emb_size == model.hidden_size, got "
+                          f"{cfg.model.emb_size} and {cfg.model.hidden_size}")
     if cfg.model.cell not in CELLS:
         raise ConfigError(f"model.cell={cfg.model.cell} is unknown; choose one of: {', '.join(CELLS)}")
     try:  # the engine is the one authority on schemes, sites and options
@@ -77,7 +80,18 @@ def model(cfg: DictConfig, vocab_size: int) -> LanguageModel:
     m = cfg.model
     return LanguageModel(vocab_size, m.emb_size, m.hidden_size, m.num_layers, cell=m.cell,
                          scheme=cfg.scheme.name, dropout=dropout_rates(cfg), init_scale=m.init_scale,
-                         **scheme_options(cfg))
+                         tie_weights=bool(m.get("tie_weights", False)), **scheme_options(cfg))
+
+
+def reference(cfg: DictConfig) -> dict | None:
+    """The published numbers this job is compared with, if its preset carries them."""
+    if not cfg.get("reference"):
+        return None
+    ref = OmegaConf.to_container(cfg.reference, resolve=True)
+    by, values = ref.pop("by", None), ref.pop("values", {})
+    if by is not None:
+        ref.update(values.get(str(OmegaConf.select(cfg, by)), {}))
+    return ref
 
 
 def train_config(cfg: DictConfig) -> TrainConfig:

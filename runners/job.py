@@ -112,7 +112,8 @@ def run_job(cfg: DictConfig, ctx: JobContext) -> dict:
     tracker = None
     summary = {**summary_base(cfg), "status": "failed", "best_val_ppl": None, "test_ppl": None,
                "bayes_test_ppl": None, "mc_test_ppl": None, "epochs": 0, "wall_s": None,
-               "train_tokens_per_s": None, "diverged_step": None, "error": None, "dir": str(ctx.job_dir)}
+               "train_tokens_per_s": None, "diverged_step": None, "error": None, "dir": str(ctx.job_dir),
+               "reference": build.reference(cfg)}
     # The signal is handed on only after summary.json is written and the W&B run closed.
     with stop_on_signals() as should_stop:
         started = time.perf_counter()
@@ -128,7 +129,18 @@ def run_job(cfg: DictConfig, ctx: JobContext) -> dict:
                      f"{sum(p.numel() for p in model.parameters()):,}", dev,
                      f" | resuming epoch {resume['progress']['epoch']} step {resume['progress']['step']}" if resume else "")
 
+            if cfg.hardware == "gpu" and dev.type != "cuda":
+                log.warning("%s is sized for a GPU and runs on the CPU here; for the real thing launch it on a "
+                            "cluster, e.g. python run.py -m experiment=<preset> hydra/launcher=submitit_slurm",
+                            cfg.run_name)
+            estimated = []
+
             def record(event: dict) -> None:
+                if event.get("scope") == "interval" and not estimated and event.get("tokens_per_s"):
+                    tokens = len(data.train) * int(cfg.train.epochs)
+                    estimated.append(tokens / event["tokens_per_s"])
+                    log.info("at %.0f tokens/s, %d epochs of training take about %.1f h", event["tokens_per_s"],
+                             cfg.train.epochs, estimated[0] / 3600)
                 store.log(event)
                 if tracker is not None:
                     tracker.log(event)

@@ -23,13 +23,79 @@ def test_scheme_group_matches_the_registry():
         assert options == dict(SCHEMES[name].options), f"conf/scheme/{name}.yaml options differ from the registry"
 
 
-@pytest.mark.parametrize("experiment", [None] + sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
-def test_every_scheme_and_preset_composes_and_passes_the_checks(experiment, scheme):
-    overrides = [f"scheme={scheme}"] + ([f"experiment={experiment}"] if experiment else [])
+def test_every_scheme_composes_and_passes_the_checks_on_both_cells(scheme):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         for cell in ("lstm", "gru"):
-            cfg = compose("config", overrides=[*overrides, f"model={cell}"])
+            cfg = compose("config", overrides=[f"scheme={scheme}", f"model={cell}"])
             build.check_config(cfg)
             model = build.model(cfg, vocab_size=50)
             assert model.rnn.scheme == scheme and model.cell == cell
+
+
+def _sweep_jobs(cfg) -> list[list[str]]:
+    """The override lists of a preset's own sweep (``hydra.sweeper.params``), as Hydra expands them."""
+    from itertools import product
+
+    params = cfg.hydra.sweeper.get("params") or {}
+    axes = [[f"{key}={value.strip()}" for value in str(values).split(",")] for key, values in params.items()]
+    return [list(combo) for combo in product(*axes)] if axes else [[]]
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_preset_and_each_job_of_its_sweep_composes_and_passes_the_checks(experiment):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        base = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+        jobs = _sweep_jobs(base)
+        for job in jobs:
+            cfg = compose("config", overrides=[f"experiment={experiment}", *job])
+            build.check_config(cfg)
+            model = build.model(cfg, vocab_size=50)
+            assert model.rnn.scheme == cfg.scheme.name
+
+
+PUBLISHED = {  # preset -> (config selecting a variant, test perplexity the paper reports)
+    "zaremba_small": ([], 114.5), "zaremba_medium": ([], 82.7), "zaremba_large": ([], 78.4),
+    "gal_medium": (["scheme.gate_masks=untied"], 79.7), "gal_large": (["scheme.gate_masks=untied"], 75.2),
+    "awd_lstm": ([], 58.8),
+}
+
+
+@pytest.mark.parametrize("experiment", sorted(PUBLISHED))
+def test_paper_presets_carry_their_published_numbers(experiment):
+    overrides, test_ppl = PUBLISHED[experiment]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={experiment}", *overrides])
+    ref = build.reference(cfg)
+    assert ref["test_ppl"] == test_ppl and ref["source"]
+    assert cfg.data.name == "ptb"
+
+
+def test_gal_presets_pick_the_reference_of_their_gate_masks_and_evaluate_with_mc():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        untied = compose("config", overrides=["experiment=gal_large", "scheme.gate_masks=untied"])
+        tied = compose("config", overrides=["experiment=gal_large", "scheme.gate_masks=tied"])
+    assert build.reference(untied)["mc_test_ppl"] == 73.4 and build.reference(tied)["test_ppl"] == 75.0
+    assert untied.train.mc_samples == 100
+
+
+def test_the_stability_study_covers_its_cases():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        base = compose("config", overrides=["experiment=gru_explosion"], return_hydra_config=True)
+        seen = set()
+        for job in _sweep_jobs(base):
+            cfg = compose("config", overrides=["experiment=gru_explosion", *job])
+            seen.add((cfg.scheme.name, cfg.model.cell, bool(cfg.scheme.get("drop_cell", False))))
+    assert seen == {("state_dropout", "gru", False), ("state_dropout", "lstm", False), ("state_dropout", "lstm", True),
+                    ("variational", "gru", False), ("variational", "lstm", False),
+                    ("semeniuta", "gru", False), ("semeniuta", "lstm", False)}
+
+
+def test_tied_weights_share_one_matrix_and_need_equal_sizes():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["model.tie_weights=true"])
+        model = build.model(cfg, vocab_size=50)
+        assert model.decoder.weight is model.embedding.embedding.weight
+        bad = compose("config", overrides=["model.tie_weights=true", "model.emb_size=100"])
+    with pytest.raises(build.ConfigError, match="tie_weights needs"):
+        build.check_config(bad)
