@@ -198,3 +198,54 @@ def test_multilayer_masks_each_layer_boundary_once():
             inp = o
         inp = inp * m[(2, "out")]
     torch.testing.assert_close(out, inp, **TOL)
+
+
+@pytest.mark.parametrize(
+    "cell,scheme,options",
+    [(cell, s, o) for cell in ("lstm", "gru") for s, o in CASES if cell == "lstm" or not o.get("drop_cell")],
+)
+def test_reference_loop_gradients_match_the_gate_level_oracle(cell, scheme, options):
+    """The loop's backward (one-matmul gradient of U, chunked gates) is autograd through the oracle."""
+    torch.manual_seed(0)
+    module = (LSTM if cell == "lstm" else GRU)(D, H, scheme=scheme, dropout=0.4, impl="loop", **options).double()
+    x = torch.randn(T, B, D, dtype=torch.double, requires_grad=True)
+    h0 = torch.randn(1, B, H, dtype=torch.double, requires_grad=True)
+    c0 = torch.randn(1, B, H, dtype=torch.double, requires_grad=True)
+    out, state = module(x, (h0, c0) if cell == "lstm" else h0)
+    h, c = state if cell == "lstm" else (state, None)
+    masks = {key: m for (layer, key), m in module.last_masks.items()}
+    gran = {site: cfg.granularity for site, cfg in module.plan.sites.items()}
+    pre_mask = module.plan.state_output == "pre_mask"
+    e_out, e_h, e_c = oracle(cell, module, x, h0[0], c0[0] if cell == "lstm" else None, masks, gran, pre_mask)
+    weights = torch.randn(out.shape, dtype=torch.double, generator=torch.Generator().manual_seed(3))
+
+    def loss(o, hn, cn):
+        value = (o * weights).sum() + (hn * 1.3).sum()
+        return value + (cn * 0.7).sum() if cn is not None else value
+
+    leaves = [x, h0, *module.parameters()] + ([c0] if cell == "lstm" else [])
+    ours = torch.autograd.grad(loss(out, h[0], c[0] if c is not None else None), leaves)
+    expected = torch.autograd.grad(loss(e_out, e_h, e_c), leaves)
+    for a, b in zip(ours, expected, strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_reference_loop_under_no_grad_and_frozen_weights_matches(cell):
+    """The one-matmul U gradient is skipped when U needs none; values do not change."""
+    torch.manual_seed(0)
+    module = (LSTM if cell == "lstm" else GRU)(D, H, 2, scheme="zoneout", dropout=0.3).double()
+    x = torch.randn(T, B, D, dtype=torch.double)
+    torch.manual_seed(1)
+    o1 = module(x)[0]
+    torch.manual_seed(1)
+    with torch.no_grad():
+        o2 = module(x)[0]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(1)
+    o3 = module(x.requires_grad_())[0]
+    torch.testing.assert_close(o1.detach(), o2, **TOL)
+    torch.testing.assert_close(o1.detach(), o3.detach(), **TOL)
+    (gx,) = torch.autograd.grad(o3.sum(), [x])
+    assert torch.isfinite(gx).all()

@@ -11,6 +11,12 @@ Regularisation stays out of the step math (haste's rule): every mask arrives fro
 fixed for the segment — the input projection, the dropped ``U``, the per-gate view of
 ``U`` — is computed once before the loop; the loop body only indexes lists.
 
+Speed (``python -m benchmark.speed``): the backward of a time loop is dominated by the
+per-step gradient of ``U`` (a (G*H, H) product and accumulation per step). The loop
+multiplies by a detached ``U`` and ``_RecurrentWeightGrad`` computes ``dU`` once for the
+segment, in one matmul over all ``T*B`` rows; gates come from one ``chunk`` (one ``cat``
+in backward) instead of slices (a zero-filled full-width gradient per slice and step).
+
 Order of the sites inside one step (each scheme uses one or two of them):
 ``h_in`` on h entering U -> ``g`` on the candidate -> memory update -> ``c`` on the new
 memory (Moon: h is computed from the masked c) -> ``zoneout`` -> ``state`` on the carried
@@ -23,6 +29,7 @@ from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 StepMasks = Sequence["Tensor | float"] | None  # one entry per time step, or None when inactive
 
@@ -48,31 +55,94 @@ def project_inputs(x: Tensor, weight_ih: Tensor, bias: Tensor | None, x_mask: Te
     return out.view(steps, batch, -1)  # (T, B, G*H)
 
 
-def recurrent_product(weight_hh: Tensor, gates: int, h_in: StepMasks, untied: bool) -> Callable[[Tensor, int, Tensor | None], Tensor]:
-    """Return ``f(h, t, base) = base + (h * m_t) @ U^T``, specialised once per segment.
+class _RecurrentWeightGrad(torch.autograd.Function):
+    """Identity on ``base``; gives ``weight`` the gradient of every step's recurrent product at once.
+
+    Why: autograd through a time loop computes ``dU += dA_t^T h_{t-1}`` once per step, a
+    (G*H, H) product and a (G*H, H) accumulation per step (on CPU, where ``torch.nn.LSTM``
+    is the same composite loop, this is most of the backward). The loop multiplies by a
+    *detached* ``U`` instead, and this function, tapped into the per-step additive term of
+    the pre-activations (whose gradient is exactly ``dA_t``), returns
+    ``dU = sum_t dA_t^T h_{t-1}`` in one matmul over all ``T*B`` rows. ``inputs`` is the
+    list the loop fills with the (masked, detached) ``h_{t-1}`` that entered ``U`` at each
+    step: ``(B, H)``, or ``(G, B, H)`` with untied gate masks. Same values as autograd's
+    per-step sum up to summation order.
+    """
+
+    @staticmethod
+    def forward(ctx, base: Tensor, weight: Tensor, inputs: list, gates: int, untied: bool) -> Tensor:  # type: ignore[override]
+        ctx.inputs, ctx.gates, ctx.untied = inputs, gates, untied
+        return base.view_as(base)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            hs = torch.stack(ctx.inputs)  # (T, B, H) or (T, G, B, H)
+            steps, batch, gh = grad.shape
+            if ctx.untied:
+                gates = ctx.gates
+                d = grad.reshape(steps * batch, gates, gh // gates).permute(1, 2, 0)  # (G, H, T*B)
+                hg = hs.transpose(0, 1).reshape(gates, steps * batch, hs.size(-1))  # (G, T*B, H)
+                grad_w = torch.bmm(d, hg).reshape(gh, hs.size(-1))  # (G*H, H)
+            else:
+                grad_w = grad.reshape(steps * batch, gh).t() @ hs.reshape(steps * batch, -1)  # (G*H, H)
+        return grad, grad_w, None, None, None  # inputs stay: backward may run again (retain_graph)
+
+
+def recurrent_product(weight_hh: Tensor, gates: int, h_in: StepMasks, untied: bool, base: Tensor | None,
+                      steps: int, batch: int) -> tuple[Callable[[Tensor, int, Tensor | None], Tensor], list[Tensor | None]]:
+    """Return ``(f, bases)`` with ``f(h, t, base_t) = base_t + (h * m_t) @ U^T``, specialised once.
 
     ``h_in`` masks only the copy of h entering U; the carried state is untouched (Gal).
     Untied: one mask per gate, so each gate's block of U sees its own masked h.
+    ``base`` ((T, B, G*H), or a broadcastable bias, or None) is the per-step additive term;
+    ``bases`` is its per-step list. When ``U`` needs a gradient, the per-step products use
+    a detached ``U`` and ``base`` is tapped by ``_RecurrentWeightGrad``, which gives ``U``
+    its gradient in one matmul (``base`` then becomes an explicit (T, B, G*H) term).
     """
-    u_t = weight_hh.t()  # (H, G*H)
+    hidden = weight_hh.size(1)
+    fast_grad = torch.is_grad_enabled() and weight_hh.requires_grad
+    seen: list[Tensor] = []
+    u = weight_hh
+    if fast_grad:
+        u = weight_hh.detach()
+        if base is None or base.dim() < 3:
+            full = (steps, batch, gates * hidden)
+            base = weight_hh.new_zeros(full) if base is None else base.expand(full)
+        untied_grad = untied and h_in is not None and isinstance(h_in[0], Tensor)
+        base = _RecurrentWeightGrad.apply(base, weight_hh, seen, gates, untied_grad)
+    if base is None:
+        bases: list[Tensor | None] = [None] * steps
+    elif base.dim() < 3:
+        bases = [base] * steps
+    else:
+        bases = list(base.unbind(0))
+    u_t = u.t()  # (H, G*H)
+    record = seen.append if fast_grad else (lambda v: None)
+
     if h_in is None:
-        def plain(h: Tensor, t: int, base: Tensor | None) -> Tensor:
-            return h @ u_t if base is None else torch.addmm(base, h, u_t)
-        return plain
+        def plain(h: Tensor, t: int, base_t: Tensor | None) -> Tensor:
+            record(h.detach())
+            return h @ u_t if base_t is None else torch.addmm(base_t, h, u_t)
+        return plain, bases
     if untied and isinstance(h_in[0], Tensor):
-        hidden = weight_hh.size(1)
-        u_g = weight_hh.view(gates, hidden, hidden).transpose(1, 2)  # (G, H, H)
+        u_g = u.view(gates, hidden, hidden).transpose(1, 2)  # (G, H, H)
 
-        def per_gate(h: Tensor, t: int, base: Tensor | None) -> Tensor:
-            hg = torch.bmm(h * h_in[t], u_g)  # (G, B, H): (B, H) * (G, B|1, H)
+        def per_gate(h: Tensor, t: int, base_t: Tensor | None) -> Tensor:
+            hm = h * h_in[t]  # (G, B|1, H)... broadcast to (G, B, H)
+            record(hm.detach())
+            hg = torch.bmm(hm, u_g)  # (G, B, H)
             out = hg.transpose(0, 1).reshape(h.size(0), gates * hidden)  # (B, G*H)
-            return out if base is None else out + base
-        return per_gate
+            return out if base_t is None else out + base_t
+        return per_gate, bases
 
-    def tied(h: Tensor, t: int, base: Tensor | None) -> Tensor:
+    def tied(h: Tensor, t: int, base_t: Tensor | None) -> Tensor:
         hm = h * h_in[t]  # (B, H)
-        return hm @ u_t if base is None else torch.addmm(base, hm, u_t)
-    return tied
+        record(hm.detach())
+        return hm @ u_t if base_t is None else torch.addmm(base_t, hm, u_t)
+    return tied, bases
 
 
 def lstm_loop(
@@ -91,15 +161,18 @@ def lstm_loop(
     state_c: StepMasks = None,
     output_pre_mask: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Run one LSTM layer over ``xw`` ((T, B, 4H), biases folded in); return (out, h_T, c_T)."""
-    hidden = h.size(1)
-    recur = recurrent_product(weight_hh, 4, h_in, h_in_untied)
+    """Run one LSTM layer over ``xw`` ((T, B, 4H), biases folded in); return (out, h_T, c_T).
+
+    Gates come from one ``chunk`` of the pre-activations (its backward is one ``cat``, where
+    slicing would zero-fill a full (B, 4H) gradient per slice and step).
+    """
+    steps, batch = xw.shape[0], xw.shape[1]
+    recur, bases = recurrent_product(weight_hh, 4, h_in, h_in_untied, xw, steps, batch)
     outputs = []
-    for t, xw_t in enumerate(xw.unbind(0)):
-        a = recur(h, t, xw_t)  # (B, 4H)
-        s = a.sigmoid()  # i, f, o read from here; the g block is recomputed with tanh
-        i, f, o = s[:, :hidden], s[:, hidden : 2 * hidden], s[:, 3 * hidden :]
-        cand = a[:, 2 * hidden : 3 * hidden].tanh()  # (B, H)
+    for t in range(steps):
+        a = recur(h, t, bases[t])  # (B, 4H)
+        i, f, cand, o = a.chunk(4, 1)
+        i, f, o, cand = i.sigmoid(), f.sigmoid(), o.sigmoid(), cand.tanh()  # (B, H) each
         if g is not None:
             cand = cand * g[t]  # Semeniuta: only the new information is dropped
         c_new = torch.addcmul(f * c, i, cand)  # (B, H)
@@ -139,14 +212,15 @@ def gru_loop(
 
     ``b_hh`` stays inside the recurrent product because its n-part is gated by r.
     """
-    hidden = h.size(1)
-    recur = recurrent_product(weight_hh, 3, h_in, h_in_untied)
+    steps, batch = xw.shape[0], xw.shape[1]
+    recur, bases = recurrent_product(weight_hh, 3, h_in, h_in_untied, bias_hh, steps, batch)
     outputs = []
     for t, gx in enumerate(xw.unbind(0)):  # gx: (B, 3H)
-        gh = recur(h, t, bias_hh)  # (B, 3H)
-        rz = (gx[:, : 2 * hidden] + gh[:, : 2 * hidden]).sigmoid()
-        r, z = rz[:, :hidden], rz[:, hidden:]
-        n = torch.addcmul(gx[:, 2 * hidden :], r, gh[:, 2 * hidden :]).tanh()  # (B, H)
+        gh = recur(h, t, bases[t])  # (B, 3H)
+        x_r, x_z, x_n = gx.chunk(3, 1)
+        h_r, h_z, h_n = gh.chunk(3, 1)
+        r, z = (x_r + h_r).sigmoid(), (x_z + h_z).sigmoid()
+        n = torch.addcmul(x_n, r, h_n).tanh()  # (B, H)
         if g is not None:
             n = n * g[t]  # Semeniuta: drop the candidate, not the carried state
         h_new = torch.lerp(n, h, z)  # (1-z)*n + z*h

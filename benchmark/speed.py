@@ -1,0 +1,481 @@
+"""Training-step speed of every scheme x cell against native ``torch.nn.LSTM`` / ``torch.nn.GRU``.
+
+``python -m benchmark.speed [--quick] [--device cpu|cuda] [--threads N] [--widths small,medium]
+[--out DIR]`` times one training step of the language model (forward, backward, gradient
+clipping, SGD step: what ``benchmark.train`` does per segment) for every scheme of
+``benchmark.engine.SCHEMES`` on the LSTM and the GRU, and of a baseline language model with
+the same embedding and decoder around the native ``torch.nn.LSTM`` / ``torch.nn.GRU`` (no
+recurrent dropout). Why: Keras' ``recurrent_dropout`` falls off cuDNN and runs ~25x slower
+(tensorflow issue 38236); lmnt-com/haste shows DropConnect and zoneout can run at cuDNN
+speed. A scheme that makes a comparison impractically slow is a bug of this suite.
+
+Protocol. All models of one (width, cell) group live in one process and are timed
+interleaved: after ``warmup`` steps each, every round runs each model once (rotating the
+order), so machine noise hits all of them alike. Reported per configuration: the median
+step time, tokens/s (``batch * bptt`` over that median) and ``ratio``, the median over
+rounds of (step time / native step time *in the same round*). Each step starts from a
+zero state (``hidden=None``): the cost is that of a carried state, and a scheme that
+explodes (GRU state dropout) cannot poison the following rounds through the state.
+
+Peak memory. CUDA: ``torch.cuda.max_memory_allocated`` during the measured steps minus
+the allocation before them. CPU: growth of the peak resident set (Linux ``VmHWM`` after
+resetting it through ``/proc/self/clear_refs``) over the resident set before the first
+step, in a process forked per configuration from a helper that has imported torch but
+run nothing: activations, gradients and allocator slack of two training steps, not the
+parameters. ``--no-memory`` skips it (``--quick`` skips it unless ``--memory``).
+
+Targets (issue 7), printed per row: on CPU at medium width, in-loop schemes at most 1.1x
+native, the schemes on the native kernel (none, naive, weightdrop) at most 1.05x; on
+CUDA at medium width, in-loop schemes at most 1.5x cuDNN. Other rows have no target.
+
+This module imports no Hydra, ``runners`` or ``analysis``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import select
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from benchmark.engine import SCHEMES
+from benchmark.model import LanguageModel
+
+WIDTHS = {"small": 200, "medium": 650, "large": 1500}  # Zaremba et al. 2014
+CELLS = ("lstm", "gru")
+KERNEL_TARGET, LOOP_TARGET, CUDA_LOOP_TARGET = 1.05, 1.10, 1.50
+TARGET_WIDTH = "medium"
+NATIVE = "native"
+
+
+class NativeLM(nn.Module):
+    """The baseline: the language model's embedding and decoder around ``torch.nn.LSTM``/``GRU``."""
+
+    def __init__(self, vocab_size: int, emb_size: int, hidden_size: int, num_layers: int, cell: str,
+                 init_scale: float = 0.1) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, emb_size)
+        self.rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(emb_size, hidden_size, num_layers)
+        self.decoder = nn.Linear(hidden_size, vocab_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -init_scale, init_scale)
+
+    def forward(self, tokens: torch.Tensor, hidden: Any = None):
+        out, hidden = self.rnn(self.embedding(tokens), hidden)
+        return self.decoder(out), hidden
+
+
+@dataclass(frozen=True)
+class Settings:
+    widths: tuple[tuple[str, int], ...]
+    cells: tuple[str, ...]
+    schemes: tuple[str, ...]
+    layers: int = 2
+    batch: int = 20
+    bptt: int = 35
+    vocab: int = 10_000
+    dropout: float = 0.3
+    lr: float = 1.0
+    clip: float = 5.0
+    warmup: int = 2
+    repeats: int = 7
+    memory: bool = True
+    device: str = "cpu"
+    threads: int = 0
+    seed: int = 0
+
+
+@dataclass
+class Row:
+    width: str
+    hidden: int
+    cell: str
+    scheme: str
+    path: str  # native | kernel | loop: what runs the recurrence in training
+    step_ms: float  # median
+    step_ms_runs: list[float]
+    tokens_per_s: float
+    ratio: float  # median over rounds of (this / native), same round
+    peak_mem_mb: float | None = None
+    target: float | None = None
+    status: str = "-"  # PASS | OVER | - (no target for this row)
+    extra: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------- models and steps
+def build(scheme: str, cell: str, hidden: int, s: Settings, device: torch.device) -> nn.Module:
+    torch.manual_seed(s.seed)
+    if scheme == NATIVE:
+        model: nn.Module = NativeLM(s.vocab, hidden, hidden, s.layers, cell)
+    else:
+        model = LanguageModel(s.vocab, hidden, hidden, s.layers, cell=cell, scheme=scheme, dropout=s.dropout)
+    return model.to(device).train()
+
+
+def path_of(model: nn.Module) -> str:
+    if isinstance(model, NativeLM):
+        return NATIVE
+    return "loop" if model.rnn.plan.needs_loop(True) else "kernel"
+
+
+class Stepper:
+    """One model, its optimizer and its fixed batch; ``step()`` returns seconds."""
+
+    def __init__(self, model: nn.Module, s: Settings, device: torch.device) -> None:
+        self.model, self.s, self.device = model, s, device
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=s.lr)
+        g = torch.Generator().manual_seed(s.seed + 1)
+        self.tokens = torch.randint(s.vocab, (s.bptt, s.batch), generator=g).to(device)  # (T, B)
+        self.targets = torch.randint(s.vocab, (s.bptt, s.batch), generator=g).to(device)  # (T, B)
+
+    def step(self) -> float:
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        started = time.perf_counter()
+        logits, _ = self.model(self.tokens)  # a fresh zero state each step (see module doc)
+        loss = nn.functional.cross_entropy(logits.flatten(0, 1), self.targets.flatten())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.s.clip)
+        self.optimizer.step()
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------- memory
+def _read_status(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) * 1024  # kB -> bytes
+    except OSError:
+        return None
+    return None
+
+
+def _probe(scheme: str, cell: str, hidden: int, s: Settings, steps: int = 2) -> float | None:
+    """Peak-RSS growth (MiB) of ``steps`` training steps; runs in a fresh forked child."""
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    device = torch.device("cpu")
+    stepper = Stepper(build(scheme, cell, hidden, s, device), s, device)
+    before = _read_status("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset VmHWM to the current RSS
+    except OSError:
+        return None
+    for _ in range(steps):
+        stepper.step()
+    peak = _read_status("VmHWM")
+    if before is None or peak is None:
+        return None
+    return max(peak - before, 0) / 2**20
+
+
+def _memory_server() -> None:
+    """Helper process: imports torch, computes nothing, forks one child per request (stdin JSON lines)."""
+    for line in sys.stdin:
+        req = json.loads(line)
+        s = Settings(**{**req["settings"], "widths": (), "cells": (), "schemes": ()})
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child
+            os.close(read_fd)
+            try:
+                value = _probe(req["scheme"], req["cell"], req["hidden"], s)
+            except Exception:  # noqa: BLE001 - reported as "not measured"
+                value = None
+            os.write(write_fd, json.dumps(value).encode())
+            os._exit(0)
+        os.close(write_fd)
+        chunks = []
+        while chunk := os.read(read_fd, 4096):
+            chunks.append(chunk)
+        os.close(read_fd)
+        os.waitpid(pid, 0)
+        sys.stdout.write((b"".join(chunks).decode() or "null") + "\n")
+        sys.stdout.flush()
+
+
+class CpuMemory:
+    """Client of ``_memory_server``; ``None`` where the platform cannot measure."""
+
+    def __init__(self, s: Settings) -> None:
+        self.s = s
+        self.proc = None
+        if sys.platform.startswith("linux") and hasattr(os, "fork"):
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "benchmark.speed", "--_memory-server"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )
+
+    def measure(self, scheme: str, cell: str, hidden: int) -> float | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        settings = {k: v for k, v in asdict(self.s).items() if k not in ("widths", "cells", "schemes")}
+        self.proc.stdin.write(json.dumps({"scheme": scheme, "cell": cell, "hidden": hidden, "settings": settings}) + "\n")
+        self.proc.stdin.flush()
+        ready, _, _ = select.select([self.proc.stdout], [], [], 600)
+        if not ready:
+            return None
+        value = json.loads(self.proc.stdout.readline() or "null")
+        return None if value is None else float(value)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+
+
+def cuda_memory(stepper: Stepper, steps: int = 2) -> float:
+    device = stepper.device
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    for _ in range(steps):
+        stepper.step()
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+# ---------------------------------------------------------------------------- the run
+def target_for(scheme: str, path: str, width: str, device: str) -> float | None:
+    if width != TARGET_WIDTH or scheme == NATIVE:
+        return None
+    if device == "cuda":
+        return CUDA_LOOP_TARGET if path == "loop" else None
+    return LOOP_TARGET if path == "loop" else KERNEL_TARGET
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run_group(width: str, hidden: int, cell: str, s: Settings, device: torch.device,
+              memory: CpuMemory | None, counter: list[int], total: int) -> list[Row]:
+    names = [NATIVE, *s.schemes]
+    steppers = {}
+    for name in names:
+        steppers[name] = Stepper(build(name, cell, hidden, s, device), s, device)
+    log(f"[{width} {cell}] warm-up: {len(names)} models x {s.warmup} steps")
+    for _ in range(s.warmup):
+        for name in names:
+            steppers[name].step()
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(s.repeats):
+        order = names[r % len(names):] + names[: r % len(names)]  # rotate: nobody always goes first
+        for name in order:
+            times[name].append(steppers[name].step())
+        log(f"[{width} {cell}] round {r + 1}/{s.repeats}: native {times[NATIVE][-1] * 1e3:.1f} ms")
+    rows = []
+    native_med = statistics.median(times[NATIVE])
+    for name in names:
+        counter[0] += 1
+        med = statistics.median(times[name])
+        ratio = statistics.median(t / n for t, n in zip(times[name], times[NATIVE]))
+        path = path_of(steppers[name].model)
+        mem = None
+        if s.memory:
+            log(f"[{counter[0]}/{total}] {width} {cell} {name}: memory")
+            mem = cuda_memory(steppers[name]) if device.type == "cuda" else memory.measure(name, cell, hidden)
+        target = target_for(name, path, width, device.type)
+        status = "-" if target is None else ("PASS" if ratio <= target else "OVER")
+        rows.append(Row(width, hidden, cell, name, path, med * 1e3, [t * 1e3 for t in times[name]],
+                        s.batch * s.bptt / med, ratio, mem, target, status,
+                        {"ratio_of_medians": med / native_med}))
+        log(f"[{counter[0]}/{total}] {width} {cell} {name:13s} {med * 1e3:9.1f} ms  x{ratio:.3f}  {status}")
+    del steppers
+    return rows
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform(), "device": str(device)}
+    if hasattr(os, "getloadavg"):
+        info["load_avg_at_start"] = round(os.getloadavg()[0], 2)
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    line = (f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} threads, "
+            f"device {m['device']}")
+    if "gpu" in m:
+        line += f" ({m['gpu']}, CUDA {m['cuda']})"
+    if "load_avg_at_start" in m:
+        line += f", load average {m['load_avg_at_start']} at start"
+    return line
+
+
+def markdown(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    lines = [
+        "# Training-step speed: every scheme x cell vs native torch.nn",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        f"Machine: {machine_line(result['machine'])}",
+        "",
+        f"{s['layers']} layers, batch {s['batch']}, BPTT {s['bptt']}, vocab {s['vocab']}, dropout {s['dropout']}, "
+        f"SGD + clipping {s['clip']}; {s['warmup']} warm-up + {s['repeats']} interleaved rounds. "
+        "`x native`: median over rounds of step time / native step time in the same round. "
+        f"Memory: {result['memory_method']}.",
+        "",
+        "| width | cell | scheme | path | step ms (median) | tokens/s | x native | peak mem MiB | target | status |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in result["rows"]:
+        mem = "n/a" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.0f}"
+        target = "-" if r["target"] is None else f"<= {r['target']:.2f}"
+        lines.append(f"| {r['width']} ({r['hidden']}) | {r['cell']} | {r['scheme']} | {r['path']} | {r['step_ms']:.1f} | "
+                     f"{r['tokens_per_s']:.0f} | {r['ratio']:.3f} | {mem} | {target} | {r['status']} |")
+    checked = [r for r in result["rows"] if r["target"] is not None]
+    over = [f"{r['cell']}/{r['scheme']}" for r in checked if r["status"] == "OVER"]
+    lines += ["", f"Targets: {len(checked) - len(over)}/{len(checked)} rows pass"
+              + (f"; over target: {', '.join(over)}" if over else "") + "."]
+    return "\n".join(lines) + "\n"
+
+
+def parse_widths(text: str) -> tuple[tuple[str, int], ...]:
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if item in WIDTHS:
+            out.append((item, WIDTHS[item]))
+        elif item.isdigit() and int(item) > 0:
+            name = next((k for k, v in WIDTHS.items() if v == int(item)), item)
+            out.append((name, int(item)))
+        else:
+            raise argparse.ArgumentTypeError(f"width {item!r}: use a positive integer or one of {', '.join(WIDTHS)}")
+    return tuple(out)
+
+
+def parse_list(allowed: Sequence[str]):
+    def parse(text: str) -> tuple[str, ...]:
+        items = tuple(x.strip() for x in text.split(",") if x.strip())
+        bad = [x for x in items if x not in allowed]
+        if bad or not items:
+            raise argparse.ArgumentTypeError(f"{','.join(bad) or text!r}: choose from {', '.join(allowed)}")
+        return items
+    return parse
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmark.speed", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("outputs/speed"), help="output directory (default outputs/speed/)")
+    p.add_argument("--quick", action="store_true", help="small width, 1 warm-up + 3 rounds, no memory: under a minute")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--widths", type=parse_widths, default=None, help="e.g. small,medium or 16 (default small,medium)")
+    p.add_argument("--cells", type=parse_list(CELLS), default=CELLS)
+    p.add_argument("--schemes", type=parse_list(list(SCHEMES)), default=tuple(SCHEMES))
+    p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 7, quick 3)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps per model (default 2, quick 1)")
+    p.add_argument("--vocab", type=int, default=10_000)
+    p.add_argument("--batch", type=int, default=20)
+    p.add_argument("--bptt", type=int, default=35)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--dropout", type=float, default=0.3)
+    mem = p.add_mutually_exclusive_group()
+    mem.add_argument("--memory", dest="memory", action="store_true", default=None, help="measure peak memory")
+    mem.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak memory")
+    p.add_argument("--_memory-server", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = make_parser().parse_args(argv)
+    if args._memory_server:
+        _memory_server()
+        return 0
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print(f"error: --device cuda asked for, but this torch {torch.__version__} sees no CUDA device; "
+              "use --device cpu", file=sys.stderr)
+        return 2
+    for name in ("repeats", "warmup", "vocab", "batch", "bptt", "layers", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name in ("warmup", "threads") else 1):
+            print(f"error: --{name}={value} is too small", file=sys.stderr)
+            return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    s = Settings(
+        widths=args.widths or ((("small", WIDTHS["small"]),) if args.quick else
+                               (("small", WIDTHS["small"]), ("medium", WIDTHS["medium"]))),
+        cells=args.cells, schemes=args.schemes, layers=args.layers, batch=args.batch, bptt=args.bptt,
+        vocab=args.vocab, dropout=args.dropout,
+        warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
+        repeats=args.repeats if args.repeats is not None else (3 if args.quick else 7),
+        memory=args.memory if args.memory is not None else not args.quick,
+        device=args.device, threads=args.threads,
+    )
+    device = torch.device(s.device)
+    command = "python -m benchmark.speed" + ("" if not argv else " " + " ".join(argv))
+    info = machine(device)
+    log(f"{command}\n{machine_line(info)}")
+    memory = CpuMemory(s) if s.memory and device.type == "cpu" else None
+    if not s.memory:
+        method = "not measured"
+    elif device.type == "cuda":
+        method = "torch.cuda.max_memory_allocated growth over 2 training steps"
+    else:
+        method = ("peak RSS growth over 2 training steps (Linux VmHWM after clear_refs), one forked process "
+                  "per configuration; parameters excluded")
+    total = len(s.widths) * len(s.cells) * (len(s.schemes) + 1)
+    counter = [0]
+    rows: list[Row] = []
+    started = time.perf_counter()
+    try:
+        for width, hidden in s.widths:
+            for cell in s.cells:
+                rows += run_group(width, hidden, cell, s, device, memory, counter, total)
+    finally:
+        if memory is not None:
+            memory.close()
+    result = {
+        "command": command,
+        "machine": info,
+        "settings": {k: v for k, v in asdict(s).items()},
+        "memory_method": method,
+        "targets": {"width": TARGET_WIDTH, "cpu_kernel": KERNEL_TARGET, "cpu_loop": LOOP_TARGET,
+                    "cuda_loop": CUDA_LOOP_TARGET},
+        "wall_s": round(time.perf_counter() - started, 1),
+        "rows": [asdict(r) for r in rows],
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    (args.out / "speed.md").write_text(table)
+    print(table)
+    print(f"wrote {args.out / 'speed.json'} and {args.out / 'speed.md'} ({result['wall_s']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
