@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from benchmark.data import Corpus, batchify, segments
 from benchmark.model import LanguageModel, detach_hidden
 from benchmark.optim import OptimConfig, averaged_weights, epoch_lr, lr_factor, make_optimizer, should_average
+from benchmark.probes import stability_probe
 
 Record = dict
 Logger = Callable[[Record], None]
@@ -56,6 +57,8 @@ class TrainConfig:
     decay_after: int = 4
     weight_decay: float = 0.0
     nonmono: int = 5
+    probe_steps: int = 0  # > 0: a stability probe over this many steps after every epoch (benchmark.probes)
+    probe_batch: int = 4
 
     @property
     def optim(self) -> OptimConfig:
@@ -94,6 +97,7 @@ class Progress:
     best_state: dict | None = None
     val_losses: list[float] = field(default_factory=list)
     averaging: bool = False  # NT-ASGD has switched to averaged SGD
+    grad_norm_max: float = 0.0  # the largest gradient norm before clipping in this epoch
 
 
 def ppl(loss: float) -> float:
@@ -190,6 +194,14 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
     if on_checkpoint is not None and resume is None:
         on_checkpoint(checkpoint_state(model, optimizer, p))  # a kill before the first epoch ends resumes here
 
+    probe_tokens = batchify(corpus.valid[: cfg.probe_steps * cfg.probe_batch], cfg.probe_batch).to(device) \
+        if cfg.probe_steps else None
+
+    def probe(epoch: int) -> None:
+        """Stability probe, logged as a ``probe`` event: state norm per step, growth, largest value."""
+        if probe_tokens is not None:
+            log({"epoch": epoch, "step": p.step, "split": "probe", **stability_probe(model, probe_tokens)})
+
     rows = train_data.size(0) - 1
     while p.epoch <= cfg.epochs:
         model.train()
@@ -207,13 +219,16 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
             logits, hidden = model(inputs, detach_hidden(p.hidden))
             loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
             if not torch.isfinite(loss):
+                probe(p.epoch)
                 return _diverged(p, "loss", started, log)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             if not torch.isfinite(grad_norm):
+                probe(p.epoch)
                 return _diverged(p, "gradient", started, log)
             optimizer.step()
+            p.grad_norm_max = max(p.grad_norm_max, grad_norm.item())
             p.hidden = detach_hidden(hidden)
             p.pos += seq_len
             bar.update(seq_len)
@@ -242,7 +257,8 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
         p.train_tokens += p.epoch_tokens
         mean = p.epoch_loss / p.epoch_tokens
         log({"epoch": p.epoch, "step": p.step, "split": "train", "scope": "epoch", "loss": mean, "ppl": ppl(mean),
-             "lr": base_lr, "tokens_per_s": p.epoch_tokens / max(p.epoch_time, 1e-9)})
+             "lr": base_lr, "tokens_per_s": p.epoch_tokens / max(p.epoch_time, 1e-9),
+             "grad_norm_max": p.grad_norm_max})
 
         with averaged_weights(model, optimizer):
             val_loss = evaluate(model, valid_data, cfg.bptt)
@@ -250,7 +266,9 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
                 p.best_val, p.best_state = val_loss, copy.deepcopy(model.state_dict())
         log({"epoch": p.epoch, "step": p.step, "split": "val", "loss": val_loss, "ppl": ppl(val_loss)})
         if not math.isfinite(val_loss):
+            probe(p.epoch)
             return _diverged(p, "validation loss", time.perf_counter(), log, epoch_done=True)
+        probe(p.epoch)
         p.val_losses.append(val_loss)
         if cfg.optimizer == "ntasgd" and not p.averaging and should_average(p.val_losses, cfg.nonmono):
             p.averaging = True
@@ -260,7 +278,7 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
 
         p.epoch += 1
         p.pos, p.hidden = 0, None
-        p.epoch_loss, p.epoch_tokens, p.epoch_time = 0.0, 0, 0.0
+        p.epoch_loss, p.epoch_tokens, p.epoch_time, p.grad_norm_max = 0.0, 0, 0.0, 0.0
         p.interval_loss, p.interval_tokens = 0.0, 0
         if on_checkpoint is not None:
             on_checkpoint(checkpoint_state(model, optimizer, p))

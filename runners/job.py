@@ -150,6 +150,9 @@ def run_job(cfg: DictConfig, ctx: JobContext) -> dict:
                     log.info("test ppl %.2f (best-validation weights)", event["ppl"])
                 elif event.get("event") == "diverged":
                     log.warning("diverged at step %d: non-finite %s", event["step"], event["what"])
+                elif event["split"] == "probe" and event.get("growth_per_step") is not None:
+                    log.info("probe: state grows x%.3f per step, largest value %.3g", event["growth_per_step"],
+                             event["max_state"])
 
             def save(state: dict) -> None:
                 checkpoints.save(ctx.job_dir, state, store.offset(), config)

@@ -38,6 +38,10 @@ def _json_safe(value: Any) -> Any:
     """NaN and inf are not JSON: store them as null, which every reader understands."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
     return value
 
 

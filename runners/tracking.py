@@ -62,7 +62,13 @@ class WandbTracker:
             return
         prefix = wandb_key(record)
         values = {f"{prefix}/{k}": v for k, v in record.items()
-                  if isinstance(v, (int, float)) and k not in ("epoch", "step")}
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step")}
+        if record["split"] == "probe" and record.get("state_norm"):
+            import wandb  # the state norm per time step, as a line plot in the run's workspace
+
+            table = wandb.Table(columns=["t", "state_norm"], data=[[t, v] for t, v in enumerate(record["state_norm"])])
+            values["probe/state_norm"] = wandb.plot.line(table, "t", "state_norm",
+                                                         title=f"carried-state norm, epoch {record['epoch']}")
         values["epoch"] = record["epoch"]
         self.run.log(values, step=record["step"])
 

@@ -35,7 +35,9 @@ def test_two_job_sweep_writes_two_run_stores_two_wandb_runs_and_a_report(run_cli
         assert summary["bayes_test_ppl"] is None and summary["error"] is None and summary["epochs"] == 2
         assert yaml.safe_load((job / "config.yaml").read_text())["scheme"]["name"] == scheme
         events = [json.loads(line) for line in (job / "metrics.jsonl").read_text().splitlines()]
-        assert {e["split"] for e in events} == {"train", "val", "test"}
+        assert {e["split"] for e in events} == {"train", "val", "test", "probe"}
+        probes = [e for e in events if e["split"] == "probe"]
+        assert [e["epoch"] for e in probes] == [1, 2] and len(probes[0]["state_norm"]) == 200
         assert min(e["ppl"] for e in events if e["split"] == "val") == pytest.approx(summary["best_val_ppl"])
 
         (run_dir,) = (job / "wandb").glob("offline-run-*")
@@ -46,6 +48,7 @@ def test_two_job_sweep_writes_two_run_stores_two_wandb_runs_and_a_report(run_cli
         assert set(run["tags"]) == {scheme, "lstm", "kjv"}
         history = [r["history"]["item"] for r in records if r["type"] == "history"]
         assert any("val/ppl" in h for h in history) and any("test/ppl" in h for h in history)
+        assert any("probe/growth_per_step" in h for h in history)
         run_ids.add(run["run_id"])
     assert len(run_ids) == 2, "each job must get its own W&B run"
 

@@ -160,6 +160,7 @@ def lstm_loop(
     state: StepMasks = None,
     state_c: StepMasks = None,
     output_pre_mask: bool = False,
+    trace: list | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run one LSTM layer over ``xw`` ((T, B, 4H), biases folded in); return (out, h_T, c_T).
 
@@ -192,6 +193,8 @@ def lstm_loop(
                 out = h_new
         outputs.append(out)
         h, c = h_new, c_new
+        if trace is not None:
+            trace.append((h, c))  # the carried state, as the next step receives it
     return torch.stack(outputs), h, c  # (T, B, H), (B, H), (B, H)
 
 
@@ -207,6 +210,7 @@ def gru_loop(
     zoneout: StepMasks = None,
     state: StepMasks = None,
     output_pre_mask: bool = False,
+    trace: list | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run one GRU layer over ``xw`` ((T, B, 3H), ``b_ih`` folded in); return (out, h_T).
 
@@ -233,4 +237,6 @@ def gru_loop(
                 out = h_new
         outputs.append(out)
         h = h_new
+        if trace is not None:
+            trace.append((h, None))
     return torch.stack(outputs), h

@@ -68,6 +68,7 @@ class _DropoutRNN(nn.Module):
         self.plan: DropoutPlan = resolve(scheme, self._cell, dropout, **options)
         # Masks of the last training forward, keyed (layer, site); see ``last_masks`` below.
         self.last_masks: dict[tuple[int, str], Tensor] = {}
+        self._trace: dict[int, list] | None = None  # set only inside ``trace``
 
         factory = {"device": device, "dtype": dtype}
         gate_size = self._gates * hidden_size
@@ -151,6 +152,28 @@ class _DropoutRNN(nn.Module):
         return s
 
     # ------------------------------------------------------------------ forward
+    def trace(self, input: Tensor, hx: Any = None) -> tuple[Any, dict[int, tuple[Tensor, Tensor | None]]]:
+        """``forward`` on the reference loop, plus the carried state of every layer at every step.
+
+        Returns ``(forward's result, {layer: (h (T, B, H), c (T, B, H) or None)})``: the values
+        each step hands to the next (masked, under ``state`` or ``c`` dropout). This is what
+        the stability probes read: the explosion lives in the carried state, which neither
+        the output nor ``h_n`` shows step by step. Batch-first input gives (B, T, H).
+        """
+        self._trace = {}
+        try:
+            result = self(input, hx)
+            steps = self._trace
+        finally:
+            self._trace = None
+        dim = 1 if self.batch_first else 0
+        stacked = {}
+        for layer, pairs in steps.items():
+            h = torch.stack([p[0] for p in pairs], dim)
+            c = torch.stack([p[1] for p in pairs], dim) if pairs and pairs[0][1] is not None else None
+            stacked[layer] = (h, c)
+        return result, stacked
+
     def _initial_state(self, hx: Any, batch: int, like: Tensor, unbatched: bool) -> tuple[Tensor, Tensor | None]:
         shape = (self.num_layers, batch, self.hidden_size)  # (L, B, H)
         if hx is None:
@@ -191,7 +214,7 @@ class _DropoutRNN(nn.Module):
 
         training = self.training
         plan = self.plan
-        use_loop = self.impl == "loop" or plan.needs_loop(training)
+        use_loop = self.impl == "loop" or self._trace is not None or plan.needs_loop(training)
         if training:
             self.last_masks = {}
         h_n, c_n = [], []
@@ -219,7 +242,8 @@ class _DropoutRNN(nn.Module):
                     self.last_masks[(layer, key)] = mask
             c_layer = c0[layer] if c0 is not None else None
             if use_loop:
-                x, h, c = self._loop_layer(x, h0[layer], c_layer, params, masks)
+                trace = self._trace.setdefault(layer, []) if self._trace is not None else None
+                x, h, c = self._loop_layer(x, h0[layer], c_layer, params, masks, trace)
             else:
                 x, h, c = self._fused_layer(x, h0[layer], c_layer, params, masks)
             if "out" in masks:
@@ -251,7 +275,8 @@ class _DropoutRNN(nn.Module):
         out, h = kernels.gru_layer(x, h0, weights, self.bias)
         return out, h, None
 
-    def _loop_layer(self, x: Tensor, h0: Tensor, c0: Tensor | None, params: list[Tensor], masks: dict[str, Mask]) -> tuple[Tensor, Tensor, Tensor | None]:
+    def _loop_layer(self, x: Tensor, h0: Tensor, c0: Tensor | None, params: list[Tensor], masks: dict[str, Mask],
+                    trace: list | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
         """The reference path: project the segment once, split masks per step, then loop."""
         plan = self.plan
         steps = x.shape[0]
@@ -285,12 +310,12 @@ class _DropoutRNN(nn.Module):
                 xw, h0, c0, w_hh,
                 h_in=h_in, h_in_untied=h_in_untied, g=split("g"), c_mask=split("c"),
                 zoneout=split("zoneout"), zoneout_c=split("zoneout.c"),
-                state=split("state"), state_c=split("state.c"), output_pre_mask=pre_mask,
+                state=split("state"), state_c=split("state.c"), output_pre_mask=pre_mask, trace=trace,
             )
         out, h = cells.gru_loop(
             xw, h0, w_hh, b_hh,
             h_in=h_in, h_in_untied=h_in_untied, g=split("g"), zoneout=split("zoneout"),
-            state=split("state"), output_pre_mask=pre_mask,
+            state=split("state"), output_pre_mask=pre_mask, trace=trace,
         )
         return out, h, None
 
