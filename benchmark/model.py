@@ -38,6 +38,7 @@ class LanguageModel(nn.Module):
         self.embedding = EmbeddingDropout(nn.Embedding(vocab_size, emb_size), self.rnn.emb_p,
                                           scaling=emb.scaling if emb is not None else "inverted")
         self.decoder = nn.Linear(hidden_size, vocab_size)
+        self.last_output: torch.Tensor | None = None
         # Zaremba et al. (2014): every parameter uniform in [-init_scale, init_scale].
         for p in self.parameters():
             nn.init.uniform_(p, -init_scale, init_scale)
@@ -47,11 +48,31 @@ class LanguageModel(nn.Module):
                 raise ValueError(f"tie_weights needs emb_size == hidden_size, got {emb_size} and {hidden_size}")
             self.decoder.weight = self.embedding.embedding.weight
 
+    def __getstate__(self) -> dict[str, Any]:
+        # ``last_output`` belongs to an autograd graph and cannot be copied; copies start without it.
+        return {**self.__dict__, "last_output": None}
+
     def forward(self, tokens: torch.Tensor, hidden=None):
         """tokens (T, B) -> logits (T, B, V), next hidden state."""
         x = self.embedding(tokens)  # (T, B, E)
         out, hidden = self.rnn(x, hidden)  # (T, B, H)
+        if self.training:
+            self.last_output = out  # the dropped output, for AWD-LSTM's activation regularisation
         return self.decoder(out), hidden
+
+    def activation_regularization(self, ar: float, tar: float) -> torch.Tensor:
+        """AWD-LSTM's AR and TAR (Merity et al. 2017, Sec. 4.6) on the last training forward.
+
+        AR penalises large outputs: ``ar * mean(dropped_output^2)``. TAR penalises fast
+        change: ``tar * mean((h_t - h_{t-1})^2)`` on the output before dropout.
+        """
+        penalty = torch.zeros((), device=self.decoder.weight.device)
+        if ar:
+            penalty = penalty + ar * self.last_output.pow(2).mean()
+        if tar:
+            raw = self.rnn.last_raw_output  # (T, B, H)
+            penalty = penalty + tar * (raw[1:] - raw[:-1]).pow(2).mean()
+        return penalty
 
 
 def detach_hidden(hidden):

@@ -57,6 +57,8 @@ class TrainConfig:
     decay_after: int = 4
     weight_decay: float = 0.0
     nonmono: int = 5
+    ar: float = 0.0  # AWD-LSTM activation regularisation (alpha)
+    tar: float = 0.0  # AWD-LSTM temporal activation regularisation (beta)
     probe_steps: int = 0  # > 0: a stability probe over this many steps after every epoch (benchmark.probes)
     probe_batch: int = 4
 
@@ -221,8 +223,9 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
             if not torch.isfinite(loss):
                 probe(p.epoch)
                 return _diverged(p, "loss", started, log)
+            objective = loss + model.activation_regularization(cfg.ar, cfg.tar) if (cfg.ar or cfg.tar) else loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             if not torch.isfinite(grad_norm):
                 probe(p.epoch)

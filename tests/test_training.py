@@ -120,3 +120,45 @@ def test_mc_dropout_with_one_sample_is_one_stochastic_pass_and_more_samples_diff
     assert abs(mc1 - total / count) < 1e-9
     mc4 = evaluate_mc(model, data, 10, samples=4)
     assert math.isfinite(mc4) and abs(mc4 - evaluate(model, data, 10)) > 1e-6
+
+
+def test_ar_and_tar_are_awd_lstm_penalties_on_the_last_training_forward():
+    torch.manual_seed(0)
+    model = LanguageModel(40, 12, 12, 2, "lstm", "weightdrop", {"x": 0.3, "w_hh": 0.5, "out": 0.4})
+    model.train()
+    model(torch.randint(0, 40, (9, 3)))
+    out, raw = model.last_output, model.rnn.last_raw_output  # (T, B, H) each
+    assert not torch.equal(out, raw), "the output is the raw output with the `out` mask applied"
+    expected = 2.0 * out.pow(2).mean() + 1.0 * (raw[1:] - raw[:-1]).pow(2).mean()
+    torch.testing.assert_close(model.activation_regularization(2.0, 1.0), expected)
+    assert model.activation_regularization(0.0, 0.0).item() == 0.0
+
+
+def test_ntasgd_switches_to_averaging_when_validation_stalls_and_variable_bptt_varies_segments(cache_dir):
+    """A learning rate far too high stalls validation at once; NT-ASGD must then start averaging."""
+    corpus = load_corpus("kjv", cache_dir=cache_dir, size=2000)
+    torch.manual_seed(0)
+    model = LanguageModel(corpus.vocab_size, 16, 16, 1, "lstm", "weightdrop", 0.3)
+    events = []
+    cfg = TrainConfig(epochs=5, batch_size=4, eval_batch_size=4, bptt=12, variable_bptt=True, optimizer="ntasgd",
+                      lr=30.0, clip=0.25, nonmono=1, log_interval=1, ar=2.0, tar=1.0)
+    result = train(model, corpus, cfg, CPU, log=events.append, progress=False)
+    assert result.status == "finished"
+    switched = [e for e in events if e.get("event") == "averaging"]
+    assert len(switched) == 1
+    steps_per_epoch = [e["step"] for e in events if e.get("scope") == "epoch"]
+    lengths = {b - a for a, b in zip([0, *steps_per_epoch], steps_per_epoch)}
+    assert len(lengths) > 1, "variable BPTT should change how many segments an epoch has"
+
+
+def test_a_model_copies_after_a_training_forward():
+    import copy
+
+    torch.manual_seed(0)
+    model = LanguageModel(40, 12, 12, 2, "gru", "weightdrop", 0.3)
+    model.train()
+    model(torch.randint(0, 40, (5, 2)))
+    clone = copy.deepcopy(model)
+    assert clone.last_output is None and clone.rnn.last_raw_output is None
+    for a, b in zip(model.state_dict().values(), clone.state_dict().values()):
+        assert torch.equal(a, b)

@@ -69,6 +69,9 @@ class _DropoutRNN(nn.Module):
         # Masks of the last training forward, keyed (layer, site); see ``last_masks`` below.
         self.last_masks: dict[tuple[int, str], Tensor] = {}
         self._trace: dict[int, list] | None = None  # set only inside ``trace``
+        # The last layer's output before the ``out`` mask in the last training forward
+        # (time-major); AWD-LSTM's temporal activation regularisation is computed on it.
+        self.last_raw_output: Tensor | None = None
 
         factory = {"device": device, "dtype": dtype}
         gate_size = self._gates * hidden_size
@@ -113,6 +116,11 @@ class _DropoutRNN(nn.Module):
         ret = super()._apply(fn, recurse)
         self.flatten_parameters()
         return ret
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The last forward's output is part of an autograd graph, which cannot be copied;
+        # it is transient anyway: copies and pickles start without it.
+        return {**self.__dict__, "last_raw_output": None, "_trace": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # copy.deepcopy and pickle clone each parameter separately, losing the shared buffer.
@@ -246,6 +254,8 @@ class _DropoutRNN(nn.Module):
                 x, h, c = self._loop_layer(x, h0[layer], c_layer, params, masks, trace)
             else:
                 x, h, c = self._fused_layer(x, h0[layer], c_layer, params, masks)
+            if layer == self.num_layers - 1 and training:
+                self.last_raw_output = x  # (T, B, H): before `out`, for AWD-LSTM's TAR
             if "out" in masks:
                 x = x * masks["out"]  # (T, B, H) * (T|B|1, ..., H)
             h_n.append(h)
