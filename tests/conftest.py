@@ -16,6 +16,18 @@ TINY = ["data.size=2000", "model.emb_size=16", "model.hidden_size=16", "model.nu
         "train.bptt=10", "train.log_interval=5"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests use tiny tensors; on a shared 2-core machine extra intra-op threads only
+    contend (measured: tiny engine forwards up to 100x slower with 2 threads)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("corpus-cache")
@@ -34,7 +46,8 @@ def run_cli(tmp_path, cache_dir):
     """Run ``python run.py ...`` in a subprocess, as a user would, with the corpus cache shared."""
 
     def run(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "run.py", *args, f"paths.cache_dir={cache_dir}", "threads=1"]
+        pinned = [] if any(a.startswith("threads=") for a in args) else ["threads=1"]
+        cmd = [sys.executable, "run.py", *args, f"paths.cache_dir={cache_dir}", *pinned]
         proc = subprocess.run(cmd, cwd=ROOT, env=cli_env(tmp_path), capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

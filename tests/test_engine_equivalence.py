@@ -18,13 +18,6 @@ OURS = {"lstm": LSTM, "gru": GRU}
 TORCH = {"lstm": nn.LSTM, "gru": nn.GRU}
 D, H, T, B = 3, 4, 5, 2
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only contend on the shared 2-core machine (100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 

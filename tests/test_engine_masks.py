@@ -13,13 +13,6 @@ from benchmark.engine import GRU, LSTM
 
 D, H, T, B = 3, 16, 6, 8
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only contend on the shared 2-core machine (100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 

@@ -17,13 +17,6 @@ D, H, T, B = 3, 4, 5, 2
 IN_LOOP = {"variational", "moon", "semeniuta", "zoneout", "state_dropout"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only contend on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -17,13 +17,6 @@ from benchmark.engine import GRU, LSTM
 TOL = dict(rtol=0, atol=1e-10)
 D, H, T, B = 3, 5, 6, 4
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only contend on the shared 2-core machine (100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 

@@ -19,13 +19,6 @@ from benchmark.engine import GRU, LSTM
 D, H, B = 3, 16, 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only contend on the shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def build(cell, scheme, **kw):
