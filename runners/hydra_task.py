@@ -48,6 +48,8 @@ def check_overrides(argv: list[str]) -> None:
         group = o.key_or_group
         if o.package is not None or "." in group or not (CONF_DIR / group).is_dir() or o.is_delete():
             continue
+        if group.startswith("hydra/"):
+            continue  # Hydra's own groups: plugins add options (launchers, sweepers) that conf/ does not list
         if o.is_sweep_override() and not o.is_discrete_sweep():
             continue
         values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
@@ -57,9 +59,36 @@ def check_overrides(argv: list[str]) -> None:
                 fail(f"{group}={v} is unknown; choose one of: {', '.join(allowed)}")
 
 
+def parallel_share(hc) -> tuple[int | None, int | None]:
+    """(torch threads, GPU index) for a job of a parallel local sweep, else (None, None).
+
+    Parallel jobs with default threading oversubscribe the CPU: on a 2-core machine two
+    concurrent LSTM jobs ran several-fold slower. Each job of a joblib sweep therefore gets
+    its share of the cores, and on a machine with several GPUs a GPU of its own.
+    """
+    launcher = hc.launcher.get("_target_", "") if hc.get("launcher") else ""
+    if "joblib" not in str(launcher):
+        return None, None
+    import os
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    gpus = torch.cuda.device_count()
+    n_jobs = int(hc.launcher.get("n_jobs", -1))
+    workers = n_jobs if n_jobs > 0 else (gpus or cores)
+    gpu = int(hc.job.num) % gpus if gpus > 1 else None
+    return max(1, cores // workers), gpu
+
+
 def task(cfg: DictConfig) -> dict | None:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    threads, gpu = parallel_share(hc) if multirun else (None, None)
+    if threads is not None and cfg.threads is None:
+        cfg.threads = threads
+    if gpu is not None and cfg.device == "auto":
+        cfg.device = f"cuda:{gpu}"
     ctx = JobContext(job_dir=Path(hc.runtime.output_dir), group=Path(hc.sweep.dir).name if multirun else None,
                      multirun=multirun)
     try:

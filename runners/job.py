@@ -139,8 +139,9 @@ def run_job(cfg: DictConfig, ctx: JobContext) -> dict:
                 if event.get("scope") == "interval" and not estimated and event.get("tokens_per_s"):
                     tokens = len(data.train) * int(cfg.train.epochs)
                     estimated.append(tokens / event["tokens_per_s"])
-                    log.info("at %.0f tokens/s, %d epochs of training take about %.1f h", event["tokens_per_s"],
-                             cfg.train.epochs, estimated[0] / 3600)
+                    seconds = estimated[0]
+                    log.info("at %.0f tokens/s, %d epochs of training take about %s", event["tokens_per_s"],
+                             cfg.train.epochs, f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min")
                 store.log(event)
                 if tracker is not None:
                     tracker.log(event)

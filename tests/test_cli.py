@@ -96,3 +96,8 @@ def test_quickstart_preset_sweeps_every_scheme_and_cell(run_cli, tmp_path):
         (s, c) for s in schemes for c in ("gru", "lstm"))
     assert all(s["status"] in ("finished", "diverged") for s in summaries)
     assert (sweep / "report" / "index.html").exists()
+
+
+def test_hydra_groups_accept_plugin_options_and_name_unknown_ones(run_cli, tmp_path):
+    proc = run_cli("-m", "hydra/launcher=no_such_launcher", *TINY, f"hydra.sweep.dir={tmp_path / 's'}", check=False)
+    assert proc.returncode != 0 and "no_such_launcher" in proc.stderr

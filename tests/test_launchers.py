@@ -1,0 +1,64 @@
+"""Sweeps through Hydra's real launchers: joblib (parallel on one machine) and submitit."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY
+
+
+def summaries(sweep: Path) -> dict[str, dict]:
+    return {json.loads(p.read_text())["scheme"]: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_parallel_jobs_get_their_share_of_the_cores(run_cli, tmp_path, n_jobs):
+    sweep = tmp_path / "sweep"
+    # run_cli pins threads=1 for speed; null lets the launcher share the cores out.
+    run_cli("-m", "hydra/launcher=local_parallel", f"hydra.launcher.n_jobs={n_jobs}", "scheme=none,naive", *TINY,
+            "train.epochs=1", "logger=none", f"hydra.sweep.dir={sweep}", "threads=null")
+    assert {s: v["status"] for s, v in summaries(sweep).items()} == {"none": "finished", "naive": "finished"}
+    for config in sweep.glob("*/config.yaml"):
+        assert yaml.safe_load(config.read_text())["threads"] == max(1, (os.cpu_count() or 1) // n_jobs)
+
+
+def test_submitit_local_runs_the_sweep_the_way_slurm_would(run_cli, tmp_path):
+    """submitit_local pickles the job, runs it in its own process and collects the result: the SLURM path."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "scheme=none,naive",
+                   *TINY, "train.epochs=1", f"hydra.sweep.dir={sweep}")
+    done = summaries(sweep)
+    assert {s: v["status"] for s, v in done.items()} == {"none": "finished", "naive": "finished"}
+    assert (sweep / ".submitit").is_dir(), "the jobs must have gone through submitit"
+    run_ids = {p.name.rsplit("-", 1)[-1] for p in sweep.glob("*/wandb/offline-run-*")}
+    assert len(run_ids) == 2
+    assert (sweep / "report" / "index.html").exists() and "2 finished" in proc.stdout + proc.stderr
+
+
+def test_the_slurm_preset_composes_with_one_gpu_per_job_and_requeues_on_timeout():
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.gpus_per_node == 1 and launcher.max_num_timeout > 0 and launcher.timeout_min == 240
+
+
+def test_a_job_that_raises_is_recorded_as_failed_and_the_sweep_goes_on(run_cli, tmp_path):
+    """A test batch larger than the test split makes batching raise inside training: a real failure."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", "train.test_batch_size=4,10000000", *TINY, "train.epochs=1", "logger=none",
+                   f"hydra.sweep.dir={sweep}")
+    by_batch = {yaml.safe_load((p.parent / "config.yaml").read_text())["train"]["test_batch_size"]:
+                json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
+    assert by_batch[4]["status"] == "finished"
+    failed = by_batch[10000000]
+    assert failed["status"] == "failed" and "too few for batch_size" in failed["error"]
+    assert "1 failed, 1 finished" in proc.stdout + proc.stderr
