@@ -8,6 +8,7 @@ values it allows.
 from __future__ import annotations
 
 import math
+import typing
 from pathlib import Path
 
 import torch
@@ -35,6 +36,32 @@ def dropout_rates(cfg: DictConfig) -> float | dict:
     return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
+def _type_name(kind: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind, kind.__name__)
+
+
+def check_types(section: str, values: DictConfig, schema: type) -> None:
+    """Each value against the type its dataclass field declares: one line naming the key.
+
+    The dataclass is the library's own (``TrainConfig``), so the schema lives in one place.
+    """
+    hints = typing.get_type_hints(schema)
+    for name, value in values.items():
+        if name not in hints:
+            raise ConfigError(f"{section}.{name} is not a config key; {section} has: {', '.join(sorted(hints))}")
+        allowed = [t for t in typing.get_args(hints[name]) or (hints[name],) if t is not type(None)]
+        if value is None and type(None) in typing.get_args(hints[name]):
+            continue
+        ok = any((t is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+                 or (t is int and isinstance(value, int) and not isinstance(value, bool))
+                 or (t not in (int, float) and isinstance(value, t)) for t in allowed)
+        if not ok:
+            wanted = " or ".join(_type_name(t) for t in allowed)
+            if type(None) in typing.get_args(hints[name]):
+                wanted += " or null"
+            raise ConfigError(f"{section}.{name}={value} must be {wanted}")
+
+
 def check_config(cfg: DictConfig) -> None:
     """Every check that needs no data: raises ``ConfigError`` naming the key."""
     rates = dropout_rates(cfg)
@@ -55,6 +82,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"device={cfg.device} is unknown; choose one of: auto, cpu, cuda, cuda:N")
     if cfg.device != "auto" and str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={cfg.device} was asked for but no CUDA device is available; use device=auto or cpu")
+    check_types("train", cfg.train, TrainConfig)
     for key in ("epochs", "batch_size", "eval_batch_size", "bptt", "log_interval"):
         if int(cfg.train[key]) < 1:
             raise ConfigError(f"train.{key}={cfg.train[key]} must be at least 1")

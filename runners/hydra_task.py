@@ -11,6 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import yaml
+
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -44,6 +46,7 @@ def check_overrides(argv: list[str]) -> None:
         overrides: list[Override] = OverridesParser.create().parse_overrides(args)
     except HydraException:
         return  # Hydra reports syntax errors itself
+    check_keys(overrides)
     for o in overrides:
         group = o.key_or_group
         if o.package is not None or "." in group or not (CONF_DIR / group).is_dir() or o.is_delete():
@@ -79,6 +82,51 @@ def parallel_share(hc) -> tuple[int | None, int | None]:
     workers = n_jobs if n_jobs > 0 else (gpus or cores)
     gpu = int(hc.job.num) % gpus if gpus > 1 else None
     return max(1, cores // workers), gpu
+
+
+def known_keys() -> dict[str, set[str] | None]:
+    """Top-level keys of the config tree; for a group, the keys its options may set.
+
+    ``None`` marks a key whose contents are free-form (a mapping such as ``dropout`` or
+    ``reference``), where any sub-key may be valid.
+    """
+    primary = yaml.safe_load((CONF_DIR / "config.yaml").read_text())
+    keys: dict[str, set[str] | None] = {k: set(v) if isinstance(v, dict) else None
+                                        for k, v in primary.items() if k not in ("defaults", "hydra")}
+    for group in (p for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra"):
+        fields: set[str] = set()
+        for option in group.glob("*.yaml"):
+            text = option.read_text()
+            if not text.lstrip().startswith("# @package _global_"):
+                fields |= {k for k in (yaml.safe_load(text) or {}) if k != "defaults"}
+        keys[group.name] = fields or None
+    return keys
+
+
+def check_keys(overrides: list[Override]) -> None:
+    """A misspelt key (``trian.epochs=3``) as one line with the keys that exist.
+
+    Hydra's own message spans five lines; a ``+key=`` override (adding a key on purpose)
+    and Hydra's own keys are left to Hydra.
+    """
+    import difflib
+
+    keys = known_keys()
+    for o in overrides:
+        if o.is_add() or o.is_force_add() or o.is_delete() or o.package is not None:
+            continue
+        parts = o.key_or_group.split(".")
+        if parts[0] == "hydra" or "/" in parts[0] or (len(parts) == 1 and (CONF_DIR / parts[0]).is_dir()):
+            continue
+        if parts[0] not in keys:
+            close = difflib.get_close_matches(parts[0], keys, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            fail(f"{o.key_or_group} is not a config key{hint}; top-level keys: {', '.join(sorted(keys))}")
+        inner = keys[parts[0]]
+        if len(parts) > 1 and inner is not None and parts[1] not in inner:
+            close = difflib.get_close_matches(parts[1], inner, n=1)
+            hint = f" (did you mean {parts[0]}.{close[0]}?)" if close else ""
+            fail(f"{o.key_or_group} is not a config key{hint}; {parts[0]} has: {', '.join(sorted(inner))}")
 
 
 def task(cfg: DictConfig) -> dict | None:

@@ -71,9 +71,16 @@ def test_logger_none_runs_without_wandb(run_cli, tmp_path):
     ("dropout=1.5", "dropout=1.5 is outside [0, 1)"),
     ("dropout=1.0", "dropout=1.0 is outside [0, 1)"),
     ("dropout=-0.1", "dropout=-0.1 is outside [0, 1)"),
+    ("trian.epochs=3", "trian.epochs is not a config key (did you mean train?)"),
+    ("train.epochz=3", "train.epochz is not a config key (did you mean train.epochs?); train has: "),
+    ("scheme.gate_mask=tied", "did you mean scheme.gate_masks?"),
+    ("train.batch_size=abc", "train.batch_size=abc must be an integer"),
+    ("train.variable_bptt=3", "train.variable_bptt=3 must be true or false"),
+    ("train.optimizer=sgdd", "train.optimizer=sgdd is unknown; choose one of: sgd, ntasgd, adam"),
+    ("scheme=naive scheme.granularity=hourly", "granularity 'hourly' is not allowed for scheme 'naive'"),
 ])
 def test_bad_input_stops_before_training_with_one_line(run_cli, tmp_path, override, needle):
-    proc = run_cli(override, *TINY, f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    proc = run_cli(*override.split(), *TINY, f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert proc.stderr.startswith("error: ") and needle in proc.stderr
