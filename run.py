@@ -12,8 +12,8 @@ from runners.hydra_task import check_overrides, task
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    task(cfg)
+def main(cfg: DictConfig) -> float:
+    return task(cfg)  # the objective a hyperparameter search minimises
 
 
 if __name__ == "__main__":

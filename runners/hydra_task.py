@@ -129,7 +129,7 @@ def check_keys(overrides: list[Override]) -> None:
             fail(f"{o.key_or_group} is not a config key{hint}; {parts[0]} has: {', '.join(sorted(inner))}")
 
 
-def task(cfg: DictConfig) -> dict | None:
+def task(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     threads, gpu = parallel_share(hc) if multirun else (None, None)
@@ -140,10 +140,20 @@ def task(cfg: DictConfig) -> dict | None:
     ctx = JobContext(job_dir=Path(hc.runtime.output_dir), group=Path(hc.sweep.dir).name if multirun else None,
                      multirun=multirun)
     try:
-        return run_job(cfg, ctx)
+        summary = run_job(cfg, ctx)
     except ConfigError as e:
         fail(str(e))
     except Exception:
         if not multirun:
             raise
-        return None  # recorded as failed in summary.json; the sweep goes on
+        return float("inf")  # recorded as failed in summary.json; the sweep goes on
+    return objective(summary)
+
+
+def objective(summary: dict) -> float:
+    """What a hyperparameter search minimises: the best validation perplexity.
+
+    A diverged or failed job scores +inf, so a search moves away from rates that blow up.
+    """
+    best = summary.get("best_val_ppl")
+    return float(best) if summary.get("status") == "finished" and best is not None else float("inf")
