@@ -12,22 +12,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+if TYPE_CHECKING:  # the training loop's config is the one place these settings are declared
+    from benchmark.train import TrainConfig
+
 OPTIMIZERS = ("sgd", "ntasgd", "adam")
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    optimizer: str = "sgd"
-    lr: float = 1.0
-    lr_decay: float = 0.5
-    decay_after: int = 4
-    weight_decay: float = 0.0
-    nonmono: int = 5
 
 
 def lr_factor(epoch: int, decay: float, decay_after: int) -> float:
@@ -35,7 +28,7 @@ def lr_factor(epoch: int, decay: float, decay_after: int) -> float:
     return decay ** max(epoch - decay_after, 0)
 
 
-def make_optimizer(model: nn.Module, cfg: OptimConfig, averaged: bool = False) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, averaged: bool = False) -> torch.optim.Optimizer:
     """The optimiser for ``cfg``; ``averaged`` is NT-ASGD after its trigger."""
     if cfg.optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}")
@@ -48,7 +41,7 @@ def make_optimizer(model: nn.Module, cfg: OptimConfig, averaged: bool = False) -
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def epoch_lr(epoch: int, cfg: OptimConfig) -> float:
+def epoch_lr(epoch: int, cfg: TrainConfig) -> float:
     """The rate in 1-based ``epoch``: only plain SGD decays; NT-ASGD and Adam keep theirs."""
     if cfg.optimizer == "sgd":
         return cfg.lr * lr_factor(epoch, cfg.lr_decay, cfg.decay_after)

@@ -22,7 +22,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -31,13 +31,13 @@ from tqdm.auto import tqdm
 
 from benchmark.data import Corpus, batchify, segments
 from benchmark.model import LanguageModel, detach_hidden
-from benchmark.optim import OptimConfig, averaged_weights, epoch_lr, lr_factor, make_optimizer, should_average
+from benchmark.optim import averaged_weights, epoch_lr, make_optimizer, should_average
 from benchmark.probes import stability_probe
 
 Record = dict
 Logger = Callable[[Record], None]
 
-__all__ = ["TrainConfig", "TrainResult", "Progress", "train", "evaluate", "evaluate_mc", "lr_factor", "ppl"]
+__all__ = ["TrainConfig", "TrainResult", "Progress", "train", "evaluate", "evaluate_mc", "ppl"]
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,6 @@ class TrainConfig:
     probe_steps: int = 0  # > 0: a stability probe over this many steps after every epoch (benchmark.probes)
     probe_batch: int = 4
 
-    @property
-    def optim(self) -> OptimConfig:
-        names = {f.name for f in fields(OptimConfig)}
-        return OptimConfig(**{k: v for k, v in asdict(self).items() if k in names})
 
 
 @dataclass
@@ -189,7 +185,7 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
     if resume is not None:
         p = Progress(**resume["progress"])
         model.load_state_dict(resume["model"])
-    optimizer = make_optimizer(model, cfg.optim, averaged=p.averaging)
+    optimizer = make_optimizer(model, cfg, averaged=p.averaging)
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
         set_rng_state(resume["rng"])
@@ -207,7 +203,7 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
     rows = train_data.size(0) - 1
     while p.epoch <= cfg.epochs:
         model.train()
-        base_lr = epoch_lr(p.epoch, cfg.optim)
+        base_lr = epoch_lr(p.epoch, cfg)
         started = time.perf_counter()
         bar = tqdm(total=rows, initial=p.pos, desc=f"epoch {p.epoch}/{cfg.epochs}", unit="row",
                    disable=not progress, leave=False, mininterval=1.0)
@@ -275,7 +271,7 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
         p.val_losses.append(val_loss)
         if cfg.optimizer == "ntasgd" and not p.averaging and should_average(p.val_losses, cfg.nonmono):
             p.averaging = True
-            optimizer = make_optimizer(model, cfg.optim, averaged=True)
+            optimizer = make_optimizer(model, cfg, averaged=True)
             log({"epoch": p.epoch, "step": p.step, "split": "train", "event": "averaging", "loss": mean,
                  "ppl": ppl(mean)})
 

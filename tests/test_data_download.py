@@ -11,10 +11,8 @@ import http.server
 import io
 import threading
 import zipfile
-from pathlib import Path
 
 import pytest
-import torch
 
 from benchmark.data import DataError, load_corpus
 from benchmark.data.download import SOURCES, Remote, Source, command, download, main

@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from benchmark.data import DataError, load_corpus
