@@ -211,8 +211,10 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
             seq_len = min(segment_length(cfg), rows - p.pos)
             inputs = train_data[p.pos : p.pos + seq_len]  # (t, B)
             targets = train_data[p.pos + 1 : p.pos + 1 + seq_len]
-            for group in optimizer.param_groups:  # AWD-LSTM scales the rate with the segment's length
-                group["lr"] = base_lr * seq_len / cfg.bptt
+            # AWD-LSTM scales the rate with its random segment length; Zaremba's fixed segments
+            # keep the epoch's rate, the shorter last one included.
+            for group in optimizer.param_groups:
+                group["lr"] = base_lr * seq_len / cfg.bptt if cfg.variable_bptt else base_lr
             p.step += 1
             logits, hidden = model(inputs, detach_hidden(p.hidden))
             loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())

@@ -27,13 +27,13 @@ def test_zaremba_schedules_give_the_published_sequences():
     """Zaremba et al.'s code: lr * lr_decay ** max(i + 1 - max_epoch, 0) for 0-based epoch i."""
     from benchmark.optim import epoch_lr
 
-    small = TrainConfig(lr=1.0, lr_decay=0.5, decay_after=4).optim
+    small = TrainConfig(lr=1.0, lr_decay=0.5, decay_after=4)
     assert [epoch_lr(e, small) for e in range(1, 8)] == [1, 1, 1, 1, 0.5, 0.25, 0.125]
-    medium = TrainConfig(lr=1.0, lr_decay=0.8, decay_after=6).optim
+    medium = TrainConfig(lr=1.0, lr_decay=0.8, decay_after=6)
     assert [round(epoch_lr(e, medium), 6) for e in range(5, 10)] == [1, 1, 0.8, 0.64, 0.512]
-    large = TrainConfig(lr=1.0, lr_decay=1 / 1.15, decay_after=14).optim
+    large = TrainConfig(lr=1.0, lr_decay=1 / 1.15, decay_after=14)
     assert epoch_lr(14, large) == 1 and abs(epoch_lr(55, large) - 1.15 ** -41) < 1e-12
-    assert epoch_lr(30, TrainConfig(optimizer="ntasgd", lr=30).optim) == 30  # NT-ASGD keeps its rate
+    assert epoch_lr(30, TrainConfig(optimizer="ntasgd", lr=30)) == 30  # NT-ASGD keeps its rate
 
 
 def _run(corpus, seed=0, poison=False, **kw):
@@ -162,3 +162,25 @@ def test_a_model_copies_after_a_training_forward():
     assert clone.last_output is None and clone.rnn.last_raw_output is None
     for a, b in zip(model.state_dict().values(), clone.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_fixed_segments_keep_the_epoch_rate_even_for_the_short_last_one():
+    """Only AWD-LSTM's variable BPTT scales the rate by segment length (Zaremba's code does not)."""
+    corpus = Corpus("toy", torch.randint(0, 30, (4 * 26,)), torch.randint(0, 30, (200,)),
+                    torch.randint(0, 30, (200,)), tuple(f"w{i}" for i in range(30)))
+    torch.manual_seed(0)
+    model = LanguageModel(30, 8, 8, 1, "lstm", "none", 0.0)
+    seen = []
+    original = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    torch.optim.SGD.step = spy
+    try:  # 25 rows of BPTT 10: segments of 10, 10 and 5
+        train(model, corpus, TrainConfig(epochs=1, batch_size=4, eval_batch_size=4, bptt=10, lr=0.7), CPU,
+              progress=False)
+    finally:
+        torch.optim.SGD.step = original
+    assert seen == [0.7, 0.7, 0.7]
