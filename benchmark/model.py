@@ -9,6 +9,7 @@ recurrence: word-type embedding dropout at the scheme's ``emb`` rate (Gal & Ghah
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,6 +18,23 @@ from torch import nn
 from benchmark.engine import GRU, LSTM, EmbeddingDropout
 
 CELLS = {"lstm": LSTM, "gru": GRU}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ``model`` config group's schema: each field's type is what a run may set.
+
+    The runner checks a job's ``model.*`` values against these type hints before any
+    work, so a wrong key or type costs one line (issue 5), and the schema lives beside
+    the model it describes rather than in a second copy.
+    """
+
+    cell: str = "lstm"
+    emb_size: int = 200
+    hidden_size: int = 200
+    num_layers: int = 2
+    init_scale: float = 0.1  # Zaremba et al. 2014: every parameter uniform in [-init_scale, init_scale]
+    tie_weights: bool = False  # Inan et al. 2017, Press & Wolf 2017
 
 
 class LanguageModel(nn.Module):

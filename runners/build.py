@@ -8,17 +8,23 @@ values it allows.
 from __future__ import annotations
 
 import math
+import types
 import typing
+from typing import Any
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.data import Corpus, load_corpus
+from benchmark.data import Corpus, DataError, load_corpus
+from benchmark.data.corpus import corpus_loader
 from benchmark.engine import resolve
-from benchmark.model import CELLS, LanguageModel
+from benchmark.model import CELLS, LanguageModel, ModelConfig
 from benchmark.optim import OPTIMIZERS
 from benchmark.train import TrainConfig
+
+
+HARDWARE = ("any", "gpu")  # what a preset is sized for; see conf/config.yaml
 
 
 class ConfigError(ValueError):
@@ -37,29 +43,90 @@ def dropout_rates(cfg: DictConfig) -> float | dict:
 
 
 def _type_name(kind: type) -> str:
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind, kind.__name__)
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path"}.get(
+        kind, getattr(kind, "__name__", str(kind)))
 
 
-def check_types(section: str, values: DictConfig, schema: type) -> None:
-    """Each value against the type its dataclass field declares: one line naming the key.
+def schema_of(source: Any) -> dict[str, Any]:
+    """Field name -> type, from a dataclass or from a function's keyword arguments.
 
-    The dataclass is the library's own (``TrainConfig``), so the schema lives in one place.
+    The schemas are the library's own (``TrainConfig``, ``ModelConfig``, each corpus's
+    loader), so what a config may set is written down in one place only.
     """
-    hints = typing.get_type_hints(schema)
+    hints = typing.get_type_hints(source)
+    return {k: v for k, v in hints.items() if k not in ("return", "cache_dir")}
+
+
+def _allows(kind: Any, value: Any) -> bool:
+    if kind is Any:
+        return True
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, typing.get_origin(kind) or kind)
+
+
+def check_types(section: str, values: Any, schema: dict[str, Any]) -> None:
+    """Each value against the type its schema declares: one line naming the key and what it takes."""
+    prefix = f"{section}." if section else ""
     for name, value in values.items():
-        if name not in hints:
-            raise ConfigError(f"{section}.{name} is not a config key; {section} has: {', '.join(sorted(hints))}")
-        allowed = [t for t in typing.get_args(hints[name]) or (hints[name],) if t is not type(None)]
-        if value is None and type(None) in typing.get_args(hints[name]):
+        if name not in schema:
+            raise ConfigError(f"{prefix}{name} is not a config key; {section or 'the config'} has: "
+                              f"{', '.join(sorted(schema))}")
+        hint = schema[name]
+        allowed = [t for t in (typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType)
+                               else (hint,))]
+        if value is None and type(None) in allowed:
             continue
-        ok = any((t is float and isinstance(value, (int, float)) and not isinstance(value, bool))
-                 or (t is int and isinstance(value, int) and not isinstance(value, bool))
-                 or (t not in (int, float) and isinstance(value, t)) for t in allowed)
-        if not ok:
-            wanted = " or ".join(_type_name(t) for t in allowed)
-            if type(None) in typing.get_args(hints[name]):
+        if not any(_allows(t, value) for t in allowed if t is not type(None)):
+            wanted = " or ".join(_type_name(t) for t in allowed if t is not type(None))
+            if type(None) in allowed:
                 wanted += " or null"
-            raise ConfigError(f"{section}.{name}={value} must be {wanted}")
+            raise ConfigError(f"{prefix}{name}={value} must be {wanted}")
+
+
+def _at_least(key: str, value: Any, low: int) -> None:
+    if value is not None and value < low:
+        raise ConfigError(f"{key}={value} must be at least {low}")
+
+
+def check_model(cfg: DictConfig) -> None:
+    """``model.*``: known keys, right types, a known cell, positive sizes, tying that fits."""
+    check_types("model", cfg.model, schema_of(ModelConfig))
+    m = cfg.model
+    if m.cell not in CELLS:
+        raise ConfigError(f"model.cell={m.cell} is unknown; choose one of: {', '.join(CELLS)}")
+    for key in ("emb_size", "hidden_size", "num_layers"):
+        _at_least(f"model.{key}", m[key], 1)
+    if m.get("tie_weights") and m.emb_size != m.hidden_size:
+        raise ConfigError(f"model.tie_weights needs model.emb_size == model.hidden_size, got "
+                          f"{m.emb_size} and {m.hidden_size}")
+
+
+def check_data(cfg: DictConfig) -> None:
+    """``data.*``: the corpus exists and every option is one its loader takes, of the right type."""
+    try:
+        loader = corpus_loader(cfg.data.name)
+    except DataError as e:
+        raise ConfigError(f"data.name={cfg.data.name}: {e}") from None
+    options = {k: v for k, v in cfg.data.items() if k != "name"}
+    check_types("data", options, schema_of(loader))
+    for key in ("size", "vocab_size", "train_tokens", "valid_tokens", "test_tokens", "num_states", "num_topics"):
+        if key in options:
+            _at_least(f"data.{key}", options[key], 1)
+
+
+def check_top_level(cfg: DictConfig) -> None:
+    """The run-wide keys that are not groups: seed, threads, hardware, device."""
+    check_types("", {"seed": cfg.seed, "threads": cfg.threads}, {"seed": int, "threads": int | None})
+    _at_least("threads", cfg.threads, 1)
+    if cfg.hardware not in HARDWARE:
+        raise ConfigError(f"hardware={cfg.hardware} is unknown; choose one of: {', '.join(HARDWARE)}")
+    if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
+        raise ConfigError(f"device={cfg.device} is unknown; choose one of: auto, cpu, cuda, cuda:N")
+    if cfg.device != "auto" and str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={cfg.device} was asked for but no CUDA device is available; use device=auto or cpu")
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -69,20 +136,14 @@ def check_config(cfg: DictConfig) -> None:
         key = "dropout" if site is None else f"dropout.{site}"
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or math.isnan(rate) or not 0 <= rate < 1:
             raise ConfigError(f"{key}={rate} is outside [0, 1): a dropout rate is a probability below 1")
-    if cfg.model.get("tie_weights") and cfg.model.emb_size != cfg.model.hidden_size:
-        raise ConfigError(f"model.tie_weights needs model.emb_size == model.hidden_size, got "
-                          f"{cfg.model.emb_size} and {cfg.model.hidden_size}")
-    if cfg.model.cell not in CELLS:
-        raise ConfigError(f"model.cell={cfg.model.cell} is unknown; choose one of: {', '.join(CELLS)}")
+    check_top_level(cfg)
+    check_model(cfg)
+    check_data(cfg)
     try:  # the engine is the one authority on schemes, sites and options
         resolve(cfg.scheme.name, cfg.model.cell, rates, **scheme_options(cfg))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if cfg.device not in ("auto", "cpu", "cuda") and not str(cfg.device).startswith("cuda:"):
-        raise ConfigError(f"device={cfg.device} is unknown; choose one of: auto, cpu, cuda, cuda:N")
-    if cfg.device != "auto" and str(cfg.device).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={cfg.device} was asked for but no CUDA device is available; use device=auto or cpu")
-    check_types("train", cfg.train, TrainConfig)
+    check_types("train", cfg.train, schema_of(TrainConfig))
     for key in ("epochs", "batch_size", "eval_batch_size", "bptt", "log_interval"):
         if int(cfg.train[key]) < 1:
             raise ConfigError(f"train.{key}={cfg.train[key]} must be at least 1")

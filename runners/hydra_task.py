@@ -60,6 +60,7 @@ def check_overrides(argv: list[str]) -> None:
         for v in values:
             if v not in allowed and v != "null":
                 fail(f"{group}={v} is unknown; choose one of: {', '.join(allowed)}")
+    check_option_keys(overrides)
 
 
 def parallel_share(hc) -> tuple[int | None, int | None]:
@@ -101,6 +102,61 @@ def known_keys() -> dict[str, set[str] | None]:
                 fields |= {k for k in (yaml.safe_load(text) or {}) if k != "defaults"}
         keys[group.name] = fields or None
     return keys
+
+
+def option_keys(group: str, option: str) -> set[str]:
+    """The keys one option of a group sets (``scheme/none.yaml`` sets only ``name``)."""
+    return {k for k in (yaml.safe_load((CONF_DIR / group / f"{option}.yaml").read_text()) or {}) if k != "defaults"}
+
+
+def preset_choice(path: Path, group: str) -> str | None:
+    """The option a preset (``experiment/``, ``case/``) picks for ``group`` in its defaults list."""
+    if not path.is_file():
+        return None
+    for entry in (yaml.safe_load(path.read_text()) or {}).get("defaults", []):
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                if key.replace("override ", "").strip().lstrip("/") == group:
+                    return str(value)
+    return None
+
+
+def chosen_options(group: str, overrides: list[Override]) -> list[str]:
+    """Which options of ``group`` this command line composes: its override, a preset's, or the default."""
+    for o in overrides:
+        if o.key_or_group == group and o.package is None and not o.is_delete():
+            if o.is_sweep_override():
+                return list(o.sweep_string_iterator()) if o.is_discrete_sweep() else []
+            return [o.get_value_element_as_str()]
+    for preset_group in ("case", "experiment"):  # later defaults win: case is composed after experiment
+        for o in overrides:
+            if o.key_or_group == preset_group and not o.is_sweep_override():
+                choice = preset_choice(CONF_DIR / preset_group / f"{o.get_value_element_as_str()}.yaml", group)
+                if choice is not None:
+                    return [choice]
+    return [str(preset_choice(CONF_DIR / "config.yaml", group))]
+
+
+def check_option_keys(overrides: list[Override]) -> None:
+    """``scheme.granularity=element`` with ``scheme=none``: the chosen option has no such key.
+
+    The key exists in other options of the group, so the group-wide check lets it
+    through, and Hydra's own struct error would span several lines.
+    """
+    for o in overrides:
+        parts = o.key_or_group.split(".")
+        if len(parts) != 2 or o.is_add() or o.is_force_add() or o.is_delete() or o.package is not None:
+            continue
+        if not (CONF_DIR / parts[0]).is_dir() or parts[0] == "hydra":
+            continue
+        for choice in chosen_options(parts[0], overrides):
+            if not (CONF_DIR / parts[0] / f"{choice}.yaml").is_file():
+                continue  # an unknown choice is reported by check_overrides
+            keys = option_keys(parts[0], choice)
+            if parts[1] not in keys:
+                takers = [c for c in group_options(parts[0]) if parts[1] in option_keys(parts[0], c)]
+                fail(f"{o.key_or_group} does not apply to {parts[0]}={choice} (its keys: {', '.join(sorted(keys))}); "
+                     f"{parts[0]} options that take it: {', '.join(takers)}")
 
 
 def check_keys(overrides: list[Override]) -> None:

@@ -121,7 +121,7 @@ def run_job(cfg: DictConfig, ctx: JobContext) -> dict:
             if cfg.logger.name == "wandb":
                 tracker = WandbTracker(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
                                        job_dir=ctx.job_dir, name=cfg.run_name, group=ctx.group,
-                                       tags=[cfg.scheme.name, cfg.model.cell, cfg.data.name],
+                                       tags=[cfg.scheme.name, cfg.model.cell, cfg.data.name, f"seed-{cfg.seed}"],
                                        job_type=cfg.scheme.name, config=config, run_id=wandb_run_id(ctx.job_dir))
             dev = build.device(cfg)
             model = build.model(cfg, data.vocab_size)

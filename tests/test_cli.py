@@ -45,7 +45,7 @@ def test_two_job_sweep_writes_two_run_stores_two_wandb_runs_and_a_report(run_cli
         (run,) = [r["run"] for r in records if r["type"] == "run"]
         assert run["config"]["update"]["scheme"]["name"] == scheme
         assert run["run_group"] == sweep.name and run["display_name"] == f"{scheme}-lstm-s0"
-        assert set(run["tags"]) == {scheme, "lstm", "kjv"}
+        assert set(run["tags"]) == {scheme, "lstm", "kjv", "seed-0"} and run["job_type"] == scheme
         history = [r["history"]["item"] for r in records if r["type"] == "history"]
         assert any("val/ppl" in h for h in history) and any("test/ppl" in h for h in history)
         assert any("probe/growth_per_step" in h for h in history)
@@ -78,6 +78,11 @@ def test_logger_none_runs_without_wandb(run_cli, tmp_path):
     ("train.variable_bptt=3", "train.variable_bptt=3 must be true or false"),
     ("train.optimizer=sgdd", "train.optimizer=sgdd is unknown; choose one of: sgd, ntasgd, adam"),
     ("scheme=naive scheme.granularity=hourly", "granularity 'hourly' is not allowed for scheme 'naive'"),
+    ("scheme.granularity=element", "scheme.granularity does not apply to scheme=none (its keys: name); "
+                                   "scheme options that take it: moon, naive, "),
+    ("experiment=semeniuta scheme.gate_masks=tied", "scheme.gate_masks does not apply to scheme=semeniuta"),
+    ("model.init_scale=big", "model.init_scale=big must be a number"),
+    ("data.vocab_size=abc", "data.vocab_size=abc must be an integer"),
 ])
 def test_bad_input_stops_before_training_with_one_line(run_cli, tmp_path, override, needle):
     proc = run_cli(*override.split(), *TINY, f"hydra.run.dir={tmp_path / 'run'}", check=False)

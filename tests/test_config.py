@@ -99,3 +99,39 @@ def test_tied_weights_share_one_matrix_and_need_equal_sizes():
         bad = compose("config", overrides=["model.tie_weights=true", "model.emb_size=100"])
     with pytest.raises(build.ConfigError, match="tie_weights needs"):
         build.check_config(bad)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.hidden_size=abc", "model.hidden_size=abc must be an integer"),
+    ("model.init_scale=big", "model.init_scale=big must be a number"),
+    ("model.tie_weights=3", "model.tie_weights=3 must be true or false"),
+    ("model.num_layers=0", "model.num_layers=0 must be at least 1"),
+    ("model.cell=rnn", "model.cell=rnn is unknown; choose one of: lstm, gru"),
+    ("data.size=abc", "data.size=abc must be an integer or null"),
+    ("data.vocab_size=-3", "data.vocab_size=-3 must be at least 1"),
+    ("seed=abc", "seed=abc must be an integer"),
+    ("threads=0", "threads=0 must be at least 1"),
+    ("hardware=tpu", "hardware=tpu is unknown; choose one of: any, gpu"),
+    ("device=tpu", "device=tpu is unknown; choose one of: auto, cpu, cuda, cuda:N"),
+])
+def test_the_schema_names_the_key_and_what_it_allows(override, message):
+    """The model and data groups are checked against the library's own schemas (ModelConfig, the corpus loader)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[override])
+    with pytest.raises(build.ConfigError) as caught:
+        build.check_config(cfg)
+    assert str(caught.value) == message
+
+
+def test_every_data_option_in_conf_matches_its_loaders_schema():
+    """conf/data/*.yaml and the loaders' signatures agree, so the defaults themselves pass the schema."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for data in sorted(p.stem for p in (CONF / "data").glob("*.yaml")):
+            build.check_data(compose("config", overrides=[f"data={data}"]))
+
+
+def test_a_synthetic_option_of_the_wrong_type_is_named():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["data=synthetic", "data.topic_stay=high"])
+    with pytest.raises(build.ConfigError, match=r"^data.topic_stay=high must be a number$"):
+        build.check_config(cfg)

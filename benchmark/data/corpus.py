@@ -127,6 +127,22 @@ def cached(cache_dir: Path | None, name: str, key_parts: dict, build: Callable[[
     return corpus
 
 
+def corpus_loader(name: str) -> Callable[..., Corpus]:
+    """The function that builds corpus ``name``; its keyword arguments are the ``data.*`` options.
+
+    Its signature is the schema of the corpus's options: the runner checks a job's
+    ``data.*`` keys and types against it before any work.
+    """
+    # one module per corpus; imported on demand
+    from benchmark.data import kjv, ptb, synthetic, textdir, wikitext
+
+    builders = {"kjv": kjv.load, "ptb": ptb.load, "wikitext2": wikitext.load, "text": textdir.load,
+                "synthetic": synthetic.load}
+    if name not in builders:
+        raise DataError(f"unknown corpus {name!r}; choose one of: {', '.join(sorted(builders))}")
+    return builders[name]
+
+
 def load_corpus(name: str, cache_dir: Path | str | None = None, **options) -> Corpus:
     """Build (or read from cache) the corpus ``name`` with its options.
 
@@ -140,17 +156,11 @@ def load_corpus(name: str, cache_dir: Path | str | None = None, **options) -> Co
     - ``synthetic``: text sampled from a hidden Markov model, whose Bayes-optimal
       perplexity is known exactly (see ``synthetic.py``).
     """
-    # one module per corpus; imported on demand
-    from benchmark.data import kjv, ptb, synthetic, textdir, wikitext
-
-    builders = {"kjv": kjv.load, "ptb": ptb.load, "wikitext2": wikitext.load, "text": textdir.load,
-                "synthetic": synthetic.load}
-    if name not in builders:
-        raise DataError(f"unknown corpus {name!r}; choose one of: {', '.join(sorted(builders))}")
+    builder = corpus_loader(name)
     # A misspelt data.* key would otherwise be a TypeError with a traceback.
-    known = [p for p in inspect.signature(builders[name]).parameters if p != "cache_dir"]
+    known = [p for p in inspect.signature(builder).parameters if p != "cache_dir"]
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise DataError(f"corpus {name!r} has no option {', '.join('data.' + k for k in unknown)}; "
                         f"its options: {', '.join(known)}")
-    return builders[name](cache_dir=Path(cache_dir) if cache_dir is not None else None, **options)
+    return builder(cache_dir=Path(cache_dir) if cache_dir is not None else None, **options)
