@@ -63,12 +63,13 @@ def check_overrides(argv: list[str]) -> None:
     check_option_keys(overrides)
 
 
-def parallel_share(hc) -> tuple[int | None, int | None]:
+def parallel_share(hc, cores: int | None = None, gpus: int | None = None) -> tuple[int | None, int | None]:
     """(torch threads, GPU index) for a job of a parallel local sweep, else (None, None).
 
     Parallel jobs with default threading oversubscribe the CPU: on a 2-core machine two
     concurrent LSTM jobs ran several-fold slower. Each job of a joblib sweep therefore gets
     its share of the cores, and on a machine with several GPUs a GPU of its own.
+    ``cores`` and ``gpus`` default to what this machine has.
     """
     launcher = hc.launcher.get("_target_", "") if hc.get("launcher") else ""
     if "joblib" not in str(launcher):
@@ -77,8 +78,8 @@ def parallel_share(hc) -> tuple[int | None, int | None]:
 
     import torch
 
-    cores = os.cpu_count() or 1
-    gpus = torch.cuda.device_count()
+    cores = cores if cores is not None else (os.cpu_count() or 1)
+    gpus = gpus if gpus is not None else torch.cuda.device_count()
     n_jobs = int(hc.launcher.get("n_jobs", -1))
     workers = n_jobs if n_jobs > 0 else (gpus or cores)
     gpu = int(hc.job.num) % gpus if gpus > 1 else None

@@ -62,3 +62,26 @@ def test_a_job_that_raises_is_recorded_as_failed_and_the_sweep_goes_on(run_cli, 
     failed = by_batch[10000000]
     assert failed["status"] == "failed" and "too few for batch_size" in failed["error"]
     assert "1 failed, 1 finished" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("n_jobs, gpus, expected", [
+    (4, 4, [(4, 0), (4, 1), (4, 2), (4, 3), (4, 0)]),   # a 4-GPU workstation: job n on cuda:(n mod 4)
+    (-1, 2, [(8, 0), (8, 1), (8, 0), (8, 1), (8, 0)]),  # n_jobs=-1: one worker per GPU
+    (2, 1, [(8, None)] * 5),                             # one GPU: every job shares it, device=auto picks it
+    (-1, 0, [(1, None)] * 5),                            # CPU only: one worker and one thread per core
+])
+def test_a_multi_gpu_machine_gives_each_parallel_job_its_own_gpu(n_jobs, gpus, expected):
+    """The local_parallel preset's shares on a 16-core machine; no GPU is needed to check the arithmetic."""
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        hc = compose("config", overrides=["hydra/launcher=local_parallel", f"hydra.launcher.n_jobs={n_jobs}"],
+                     return_hydra_config=True).hydra
+    from runners.hydra_task import parallel_share
+
+    shares = []
+    for num in range(5):
+        hc.job.num = num
+        shares.append(parallel_share(hc, cores=16, gpus=gpus))
+    assert shares == expected

@@ -23,9 +23,9 @@ def events(job: Path) -> list[dict]:
             for line in (job / "metrics.jsonl").read_text().splitlines()]
 
 
-def start(job: Path, tmp_path: Path, cache_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "run.py", *JOB, f"hydra.run.dir={job}", f"paths.cache_dir={cache_dir}",
-                             "threads=1"], cwd=ROOT, env=cli_env(tmp_path), stdout=subprocess.PIPE,
+def start(job: Path, tmp_path: Path, cache_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "run.py", *JOB, *extra, f"hydra.run.dir={job}",
+                             f"paths.cache_dir={cache_dir}", "threads=1"], cwd=ROOT, env=cli_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -91,6 +91,27 @@ def test_sigterm_checkpoints_mid_epoch_and_the_rerun_resumes_exactly(reference, 
     run_cli(*JOB, f"hydra.run.dir={job}")
     assert events(job) == events(reference)
     assert summary(job)["test_ppl"] == summary(reference)["test_ppl"]
+
+
+def test_a_resumed_job_continues_its_wandb_run_rather_than_starting_another(run_cli, tmp_path, cache_dir):
+    from test_cli import leet_records
+
+    job = tmp_path / "job"
+    proc = start(job, tmp_path, cache_dir, "logger=wandb")
+    wait_for_lines(job, 5, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    run_cli(*JOB, "logger=wandb", f"hydra.run.dir={job}")
+    first, second = sorted((job / "wandb").glob("offline-run-*"))
+    ids = {d.name.rsplit("-", 1)[-1] for d in (first, second)}
+    assert len(ids) == 1, f"the resumed job must log to the same W&B run, got {ids}"
+
+    def history(run_dir: Path) -> list[dict]:
+        return [r["history"]["item"] for r in leet_records(run_dir) if r["type"] == "history"]
+
+    before, after = history(first), history(second)
+    assert before and not any("test/ppl" in h for h in before)
+    assert any("test/ppl" in h for h in after), "the resumed part ends the run with its test perplexity"
 
 
 def test_a_finished_job_is_skipped_and_left_untouched(reference, run_cli):
