@@ -20,6 +20,25 @@ def leet_records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
+def assert_one_wandb_run_per_job(sweep: Path) -> None:
+    """Each job dir holds one offline W&B run of its own, with its config, the sweep's group and its metrics."""
+    run_ids = set()
+    jobs = [p.parent for p in sweep.glob("*/summary.json")]
+    assert jobs
+    for job in jobs:
+        summary = json.loads((job / "summary.json").read_text())
+        (run_dir,) = (job / "wandb").glob("offline-run-*")
+        records = leet_records(run_dir)
+        (run,) = [r["run"] for r in records if r["type"] == "run"]
+        assert run["config"]["update"]["scheme"]["name"] == summary["scheme"]
+        assert run["config"]["update"]["seed"] == summary["seed"]
+        assert run["run_group"] == sweep.name and run["display_name"] == summary["run_name"]
+        history = [r["history"]["item"] for r in records if r["type"] == "history"]
+        assert any("train/ppl" in h for h in history) and any("val/ppl" in h for h in history)
+        run_ids.add(run["run_id"])
+    assert len(run_ids) == len(jobs), "each job must get its own W&B run"
+
+
 def test_two_job_sweep_writes_two_run_stores_two_wandb_runs_and_a_report(run_cli, tmp_path):
     sweep = tmp_path / "sweep"
     proc = run_cli("-m", "scheme=none,naive", *TINY, f"hydra.sweep.dir={sweep}")

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from conftest import TINY
+from test_cli import assert_one_wandb_run_per_job
 
 
 def summaries(sweep: Path) -> dict[str, dict]:
@@ -21,8 +22,9 @@ def test_parallel_jobs_get_their_share_of_the_cores(run_cli, tmp_path, n_jobs):
     sweep = tmp_path / "sweep"
     # run_cli pins threads=1 for speed; null lets the launcher share the cores out.
     run_cli("-m", "hydra/launcher=local_parallel", f"hydra.launcher.n_jobs={n_jobs}", "scheme=none,naive", *TINY,
-            "train.epochs=1", "logger=none", f"hydra.sweep.dir={sweep}", "threads=null")
+            "train.epochs=1", f"hydra.sweep.dir={sweep}", "threads=null")
     assert {s: v["status"] for s, v in summaries(sweep).items()} == {"none": "finished", "naive": "finished"}
+    assert_one_wandb_run_per_job(sweep)
     for config in sweep.glob("*/config.yaml"):
         assert yaml.safe_load(config.read_text())["threads"] == max(1, (os.cpu_count() or 1) // n_jobs)
 
@@ -35,8 +37,7 @@ def test_submitit_local_runs_the_sweep_the_way_slurm_would(run_cli, tmp_path):
     done = summaries(sweep)
     assert {s: v["status"] for s, v in done.items()} == {"none": "finished", "naive": "finished"}
     assert (sweep / ".submitit").is_dir(), "the jobs must have gone through submitit"
-    run_ids = {p.name.rsplit("-", 1)[-1] for p in sweep.glob("*/wandb/offline-run-*")}
-    assert len(run_ids) == 2
+    assert_one_wandb_run_per_job(sweep)
     assert (sweep / "report" / "index.html").exists() and "2 finished" in proc.stdout + proc.stderr
 
 
