@@ -86,3 +86,21 @@ def test_a_multi_gpu_machine_gives_each_parallel_job_its_own_gpu(n_jobs, gpus, e
         hc.job.num = num
         shares.append(parallel_share(hc, cores=16, gpus=gpus))
     assert shares == expected
+
+
+def test_rerunning_a_sweep_skips_finished_jobs_and_completes_the_others(run_cli, tmp_path):
+    """The same command over the same sweep dir: no duplicate jobs, nothing finished is touched."""
+    sweep = tmp_path / "sweep"
+    args = ("-m", "scheme=none,naive", *TINY, "train.epochs=2", "logger=none", f"hydra.sweep.dir={sweep}")
+    run_cli(*args)
+    finished, cut = sorted(p.parent for p in sweep.glob("*/summary.json"))
+    before = {job: (job / "metrics.jsonl").read_bytes() for job in (finished, cut)}
+    expected = json.loads((cut / "summary.json").read_text())
+    (cut / "summary.json").unlink()  # as if killed after its last checkpoint, before the summary
+    proc = run_cli(*args)
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()) == [finished.name, cut.name]
+    assert (finished / "metrics.jsonl").read_bytes() == before[finished]
+    assert f"{json.loads((finished / 'summary.json').read_text())['run_name']}: already finished" in proc.stdout + \
+        proc.stderr + (finished / "run.log").read_text()
+    resumed = json.loads((cut / "summary.json").read_text())
+    assert resumed["status"] == "finished" and resumed["test_ppl"] == expected["test_ppl"]
