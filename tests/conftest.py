@@ -45,10 +45,11 @@ def cli_env(tmp: Path) -> dict:
 def run_cli(tmp_path, cache_dir):
     """Run ``python run.py ...`` in a subprocess, as a user would, with the corpus cache shared."""
 
-    def run(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    def run(*args: str, check: bool = True, timeout: float = 300, env: dict | None = None
+            ) -> subprocess.CompletedProcess:
         pinned = [] if any(a.startswith("threads=") for a in args) else ["threads=1"]
         cmd = [sys.executable, "run.py", *args, f"paths.cache_dir={cache_dir}", *pinned]
-        proc = subprocess.run(cmd, cwd=ROOT, env=cli_env(tmp_path), capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, cwd=ROOT, env={**cli_env(tmp_path), **(env or {})}, capture_output=True, text=True, timeout=timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return proc

@@ -132,3 +132,15 @@ def test_quickstart_preset_sweeps_every_scheme_and_cell(run_cli, tmp_path):
 def test_hydra_groups_accept_plugin_options_and_name_unknown_ones(run_cli, tmp_path):
     proc = run_cli("-m", "hydra/launcher=no_such_launcher", *TINY, f"hydra.sweep.dir={tmp_path / 's'}", check=False)
     assert proc.returncode != 0 and "no_such_launcher" in proc.stderr
+
+
+def test_a_broken_wandb_never_loses_the_run_and_is_reported_once(run_cli, tmp_path):
+    """W&B asked to go online with no API key and an unreachable server: init fails for real."""
+    job = tmp_path / "run"
+    proc = run_cli(*TINY, "train.epochs=1", "logger.mode=online", f"hydra.run.dir={job}",
+                   env={"WANDB_MODE": "online", "WANDB_BASE_URL": "http://127.0.0.1:9"})
+    summary = json.loads((job / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["test_ppl"] > 0
+    assert (job / "metrics.jsonl").read_text().count('"split": "val"') == 1
+    log = proc.stdout + proc.stderr
+    assert log.count("W&B is unavailable") == 1 and "continues with the local run store only" in log
