@@ -1,231 +1,334 @@
-"""Learning-curve figures, saved as PNG for the report.
+"""The perplexity figures, and ``write_figures``, which makes every figure of the report.
 
-Figures are built with ``matplotlib.figure.Figure`` directly, never ``pyplot``: no
-global backend or figure registry is touched, so this works headless (Agg, the PNG
-renderer) and inside other programs, and figures are freed when they go out of scope.
+Every figure has one panel per cell (LSTM, GRU), one colour per scheme (the same in
+every figure and every report, see ``analysis.plotting.SCHEME_COLOURS``) and, where
+runs differ only by seed, one line per scheme: the geometric mean over seeds with a
+shaded min-max band. A run that did not finish ends with a cross. Perplexity axes are
+logarithmic: perplexity is exp(loss), and diverging runs span orders of magnitude.
 
-Every figure has one panel per cell (LSTM, GRU) on a shared logarithmic perplexity
-axis (perplexity is exp(loss), and diverging runs span orders of magnitude), one line
-per run, coloured by scheme with the same colour in every figure and every report.
-A run that did not finish ends with a cross.
+The stability figures (carried-state norms, gradient norms, divergence, the GRU
+explosion study) are in ``analysis.stability``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
-from dataclasses import dataclass
+import textwrap
 from pathlib import Path
-from typing import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import Formatter, MaxNLocator
 
-from analysis.collect import CELL_ORDER, SCHEME_ORDER, Runs, ordered
+from analysis import stability
+from analysis.collect import Runs
+from analysis.plotting import (FALLBACK_COLOURS, PPL_CAP, SCHEME_COLOURS, SavedFigure, align_titles, cap,
+                               curve, events_by_run, group_handles, group_order, legend, log_y, note_above,
+                               panel_runs, panels, quiet_overflow, save_figure, scheme_colour, seed_band, select,
+                               styled, variant_style, with_groups)
 
-# Fixed colours for the schemes the suite ships (matplotlib's tab10, colour-blind-aware
-# enough for eight lines), so a scheme keeps its colour across sweeps and reports.
-SCHEME_COLOURS = {
-    "none": "#4d4d4d",
-    "naive": "#1f77b4",
-    "variational": "#ff7f0e",
-    "moon": "#2ca02c",
-    "semeniuta": "#d62728",
-    "weightdrop": "#9467bd",
-    "zoneout": "#8c564b",
-    "state_dropout": "#e377c2",
-}
-# Colours for other scheme names: the rest of tab10 and dark hues that are not lighter
-# or darker twins of the fixed ones (a pale orange would read as "variational").
-FALLBACK_COLOURS = ("#bcbd22", "#17becf", "#1b9e77", "#7570b3", "#e6ab02", "#000080",
-                    "#800000")
+__all__ = ["FALLBACK_COLOURS", "SCHEME_COLOURS", "SavedFigure", "scheme_colour", "plot_val_ppl",
+           "plot_test_ppl", "plot_overfitting", "plot_train_steps", "write_figures"]
+
+UNFINISHED = Line2D([], [], color="black", marker="x", linestyle="none", markersize=6,
+                    label="did not finish (last point)")
+CLIPPED = Line2D([], [], color="black", marker="^", linestyle="none", markersize=5,
+                 label=f"above {PPL_CAP:.0e} (drawn at it)")
 
 
-@dataclass(frozen=True)
-class SavedFigure:
-    """A PNG on disk and the words the report shows with it."""
-
-    path: Path
-    title: str
-    caption: str
-
-
-def scheme_colour(scheme: str) -> str:
-    """The colour of a scheme: fixed for known names, a stable hash pick for others.
-
-    The hash is MD5 of the name rather than ``hash()``, which Python salts per process:
-    an unknown scheme must get the same colour in every report.
-    """
-    if scheme in SCHEME_COLOURS:
-        return SCHEME_COLOURS[scheme]
-    digest = hashlib.md5(str(scheme).encode("utf-8")).digest()
-    return FALLBACK_COLOURS[int.from_bytes(digest[:4], "big") % len(FALLBACK_COLOURS)]
+def _draw_band(ax: Any, band: pd.DataFrame, x: str, colour: str, style: Any) -> None:
+    """The seed band and its centre line; markers only while points are few."""
+    if band.empty:
+        return
+    centre, over = cap(band["centre"])
+    if (band["n"] > 1).any():
+        ax.fill_between(band[x], cap(band["low"])[0], cap(band["high"])[0], color=colour, alpha=0.18,
+                        linewidth=0)
+    ax.plot(band[x], centre, color=colour, linestyle=style, marker="." if len(band) <= 40 else None,
+            markersize=4)
+    if over.any():
+        ax.plot(band[x][over], centre[over], linestyle="none", marker="^", color=colour, markersize=5)
 
 
-def _curve(events: pd.DataFrame, x: str) -> pd.DataFrame:
-    """Points ``(x, ppl)`` of one run, one per ``x`` (the last logged wins, as on a
-    resumed job), sorted, with non-finite or non-positive perplexities dropped (a log
-    axis cannot show them; divergence is marked separately)."""
-    points = events[[x, "ppl"]].dropna()
-    ppl = pd.to_numeric(points["ppl"], errors="coerce").astype(float)
-    # A numeric mask, never a ``map`` result: an empty object-dtype Series would index columns.
-    points = points[np.isfinite(ppl) & (ppl > 0)]
-    return points.drop_duplicates(subset=x, keep="last").sort_values(x)
+def _band_record(band: pd.DataFrame, x: str) -> dict[str, list[float]]:
+    return {key: [float(v) for v in band[col]] for key, col in
+            (("x", x), ("centre", "centre"), ("low", "low"), ("high", "high"), ("n", "n"))}
 
 
-def _panel_runs(runs: Runs) -> Iterator[tuple[str, pd.DataFrame]]:
-    """(panel title, runs) per cell, and per data set too when a sweep has several:
-    perplexities on different corpora do not belong on one axis."""
-    table = runs.runs
-    data_sets = ordered(table["data"].dropna().tolist(), ())
-    for data in data_sets if len(data_sets) > 1 else [None]:
-        subset = table if data is None else table[table["data"] == data]
-        for cell in ordered(subset["cell"].dropna().tolist(), CELL_ORDER):
-            name = cell.upper() if cell in CELL_ORDER else cell
-            yield (name if data is None else f"{data}: {name}"), subset[subset["cell"] == cell]
+def _note_missing(ax: Any, subset: pd.DataFrame, drawn_dirs: set[str]) -> list[str]:
+    """Name, inside the panel, the runs that stopped before logging any point: a
+    diverged run must never simply be absent from a figure."""
+    missing = subset[~subset["run_dir"].isin(drawn_dirs) & (subset["status"] != "finished")]
+    names = list(dict.fromkeys(f"{g} ({s})" for g, s in zip(missing["group"], missing["status"])))
+    if names:  # above the panel, under its title: it must not cover a curve
+        note_above(ax, "no point logged: " + ", ".join(names))
+    return names
 
 
-class _PplFormatter(Formatter):
-    """Perplexity tick labels as plain numbers (200, 5000, 1e6 past 100000).
-
-    Minor ticks (200, 300, ... between powers of ten) are labelled only when the axis
-    spans little, so that a typical comparison (150 to 400) has readable ticks and a
-    diverging run (100 to 1e6) does not produce a wall of labels.
-    """
-
-    def __init__(self, minor: bool) -> None:
-        self.minor = minor
-
-    def __call__(self, x: float, pos: int | None = None) -> str:
-        if not (math.isfinite(x) and x > 0):
-            return ""
-        if self.minor:
-            low, high = sorted(self.axis.get_view_interval()) if self.axis else (x, x)
-            decades = math.log10(high / low) if low > 0 else math.inf
-            mantissa = round(x / 10 ** math.floor(math.log10(x) + 1e-9))
-            if decades > 2 or (decades > 1 and mantissa not in (2, 5)):
-                return ""
-        return f"{x:.0e}".replace("e+0", "e").replace("e+", "e") if x >= 1e5 else f"{x:g}"
+def _curves(runs: pd.DataFrame, by_run: dict[str, pd.DataFrame], x: str, where: dict[str, str]
+            ) -> list[tuple[Any, pd.DataFrame]]:
+    """(run row, its curve) for each run that has points under ``where``."""
+    found = []
+    for run in runs.itertuples(index=False):
+        events = by_run.get(run.run_dir)
+        if events is None:
+            continue
+        points = curve(select(events, **where), x)
+        if not points.empty:
+            found.append((run, points))
+    return found
 
 
-def _panels(n: int, ylabel: str, xlabel: str) -> tuple[Figure, list]:
-    fig = Figure(figsize=(4.2 * n + 1.8, 3.6), dpi=110, layout="constrained")
-    axes = list(fig.subplots(1, n, sharey=True, squeeze=False)[0])
-    for ax in axes:
-        ax.set_yscale("log")
-        # Plain numbers (200, 300) rather than 2x10^2: perplexities are read off, not
-        # estimated; minor ticks get labels only while the range is narrow.
-        ax.yaxis.set_major_formatter(_PplFormatter(minor=False))
-        ax.yaxis.set_minor_formatter(_PplFormatter(minor=True))
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel(xlabel)
-        ax.grid(True, which="major", alpha=0.3)
-        ax.grid(True, which="minor", alpha=0.1)
-    axes[0].set_ylabel(ylabel)
-    return fig, axes
-
-
-def _legend(fig: Figure, schemes: list[str], extra: list[Line2D]) -> None:
-    handles = [Line2D([], [], color=scheme_colour(s), label=s) for s in schemes] + extra
-    fig.legend(handles=handles, loc="outside right upper", fontsize="small", frameon=False)
-
-
-# What a figure draws for each run: (line style, legend label, event filter).
-Selection = list[tuple[str, str, dict[str, str]]]
-
-
-def _plot_runs(runs: Runs, path: Path, *, select: Selection, x: str, xlabel: str,
-               title: str) -> list[str] | None:
-    """Draw one line per run and selection, save to ``path``; the schemes drawn, or None
-    when there is nothing to draw (no PNG is written then)."""
-    events = runs.events
-    by_run = dict(tuple(events.groupby("run_dir", sort=False))) if len(events) else {}
-    panels = list(_panel_runs(runs))
-    if not panels:
+def _plot_bands(runs: Runs, png: Path, *, where: dict[str, str], x: str, xlabel: str,
+                suptitle: str) -> dict[str, Any] | None:
+    """One panel per cell, one band per group; what was drawn, or None if nothing was."""
+    table = with_groups(runs.runs)
+    by_run = events_by_run(runs.events)
+    panel_list = list(panel_runs(table))
+    if not panel_list:
         return None
-    fig, axes = _panels(len(panels), "perplexity (log scale)", xlabel)
-    schemes_drawn: list[str] = []
-    unfinished_drawn = False
-    for ax, (panel_title, table) in zip(axes, panels):
-        ax.set_title(panel_title)
-        for run in table.itertuples(index=False):
-            run_events = by_run.get(run.run_dir)
-            if run_events is None:
-                continue
-            colour = scheme_colour(run.scheme)
-            for style, _label, where in select:
-                mask = pd.Series(True, index=run_events.index)
-                for key, value in where.items():
-                    mask &= run_events[key] == value
-                points = _curve(run_events[mask.fillna(False).astype(bool)], x)
-                if points.empty:
+    fig, axes = panels(len(panel_list), "perplexity (log scale)", xlabel)
+    drawn: dict[str, Any] = {}
+    groups_drawn: list[str] = []
+    missing: dict[str, list[str]] = {}
+    unfinished = False
+    with quiet_overflow():
+        for ax, (title, subset) in zip(axes, panel_list):
+            ax.set_title(title)
+            drawn_dirs: set[str] = set()
+            for group in group_order(subset):
+                members = subset[subset["group"] == group]
+                found = _curves(members, by_run, x, where)
+                if not found:
                     continue
-                ax.plot(points[x], points["ppl"], linestyle=style, color=colour, linewidth=1.2,
-                        marker="." if len(points) <= 40 else None, markersize=4, alpha=0.85)
-                if run.status != "finished":
-                    ax.plot(points[x].iloc[-1], points["ppl"].iloc[-1], marker="x", color=colour,
-                            markersize=8, markeredgewidth=2)
-                    unfinished_drawn = True
-                schemes_drawn.append(run.scheme)
-    if not schemes_drawn:
+                colour = scheme_colour(members["scheme"].iloc[0])
+                band = seed_band([points for _run, points in found], x)
+                _draw_band(ax, band, x, colour, variant_style(table, group))
+                for run, points in found:
+                    drawn_dirs.add(run.run_dir)
+                    if run.status != "finished":
+                        y, _ = cap(points["ppl"].iloc[-1:])
+                        ax.plot(points[x].iloc[-1], y[0], marker="x", color=colour, markersize=7,
+                                markeredgewidth=2)
+                        unfinished = True
+                drawn.setdefault(title, {})[group] = _band_record(band, x)
+                groups_drawn.append(group)
+            missing[title] = _note_missing(ax, subset, drawn_dirs)
+    if not groups_drawn:
         return None
-    fig.suptitle(title)
-    extra = [Line2D([], [], color="grey", linestyle=style, label=label)
-             for style, label, _where in select] if len(select) > 1 else []
-    if unfinished_drawn:
-        extra.append(Line2D([], [], color="black", marker="x", linestyle="none",
-                            label="did not finish (last point)"))
-    _legend(fig, ordered(schemes_drawn, SCHEME_ORDER), extra)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    return schemes_drawn
+    align_titles(axes)
+    fig.suptitle(suptitle)
+    ordered_groups = [g for g in group_order(table) if g in groups_drawn]
+    legend(fig, group_handles(table, ordered_groups) + ([UNFINISHED] if unfinished else []))
+    return {"panels": drawn, "missing": missing, "files": save_figure(fig, png)}
 
 
+@styled
 def plot_val_ppl(runs: Runs, path: Path) -> SavedFigure | None:
     """Validation perplexity per epoch: the main comparison between schemes."""
-    drawn = _plot_runs(runs, path, select=[("-", "validation", {"split": "val"})], x="epoch",
-                       xlabel="epoch", title="Validation perplexity")
+    drawn = _plot_bands(runs, path, where={"split": "val"}, x="epoch", xlabel="epoch",
+                        suptitle="Validation perplexity per epoch")
     if drawn is None:
         return None
-    return SavedFigure(path, "Validation perplexity per epoch",
-                       "One line per run, coloured by scheme; one panel per cell. "
-                       "A cross marks the last point of a run that diverged or failed.")
+    return SavedFigure(
+        path, "Validation perplexity per epoch",
+        "One panel per cell; one line per scheme: the geometric mean over seeds, with the "
+        "min-max range over seeds shaded. A cross marks the last logged point of a run that "
+        "diverged or failed.",
+        "Lower is better. Compare the schemes at the right-hand end; a band that is wide "
+        "compared with the gap between two lines means the seeds do not separate them. A line "
+        "that turns up late is over-fitting (see the train-vs-validation figure).",
+        files=drawn.pop("files"), drawn=drawn)
 
 
+@styled
 def plot_overfitting(runs: Runs, path: Path) -> SavedFigure | None:
-    """Train (whole-epoch average) against validation perplexity per epoch.
+    """Train (whole-epoch average, dropout on) against validation perplexity, per scheme.
 
-    The gap between the two is what dropout is meant to close: without dropout the
-    train curve keeps falling while validation turns up.
+    Small multiples (a row per cell, a column per scheme) rather than one crowded panel:
+    the quantity of interest is the gap between two lines of the same scheme.
     """
-    drawn = _plot_runs(runs, path, select=[("-", "validation", {"split": "val"}),
-                               (":", "train (epoch mean)", {"split": "train", "scope": "epoch"})],
-                       x="epoch", xlabel="epoch", title="Train vs validation perplexity")
-    if drawn is None:
+    table = with_groups(runs.runs)
+    by_run = events_by_run(runs.events)
+    panel_list = list(panel_runs(table))
+    groups = group_order(table)
+    if not panel_list or not groups:
         return None
-    return SavedFigure(path, "Over-fitting: train vs validation perplexity per epoch",
-                       "Solid: validation; dotted: training average over the epoch (with "
-                       "dropout active). A widening gap is over-fitting.")
+    fig = Figure(figsize=(1.75 * len(groups) + 0.9, 1.75 * len(panel_list) + 1.1), layout="constrained")
+    grid = fig.subplots(len(panel_list), len(groups), sharex=True, sharey=True, squeeze=False)
+    drawn: dict[str, Any] = {}
+    with quiet_overflow():
+        for row, (title, subset) in enumerate(panel_list):
+            for col, group in enumerate(groups):
+                ax = grid[row][col]
+                log_y(ax)
+                if row == 0:
+                    ax.set_title(textwrap.fill(group, 22), fontsize=8.5)
+                if col == 0:
+                    ax.set_ylabel(f"{title}\nperplexity")
+                if row == len(panel_list) - 1:
+                    ax.set_xlabel("epoch")
+                members = subset[subset["group"] == group]
+                if members.empty:
+                    ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center",
+                            color="0.6", fontsize=8)
+                    continue
+                colour = scheme_colour(members["scheme"].iloc[0])
+                for style, where, key in (("-", {"split": "val"}, "val"),
+                                          ("--", {"split": "train", "scope": "epoch"}, "train")):
+                    found = _curves(members, by_run, "epoch", where)
+                    band = seed_band([points for _run, points in found], "epoch")
+                    _draw_band(ax, band, "epoch", colour, style)
+                    drawn.setdefault(title, {}).setdefault(group, {})[key] = _band_record(band, "epoch")
+    if not any(rec.get("val", {}).get("x") or rec.get("train", {}).get("x")
+               for panel in drawn.values() for rec in panel.values()):
+        return None
+    fig.suptitle("Over-fitting: train vs validation perplexity")
+    fig.legend(handles=[Line2D([], [], color="0.3", linestyle="-", label="validation"),
+                        Line2D([], [], color="0.3", linestyle="--", label="train (epoch mean, dropout on)")],
+               loc="outside lower center", ncols=2)
+    files = save_figure(fig, path)
+    return SavedFigure(
+        path, "Over-fitting: train vs validation perplexity",
+        "A row per cell, a column per scheme. Solid: validation perplexity; dashed: the "
+        "training perplexity averaged over each epoch, with dropout active. Lines are "
+        "geometric means over seeds, bands the min-max range.",
+        "Without dropout the dashed line keeps falling while the solid one flattens or turns "
+        "up: a widening gap is over-fitting. Dropout raises the dashed line (training is "
+        "noisier) and should keep the solid one low; a dashed line above the solid one is "
+        "normal under strong dropout.",
+        files=files, drawn={"panels": drawn})
 
 
+@styled
 def plot_train_steps(runs: Runs, path: Path) -> SavedFigure | None:
-    """Training perplexity at every logging interval: where a run becomes unstable."""
-    drawn = _plot_runs(runs, path, select=[("-", "train", {"split": "train", "scope": "interval"})],
-                       x="step", xlabel="optimizer step", title="Training perplexity")
-    if drawn is None:
+    """Training perplexity at every logging interval, one line per run: where a run
+    becomes unstable is a per-run event, so seeds are not averaged here."""
+    table = with_groups(runs.runs)
+    by_run = events_by_run(runs.events)
+    panel_list = list(panel_runs(table))
+    if not panel_list:
         return None
-    return SavedFigure(path, "Training perplexity per logging interval",
-                       "Mean over each logging interval. Spikes and crosses show instability, "
-                       "such as the GRU state explosion under state dropout.")
+    fig, axes = panels(len(panel_list), "training perplexity (log scale)", "optimizer step")
+    groups_drawn: list[str] = []
+    unfinished = clipped = False
+    with quiet_overflow():
+        for ax, (title, subset) in zip(axes, panel_list):
+            ax.set_title(title)
+            found = _curves(subset, by_run, "step", {"split": "train", "scope": "interval"})
+            _note_missing(ax, subset, {run.run_dir for run, _points in found})
+            for run, points in found:
+                colour = scheme_colour(run.scheme)
+                y, over = cap(points["ppl"])
+                ax.plot(points["step"], y, color=colour, linestyle=variant_style(table, run.group),
+                        linewidth=1.0, alpha=0.85, marker="." if len(points) <= 40 else None, markersize=3)
+                if over.any():
+                    ax.plot(points["step"][over], y[over], linestyle="none", marker="^", color=colour)
+                    clipped = True
+                if run.status != "finished":
+                    ax.plot(points["step"].iloc[-1], y[-1], marker="x", color=colour, markersize=7,
+                            markeredgewidth=2)
+                    unfinished = True
+                groups_drawn.append(run.group)
+    if not groups_drawn:
+        return None
+    align_titles(axes)
+    fig.suptitle("Training perplexity per logging interval")
+    handles = group_handles(table, [g for g in group_order(table) if g in groups_drawn])
+    legend(fig, handles + ([UNFINISHED] if unfinished else []) + ([CLIPPED] if clipped else []))
+    files = save_figure(fig, path)
+    return SavedFigure(
+        path, "Training perplexity per logging interval",
+        "One line per run (seeds are not averaged): the mean training perplexity over each "
+        "logging interval, dropout on. A cross marks a run's last point before it diverged or "
+        "failed; a triangle a value too large to draw.",
+        "Smooth, falling lines are healthy. Spikes, and lines that shoot up and end in a cross, "
+        "are instability, such as the GRU state explosion under state dropout; the stability "
+        "figures below show what grew.",
+        files=files, drawn={"groups": groups_drawn})
+
+
+def _finished_scores(table: pd.DataFrame, column: str) -> pd.Series:
+    scores = pd.to_numeric(table.loc[table["status"] == "finished", column], errors="coerce").astype(float)
+    return scores[np.isfinite(scores)]
+
+
+@styled
+def plot_test_ppl(runs: Runs, path: Path) -> SavedFigure | None:
+    """Final test perplexity per scheme and cell: mean ± sd over finished seeds, every
+    seed as a dot, and the Bayes floor (the best any model can do on a corpus with a
+    known distribution) where the runs report one."""
+    table = with_groups(runs.runs)
+    if _finished_scores(table, "test_ppl").empty:
+        return None
+    panel_list = list(panel_runs(table))
+    most = max(subset["group"].nunique() for _title, subset in panel_list)
+    fig, axes = panels(len(panel_list), "test perplexity", "", log=False,
+                       width=max(2.4, 0.4 * most + 1.0), height=3.2)
+    drawn: dict[str, Any] = {}
+    bayes_drawn = False
+    for ax, (title, subset) in zip(axes, panel_list):
+        ax.set_title(title)
+        record: dict[str, Any] = {}
+        groups = group_order(subset)  # only this panel's: no empty slots
+        for i, group in enumerate(groups):
+            members = subset[subset["group"] == group]
+            colour = scheme_colour(members["scheme"].iloc[0])
+            scores = _finished_scores(members, "test_ppl")
+            if scores.empty:  # nothing finished: say so at the foot of the panel
+                ax.plot(i, 0.02, marker="x", color=colour, markersize=7, markeredgewidth=2,
+                        transform=ax.get_xaxis_transform(), clip_on=False)
+                record[group] = {"mean": math.nan, "sd": math.nan, "n": 0, "runs": len(members)}
+                continue
+            jitter = np.linspace(-0.12, 0.12, len(scores)) if len(scores) > 1 else np.zeros(1)
+            ax.plot(i + jitter, scores, linestyle="none", marker="o", markersize=3, color=colour, alpha=0.5)
+            mean, sd = float(scores.mean()), float(scores.std(ddof=1)) if len(scores) > 1 else math.nan
+            ax.errorbar(i, mean, yerr=None if math.isnan(sd) else sd, fmt="D", color=colour,
+                        markersize=5, capsize=4, elinewidth=1.4)
+            record[group] = {"mean": mean, "sd": sd, "n": int(len(scores)), "runs": len(members)}
+        bayes = _finished_scores(subset, "bayes_test_ppl")
+        if not bayes.empty:
+            floor = float(bayes.mean())
+            ax.axhline(floor, color="black", linestyle="--", linewidth=1)
+            ax.annotate(f"Bayes floor {floor:.3g}", (0.01, floor), xycoords=("axes fraction", "data"),
+                        xytext=(0, 3), textcoords="offset points", fontsize=7.5)
+            record["_bayes_floor"] = floor
+            bayes_drawn = True
+        ax.set_xticks(range(len(groups)), groups, rotation=35, ha="right")
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        drawn[title] = record
+    fig.suptitle("Test perplexity (best-validation weights)")
+    handles = [Line2D([], [], marker="D", color="0.3", linestyle="none", label="mean ± sd over seeds"),
+               Line2D([], [], marker="o", color="0.3", alpha=0.5, linestyle="none", markersize=3, label="one seed"),
+               Line2D([], [], marker="x", color="0.3", linestyle="none", markeredgewidth=2,
+                      label="no run finished")]
+    if bayes_drawn:
+        handles.append(Line2D([], [], color="black", linestyle="--", label="Bayes floor"))
+    legend(fig, handles)
+    files = save_figure(fig, path)
+    return SavedFigure(
+        path, "Final test perplexity by scheme and cell",
+        "Test perplexity of the best-validation weights: a diamond with error bars is the mean "
+        "± sample sd over the finished seeds, dots are single seeds, a cross at the foot of the "
+        "panel marks a scheme none of whose runs finished. The dashed line is the Bayes floor, "
+        "the perplexity of the true distribution, where the corpus has one.",
+        "Lower is better; two schemes whose error bars overlap are not separated by this many "
+        "seeds. The distance to the Bayes floor is what regularisation can still win.",
+        files=files, drawn={"panels": drawn})
 
 
 def write_figures(runs: Runs, fig_dir: Path) -> list[SavedFigure]:
-    """Every figure that has data, saved under ``fig_dir``, in report order."""
+    """Every figure that has data, saved under ``fig_dir`` as PNG and SVG, in report order.
+
+    A figure without data (no probe events, nothing finished) is left out, never an
+    error: a sweep of one diverged run still gets a report.
+    """
     fig_dir = Path(fig_dir)
     made = [plot_val_ppl(runs, fig_dir / "val_ppl.png"),
+            plot_test_ppl(runs, fig_dir / "test_ppl.png"),
             plot_overfitting(runs, fig_dir / "train_vs_val_ppl.png"),
-            plot_train_steps(runs, fig_dir / "train_ppl_steps.png")]
+            plot_train_steps(runs, fig_dir / "train_ppl_steps.png"),
+            *stability.stability_figures(runs, fig_dir)]
     return [figure for figure in made if figure is not None]

@@ -1,0 +1,614 @@
+"""The stability figures: carried-state norms, gradient norms, divergence, and the GRU
+explosion study.
+
+Why these exist: under TensorFlow-style state dropout a kept unit of the carried state
+is divided by ``keep`` at every step. Where the cell carries that value on almost
+unchanged (a GRU whose update gate saturates; an LSTM whose memory ``c`` is masked too,
+as TensorFlow did before 1.4), the state grows like ``(1/keep)^t`` until it overflows.
+Perplexity only says *that* a run diverged; the job's stability probes (``"split":
+"probe"`` events: the norm of the carried state at each of 200 steps from a zero state,
+masks on) say *how fast* the state grew, so a figure can put the measured growth per
+step beside ``1/keep``.
+
+Which schemes mask the carried state is a fact of the scheme registry
+(``benchmark.engine.schemes``). ``analysis`` must run where the training code is not
+installed, so the two sites are listed here; ``tests/test_figures.py`` checks the list
+against the registry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from analysis.collect import SCHEME_ORDER, Runs
+from analysis.plotting import (VARIANT_STYLES, SavedFigure, align_titles, cell_name, column, curve,
+                               events_by_run, group_handles, group_order, legend, log_y, note_above, panel_runs,
+                               panels, quiet_overflow, run_config, save_figure, scheme_colour, select,
+                               short_variant, styled, variant_style, with_groups)
+
+# scheme -> cell -> the mask site that multiplies the carried state by mask/keep every
+# step ("state": h, and c too under drop_cell; "c": the LSTM memory). Must equal the
+# registry's sites in {"state", "c"} (checked by the tests).
+COMPOUNDING_SITES: Mapping[str, Mapping[str, str]] = {
+    "state_dropout": {"lstm": "state", "gru": "state"},
+    "moon": {"lstm": "c", "gru": "state"},
+}
+REFERENCE_STYLE = (0, (1, 1.5))  # dotted: theory, never a measurement
+CELL_MARKERS = {"gru": "o", "lstm": "s"}
+# log10 of the largest value a reference line is computed to (float64 overflows at 308).
+_LOG10_MAX = 300.0
+
+
+# --- reading the probes ---------------------------------------------------------------
+
+def site_rate(dropout: Any, site: str) -> float | None:
+    """The dropout rate at ``site`` from a config's ``dropout``: a float applies to every
+    site of the scheme, a mapping ``{site: rate}`` names sites (others are 0), as in
+    ``benchmark.engine.schemes.resolve``. None when the value is unreadable."""
+    if isinstance(dropout, bool):
+        return None
+    if isinstance(dropout, (int, float)):
+        return float(dropout)
+    if isinstance(dropout, Mapping):
+        value = dropout.get(site, 0.0)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def compounding_site(scheme: Any, cell: Any) -> str | None:
+    """The site whose mask compounds over time for this scheme and cell, if any."""
+    return COMPOUNDING_SITES.get(str(scheme), {}).get(str(cell))
+
+
+def as_norms(values: Any) -> np.ndarray:
+    """A probe's norm list as floats, NaN where the store wrote null (an overflowed value)."""
+    if values is None or (isinstance(values, float) and math.isnan(values)):
+        return np.array([], dtype=float)
+    return np.array([math.nan if v is None else float(v) for v in values], dtype=float)
+
+
+def fit_growth(norms: np.ndarray) -> float | None:
+    """exp of the least-squares slope of log(norm) against t over the finite, positive
+    steps: the factor the state grows by per step (the job's own formula, for probes
+    that did not record it)."""
+    t = np.arange(len(norms), dtype=float)
+    ok = np.isfinite(norms) & (norms > 0)
+    if ok.sum() < 3:
+        return None
+    t, y = t[ok], np.log(norms[ok])
+    slope = float(((t - t.mean()) * (y - y.mean())).sum() / ((t - t.mean()) ** 2).sum())
+    return math.exp(slope) if slope < 700 else math.inf
+
+
+def first_overflow(norms: np.ndarray) -> int | None:
+    """The first step (0-based) whose norm is not finite, None if all are."""
+    bad = np.flatnonzero(~np.isfinite(norms))
+    return int(bad[0]) if len(bad) else None
+
+
+@dataclass(frozen=True)
+class ProbeRecord:
+    """The stability probe that speaks for one run (its fastest growth, see
+    ``probe_to_read``), with what is needed to draw and judge it."""
+
+    run_dir: str
+    run_name: str
+    scheme: str
+    cell: str
+    group: str
+    case: str                # "LSTM state_dropout + drop_cell": cell and scheme as a reader names them
+    label: str               # the case without the cell, for a panel that is already one cell
+    status: str
+    diverged_step: int | None
+    diverged_what: str | None
+    epoch: int | None
+    step: int | None
+    quantity: str            # "memory c" (LSTM) or "state h" (GRU): what growth is fitted to
+    norms: np.ndarray        # per step, NaN where it overflowed
+    overflow_at: int | None  # first non-finite step (0-based), None if none
+    growth: float | None     # measured growth per step
+    max_state: float
+    site: str | None         # the compounding mask site, None for a safe scheme
+    rate: float | None       # dropout rate at ``site``
+
+    @property
+    def keep(self) -> float | None:
+        return None if self.rate is None or not 0 < self.rate < 1 else 1.0 - self.rate
+
+    @property
+    def inv_keep(self) -> float | None:
+        return None if self.keep is None else 1.0 / self.keep
+
+    @property
+    def t(self) -> np.ndarray:
+        """Time steps 1..T (the state after reading the t-th token)."""
+        return np.arange(1, len(self.norms) + 1)
+
+
+def case_label(scheme: Any, variant: Any, drop_cell: bool, cell: Any = None) -> str:
+    """``GRU state_dropout``, ``LSTM state_dropout + drop_cell``: a case of the study,
+    named by what a reader of the paper knows, not by config keys."""
+    label = (f"{cell_name(cell)} " if cell is not None else "") + str(scheme)
+    label += " + drop_cell" if drop_cell else ""
+    parts = [p for p in str(variant or "").split(", ") if p and not p.startswith("scheme.drop_cell=")]
+    short = short_variant(", ".join(parts))
+    return label + (f" ({short})" if short else "")
+
+
+def _optional_int(value: Any) -> int | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def probe_to_read(events: pd.DataFrame) -> pd.Series:
+    """The probe that speaks for a run: the one that measured the fastest growth per step.
+
+    Stability asks whether the carried state ever grew geometrically, and the weights
+    that make it explode may not survive the next update: on the GRU under state
+    dropout (``experiment=gru_explosion``) the probe after the third update grew by
+    x1.318 per step (1/keep = 1.333), while the probes after the huge clipped updates
+    that followed read x1.0008, although the carried training state had reached 4.7e10.
+    The training loop probes every step up to 16 for this reason. Without a finite
+    growth anywhere, the last probe is read; among equal growths, the latest.
+    """
+    ordered_events = events.sort_values(["epoch", "step"], kind="stable", na_position="first")
+    growth = pd.to_numeric(ordered_events.get("growth_per_step"), errors="coerce")
+    finite = growth[np.isfinite(growth)] if growth is not None else None
+    if finite is not None and len(finite):
+        return ordered_events.loc[finite[::-1].idxmax()]  # on a tie, the latest
+    return ordered_events.iloc[-1]
+
+
+def probe_records(runs: Runs) -> list[ProbeRecord]:
+    """One record per run that logged a probe, from its fastest-growing probe, in scheme order."""
+    if not len(runs.events) or "split" not in runs.events.columns:
+        return []
+    probes = select(runs.events, split="probe")
+    if probes.empty:
+        return []
+    by_run = events_by_run(probes)
+    table = with_groups(runs.runs)
+    variants = column(table, "variant", "")
+    records = []
+    for (_, run), variant in zip(table.iterrows(), variants):
+        events = by_run.get(run["run_dir"])
+        if events is None:
+            continue
+        last = probe_to_read(events)
+        cell_norms = as_norms(last.get("cell_norm"))
+        lstm_memory = len(cell_norms) > 0
+        norms = cell_norms if lstm_memory else as_norms(last.get("state_norm"))
+        if not len(norms):
+            continue
+        config = run_config(run.to_dict())
+        site = compounding_site(run["scheme"], run["cell"])
+        rate = site_rate(config.get("dropout", run.get("dropout")), site) if site else None
+        if site and rate is None:
+            rate = site_rate(run.get("dropout"), site)
+        drop_cell = bool((config.get("scheme") or {}).get("drop_cell", False))
+        growth = last.get("growth_per_step")
+        growth = float(growth) if growth is not None and np.isfinite(float(growth)) else fit_growth(norms)
+        max_state = last.get("max_state")
+        records.append(ProbeRecord(
+            run_dir=str(run["run_dir"]), run_name=str(run["run_name"]), scheme=str(run["scheme"]),
+            cell=str(run["cell"]), group=str(run["group"]),
+            case=case_label(run["scheme"], variant, drop_cell, run["cell"]),
+            label=case_label(run["scheme"], variant, drop_cell),
+            status=str(run["status"]), diverged_step=_optional_int(run.get("diverged_step")),
+            diverged_what=_text(run.get("diverged_what")), epoch=_optional_int(last.get("epoch")),
+            step=_optional_int(last.get("step")), quantity="memory c" if lstm_memory else "state h",
+            norms=norms, overflow_at=first_overflow(norms), growth=growth,
+            max_state=float(max_state) if max_state is not None else math.nan, site=site, rate=rate))
+    return records
+
+
+def reference_line(record: ProbeRecord) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """``(t, norm_0 · (1/keep)^(t - t_0), norm_0)`` from the record's first finite step:
+    what the state would do if every kept unit were carried on unchanged. None for a
+    scheme that does not mask the carried state (or at rate 0)."""
+    if record.inv_keep is None:
+        return None
+    finite = np.flatnonzero(np.isfinite(record.norms) & (record.norms > 0))
+    if not len(finite):
+        return None
+    start = int(finite[0])
+    t = record.t[start:]
+    norm0 = float(record.norms[start])
+    log10 = math.log10(norm0) + (t - t[0]) * math.log10(record.inv_keep)
+    keep = log10 <= _LOG10_MAX
+    return t[keep], np.power(10.0, log10[keep]), norm0
+
+
+# --- figures --------------------------------------------------------------------------
+
+OVERFLOW = Line2D([], [], color="black", marker="^", linestyle="none", markersize=6,
+                  label="overflowed to inf/nan after this step")
+REFERENCE = Line2D([], [], color="0.3", linestyle=REFERENCE_STYLE, label="(1/keep)$^t$ from the first step (theory)")
+
+
+def _log_limits(values: Sequence[np.ndarray]) -> tuple[float, float] | None:
+    """y limits that show every finite measured value, with headroom, on a log axis."""
+    finite = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in values]) if values else np.array([])
+    if not len(finite):
+        return None
+    low, high = float(finite.min()) * 0.5, float(finite.max()) * 8.0
+    return low, max(high, low * 100)
+
+
+def _note_stopped(ax: Any, records: Sequence[ProbeRecord]) -> None:
+    """Say above the panel which lines come from runs that did not finish: their probe is
+    the last one before they stopped, not one after a finished epoch."""
+    stopped = [f"{r.label} ({r.status}" + (f" at step {r.diverged_step})" if r.diverged_step is not None else ")")
+               for r in records if r.status != "finished"]
+    if stopped:
+        note_above(ax, "did not finish: " + ", ".join(dict.fromkeys(stopped)))
+
+
+def _label_styles(records: Sequence[ProbeRecord]) -> dict[str, Any]:
+    """A line style per case label: drop_cell dash-dotted (as in the study figure), other
+    variants of one scheme told apart by the remaining styles in order."""
+    styles: dict[str, Any] = {}
+    others = [s for s in VARIANT_STYLES if s != "-."]
+    for scheme in dict.fromkeys(r.scheme for r in records):
+        labels = sorted({r.label for r in records if r.scheme == scheme}, key=lambda x: (len(x), x))
+        plain = [label for label in labels if "drop_cell" not in label]
+        for i, label in enumerate(plain):
+            styles[label] = others[i % len(others)]
+        for label in labels:
+            styles.setdefault(label, "-.")
+    return styles
+
+
+def _label_handles(records: Sequence[ProbeRecord], styles: Mapping[str, Any]) -> list[Line2D]:
+    order = {s: i for i, s in enumerate(SCHEME_ORDER)}
+    seen = sorted({(r.label, r.scheme) for r in records},
+                  key=lambda p: (order.get(p[1], len(order)), len(p[0]), p[0]))
+    return [Line2D([], [], color=scheme_colour(scheme), linestyle=styles[label], label=label)
+            for label, scheme in seen]
+
+
+@styled
+def plot_state_norms(runs: Runs, records: Sequence[ProbeRecord], path: Path) -> SavedFigure | None:
+    """Carried-state norm against time step, one panel per cell, a line per run, with the
+    ``(1/keep)^t`` reference for runs whose scheme masks the carried state."""
+    if not records:
+        return None
+    table = with_groups(runs.runs)
+    by_dir = {r.run_dir: r for r in records}
+    panel_list = [(title, [by_dir[d] for d in subset["run_dir"] if d in by_dir])
+                  for title, subset in panel_runs(table)]
+    panel_list = [(title, recs) for title, recs in panel_list if recs]
+    fig, axes = panels(len(panel_list), "norm of the carried state (log scale)",
+                       "time step t (from a zero state, masks on)", sharey=False)
+    styles = _label_styles(records)
+    lines, references, overflowed = [], [], False
+    with quiet_overflow():
+        for ax, (title, recs) in zip(axes, panel_list):
+            quantities = sorted({r.quantity for r in recs})
+            ax.set_title(f"{title}: {' / '.join(quantities)}")
+            for record in recs:
+                colour = scheme_colour(record.scheme)
+                end = record.overflow_at if record.overflow_at is not None else len(record.norms)
+                t, y = record.t[:end], record.norms[:end]
+                ax.plot(t, y, color=colour, linestyle=styles[record.label], linewidth=1.3)
+                if record.overflow_at is not None and end > 0:
+                    ax.plot(t[-1], y[-1], marker="^", color=colour, markersize=8, markeredgecolor="black")
+                    overflowed = True
+                lines.append({"run": record.run_name, "case": record.case, "cell": record.cell,
+                              "growth": record.growth, "overflow_at": record.overflow_at,
+                              "epoch": record.epoch, "step": record.step})
+                ref = reference_line(record)
+                if ref is not None:
+                    ax.plot(ref[0], ref[1], color=colour, linestyle=REFERENCE_STYLE, linewidth=1.1, alpha=0.9)
+                    references.append({"run": record.run_name, "case": record.case, "keep": record.keep,
+                                       "per_step": record.inv_keep, "norm0": ref[2]})
+            _note_stopped(ax, recs)
+            limits = _log_limits([r.norms for r in recs])
+            if limits:
+                ax.set_ylim(*limits)
+            ax.set_xlim(0, max(len(r.norms) for r in recs) + 1)
+    align_titles(axes)
+    fig.suptitle("Carried-state norm over a probe sequence (each run's fastest-growing probe)")
+    extra = ([REFERENCE] if references else []) + ([OVERFLOW] if overflowed else [])
+    legend(fig, _label_handles(records, styles) + extra)
+    files = save_figure(fig, path)
+    return SavedFigure(
+        path, "Stability: carried-state norm against time step",
+        "Each run's stability probe with the fastest growth (probes run at every step up to 16, then "
+        "at steps 32, 64, 128, ..., and after every epoch): the recurrent "
+        "stack reads 200 steps of validation text from a zero state with dropout masks on, and "
+        "the line is the mean over the batch of the L2 norm of the carried state at each step "
+        "(the LSTM's memory c, the GRU's h). Dotted, in the same colour: the (1/keep)^t growth "
+        "that state dropout predicts, from the run's first step. A triangle marks the last "
+        "finite value of a state that overflowed.",
+        "A flat line is a bounded state. A line running parallel to its dotted reference grows by "
+        "1/keep per step: the explosion (on a log axis a geometric growth is a straight line). "
+        "LSTM under plain state dropout stays flat because its memory c is not masked; masking c "
+        "as well (drop_cell, TensorFlow before 1.4) or using a GRU lets the growth compound.",
+        files=files, drawn={"lines": lines, "references": references})
+
+
+def _clip_threshold(runs: Runs) -> float | None:
+    """``train.clip`` when every run used the same one, so one line can show it."""
+    values = set()
+    for run in runs.runs.to_dict("records"):
+        clip = (run_config(run).get("train") or {}).get("clip")
+        values.add(float(clip) if isinstance(clip, (int, float)) and not isinstance(clip, bool) else None)
+    return values.pop() if len(values) == 1 else None
+
+
+def _grad_curve(events: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Interval gradient norms, or the per-epoch maxima when no interval logged one."""
+    points = curve(select(events, split="train", scope="interval"), "step", "grad_norm")
+    if not points.empty:
+        return points.rename(columns={"grad_norm": "value"}), "interval"
+    points = curve(select(events, split="train", scope="epoch"), "step", "grad_norm_max")
+    return points.rename(columns={"grad_norm_max": "value"}), "epoch max"
+
+
+@styled
+def plot_grad_norms(runs: Runs, path: Path) -> SavedFigure | None:
+    """Gradient norm (before clipping) over training, with a mark where a run diverged."""
+    table = with_groups(runs.runs)
+    by_run = events_by_run(runs.events)
+    panel_list = list(panel_runs(table))
+    if not panel_list:
+        return None
+    fig, axes = panels(len(panel_list), "gradient norm before clipping (log scale)", "optimizer step")
+    drawn: list[dict[str, Any]] = []
+    diverged: list[dict[str, Any]] = []
+    groups_drawn: list[str] = []
+    clip = _clip_threshold(runs)
+    with quiet_overflow():
+        for ax, (title, subset) in zip(axes, panel_list):
+            ax.set_title(title)
+            for run in subset.itertuples(index=False):
+                colour = scheme_colour(run.scheme)
+                events = by_run.get(run.run_dir)
+                if events is not None:
+                    points, kind = _grad_curve(events)
+                    if not points.empty:
+                        ax.plot(points["step"], points["value"], color=colour, linewidth=1.0, alpha=0.85,
+                                linestyle=variant_style(table, run.group),
+                                marker="." if len(points) <= 40 else None, markersize=3)
+                        drawn.append({"run": run.run_name, "kind": kind, "points": len(points)})
+                        groups_drawn.append(run.group)
+                step = _optional_int(run.diverged_step)
+                if run.status == "diverged" and step is not None:
+                    ax.axvline(step, color=colour, linestyle=":", linewidth=1.2)
+                    ax.plot(step, 1.0, marker="X", color=colour, markersize=9, markeredgecolor="black",
+                            transform=ax.get_xaxis_transform(), clip_on=False)
+                    diverged.append({"run": run.run_name, "step": step, "what": _text(run.diverged_what)})
+                    groups_drawn.append(run.group)
+            if clip is not None:
+                ax.axhline(clip, color="0.4", linestyle="--", linewidth=0.9)
+            ax.set_xlim(left=0)
+    if not drawn and not diverged:
+        return None
+    fig.suptitle("Gradient norm over training")
+    extra = []
+    if clip is not None:
+        extra.append(Line2D([], [], color="0.4", linestyle="--", label=f"clipping threshold ({clip:g})"))
+    if diverged:
+        extra.append(Line2D([], [], color="0.3", marker="X", linestyle=":", markeredgecolor="black",
+                            label="diverged at this step"))
+    legend(fig, group_handles(table, [g for g in group_order(table) if g in groups_drawn]) + extra)
+    files = save_figure(fig, path)
+    return SavedFigure(
+        path, "Stability: gradient norm over training",
+        "The norm of the whole gradient before clipping, at every logging interval (the "
+        "per-epoch maximum where a run logged no interval), one line per run. A cross on the top "
+        "edge and a dotted vertical line mark the step at which a run diverged.",
+        "Healthy runs stay within an order of magnitude of the clipping threshold (dashed), "
+        "mostly below it. A norm that climbs by orders of magnitude before a cross is an exploding "
+        "state feeding an exploding gradient; clipping bounds the update but not the state.",
+        files=files, drawn={"lines": drawn, "diverged": diverged, "clip": clip})
+
+
+def _last_step(events: pd.DataFrame | None) -> int | None:
+    if events is None or "step" not in events.columns:
+        return None
+    steps = pd.to_numeric(events["step"], errors="coerce").dropna()
+    return int(steps.max()) if len(steps) else None
+
+
+@styled
+def plot_divergence(runs: Runs, path: Path) -> SavedFigure | None:
+    """Where and when runs stopped: one row per run that did not finish."""
+    table = with_groups(runs.runs)
+    bad = table[table["status"] != "finished"]
+    if bad.empty:
+        return None
+    by_run = events_by_run(runs.events)
+    finished_steps = [s for d in table.loc[table["status"] == "finished", "run_dir"]
+                      if (s := _last_step(by_run.get(d))) is not None]
+    fig = Figure(figsize=(7.0, 0.34 * len(bad) + 1.5), layout="constrained")
+    ax = fig.subplots()
+    ax.set_xscale("log")
+    rows: list[dict[str, Any]] = []
+    labels = []
+    for i, run in enumerate(bad.itertuples(index=False)):
+        colour = scheme_colour(run.scheme)
+        step = _optional_int(run.diverged_step)
+        last = step or _last_step(by_run.get(run.run_dir)) or 1
+        ax.plot([1, max(last, 1)], [i, i], color=colour, linewidth=4, alpha=0.6, solid_capstyle="butt")
+        what = _text(run.diverged_what)
+        if run.status == "diverged":
+            ax.plot(last, i, marker="X", color=colour, markersize=10, markeredgecolor="black")
+            note = f"diverged at step {last}" + (f" ({what})" if what else "")
+        else:
+            error = _text(getattr(run, "error", None))
+            note = f"{run.status}" + (f": {error[:60]}" if error else "")
+        ax.annotate(note, (max(last, 1), i), xytext=(8, 0), textcoords="offset points", va="center", fontsize=8)
+        seed = _optional_int(run.seed)
+        labels.append(f"{cell_name(run.cell)} {run.group}" + (f" s{seed}" if seed is not None else ""))
+        rows.append({"run": run.run_name, "status": run.status, "step": last, "what": what})
+    top = -0.5 - (0.7 if finished_steps else 0)
+    if finished_steps:
+        ax.axvline(max(finished_steps), color="0.5", linestyle="--", linewidth=1)
+        ax.annotate(f"finished runs trained to step {max(finished_steps)}", (max(finished_steps), top),
+                    xytext=(-4, 3), textcoords="offset points", ha="right", va="top", fontsize=7.5, color="0.35")
+    right = max([r["step"] for r in rows] + finished_steps + [10])
+    ax.set_xlim(0.8, right * 12)  # room for the notes right of the last point
+    ax.set_ylim(len(bad) - 0.5, top)
+    ax.set_yticks(range(len(bad)), labels)
+    ax.set_xlabel("optimizer step (log scale)")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle("Where and when runs stopped")
+    files = save_figure(fig, path)
+    return SavedFigure(
+        path, "Stability: where and when runs diverged",
+        "One row per run that did not finish: the bar spans the optimizer steps it trained, a "
+        "cross marks the step at which a non-finite loss or gradient stopped it (what went "
+        "non-finite in brackets). The dashed line is how far the finished runs trained.",
+        "Early crosses (the first steps) mean the scheme is unstable from initialisation, not "
+        "unlucky late in training. Compare with the state-norm figure: a run whose state grows "
+        "like (1/keep)^t diverges within the first segments.",
+        files=files, drawn={"runs": rows})
+
+
+def _study_order(records: Sequence[ProbeRecord]) -> list[ProbeRecord]:
+    """Cases that mask the carried state first, then the safe schemes; GRU before LSTM."""
+    scheme_rank = {s: i for i, s in enumerate(SCHEME_ORDER)}
+    cell_rank = {"gru": 0, "lstm": 1}
+    return sorted(records, key=lambda r: (r.site is None, scheme_rank.get(r.scheme, len(scheme_rank)),
+                                          cell_rank.get(r.cell, 2), r.case, r.run_name))
+
+
+def _case_style(record: ProbeRecord) -> Any:
+    if "drop_cell" in record.case:
+        return "-."
+    return "-" if record.cell == "gru" else "--"
+
+
+def _growth_text(record: ProbeRecord) -> str:
+    measured = "no fit" if record.growth is None else f"×{record.growth:.3f}"
+    return measured + (f"   1/keep = {record.inv_keep:.3g}" if record.inv_keep else "")
+
+
+@styled
+def plot_explosion(records: Sequence[ProbeRecord], path: Path) -> SavedFigure | None:
+    """The GRU explosion study: relative state growth of every case on one axis with the
+    ``(1/keep)^t`` lines, and the measured growth per step beside ``1/keep``."""
+    if not records:
+        return None
+    cases = _study_order(records)
+    fig = Figure(figsize=(10.5, max(3.6, 0.3 * len(cases) + 2.0)), layout="constrained")
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.15, 1]})
+    log_y(left)
+    relative_all, drawn_cases, keeps = [], [], set()
+    handles: list[Line2D] = []
+    with quiet_overflow():
+        for record in cases:
+            colour = scheme_colour(record.scheme)
+            finite = np.flatnonzero(np.isfinite(record.norms) & (record.norms > 0))
+            if len(finite):
+                end = record.overflow_at if record.overflow_at is not None else len(record.norms)
+                relative = record.norms[:end] / record.norms[finite[0]]
+                left.plot(record.t[:end], relative, color=colour, linestyle=_case_style(record), linewidth=1.3)
+                if record.overflow_at is not None and end > 0:
+                    left.plot(end, relative[-1], marker="^", color=colour, markersize=8, markeredgecolor="black")
+                relative_all.append(relative)
+            if record.keep is not None:
+                keeps.add(round(record.keep, 6))
+            if record.case not in {h.get_label() for h in handles}:
+                handles.append(Line2D([], [], color=colour, linestyle=_case_style(record), label=record.case))
+            drawn_cases.append({"case": record.case, "run": record.run_name, "cell": record.cell,
+                                "scheme": record.scheme, "growth": record.growth, "keep": record.keep,
+                                "inv_keep": record.inv_keep, "status": record.status,
+                                "overflow_at": record.overflow_at, "quantity": record.quantity})
+        limits = _log_limits(relative_all)
+        t_max = max(len(r.norms) for r in cases)
+        for keep in sorted(keeps):
+            t = np.arange(1, t_max + 1)
+            log10 = (t - 1) * math.log10(1 / keep)
+            ok = log10 <= _LOG10_MAX
+            left.plot(t[ok], np.power(10.0, log10[ok]), color="black", linestyle=REFERENCE_STYLE, linewidth=1.2)
+            label_t = int(min(t_max * 0.55, (math.log10(limits[1]) if limits else 2) / max(math.log10(1 / keep), 1e-9)))
+            if 1 < label_t <= t_max:
+                left.annotate(f"(1/{keep:g})$^t$", (label_t, (1 / keep) ** (label_t - 1)), xytext=(4, -10),
+                              textcoords="offset points", fontsize=8)
+        if limits:
+            left.set_ylim(min(limits[0], 0.5), limits[1])
+    left.set_xlim(0, t_max + 1)
+    left.set_xlabel("time step t (from a zero state, masks on)")
+    left.set_ylabel("carried-state norm / norm at t = 1 (log scale)")
+    left.set_title("Growth of the carried state (LSTM: c, GRU: h)")
+
+    # Right: measured growth per step, one row per run, with 1/keep where it applies.
+    ys = np.arange(len(cases))
+    xs = [r.growth for r in cases if r.growth is not None] + [r.inv_keep for r in cases if r.inv_keep]
+    top = max(xs + [1.05]) * 1.04
+    for y, record in zip(ys, cases):
+        colour = scheme_colour(record.scheme)
+        if record.inv_keep:
+            right.plot([1, record.inv_keep], [y, y], color="0.85", linewidth=5, solid_capstyle="butt", zorder=0)
+            right.plot(record.inv_keep, y, marker="|", color="black", markersize=14, markeredgewidth=2)
+        if record.growth is not None:
+            right.plot(min(record.growth, top), y, marker=CELL_MARKERS.get(record.cell, "D"), color=colour,
+                       markersize=7, markeredgecolor="black", markeredgewidth=0.5)
+        right.annotate(_growth_text(record), (1.0, y), xycoords=("axes fraction", "data"), xytext=(6, 0),
+                       textcoords="offset points", va="center", fontsize=7.5, annotation_clip=False)
+    labels = []
+    for record in cases:
+        status = ("" if record.status == "finished" else
+                  f"\n{record.status}" + (f" at step {record.diverged_step}" if record.diverged_step else ""))
+        labels.append(record.case + status)
+    right.set_yticks(ys, labels, fontsize=7.5)
+    right.set_ylim(len(cases) - 0.5, -0.5)
+    right.axvline(1.0, color="0.5", linewidth=1)
+    right.set_xlim(min(0.98, min(xs + [1.0]) - 0.02), top)
+    right.set_xlabel("growth factor per step")
+    right.set_title("Measured growth per step vs 1/keep")
+    right.grid(True, axis="x", alpha=0.3)
+    study_handles = handles + [
+        Line2D([], [], color="black", linestyle=REFERENCE_STYLE, label="(1/keep)$^t$ (theory)"),
+        Line2D([], [], color="black", marker="|", linestyle="none", markersize=10, markeredgewidth=2,
+               label="1/keep"),
+        Line2D([], [], color="0.5", marker="o", linestyle="none", label="measured (GRU: ●, LSTM: ■)")]
+    fig.legend(handles=study_handles, loc="outside lower center", ncols=min(4, len(study_handles)))
+    fig.suptitle("State dropout: measured growth of the carried state beside 1/keep")
+    files = save_figure(fig, path)
+    return SavedFigure(
+        path, "The GRU explosion study: growth per step beside 1/keep",
+        "Left: every run's fastest-growing probe, each normalised by its value at t = 1, on one log axis "
+        "(GRU solid, LSTM dashed, LSTM with drop_cell dash-dotted), with the (1/keep)^t line "
+        "for each state-dropout rate (dotted, black). Right: the measured growth per step "
+        "(exp of the least-squares slope of log-norm against t over the finite steps) as a dot "
+        "per run, and 1/keep as a black bar for the schemes that mask the carried state; the "
+        "numbers are written beside each row.",
+        "A dot on its bar means the state grows at the full 1/keep per step: the explosion that "
+        "makes GRU + state dropout (and the LSTM with its memory masked, drop_cell) diverge. Dots "
+        "at 1.00 are bounded states: the LSTM under plain state dropout, and variational and "
+        "semeniuta dropout, which never rescale the carried state, on both cells. Each run is read "
+        "from its probe with the fastest growth: the weights that explode may not survive the "
+        "next (huge, clipped) update; see the training-perplexity and gradient figures for the "
+        "blow-up itself.",
+        files=files, drawn={"cases": drawn_cases})
+
+
+def stability_figures(runs: Runs, fig_dir: Path) -> list[SavedFigure | None]:
+    """The stability figures in report order (None for those without data)."""
+    records = probe_records(runs)
+    return [plot_state_norms(runs, records, fig_dir / "state_norm.png"),
+            plot_grad_norms(runs, fig_dir / "grad_norm.png"),
+            plot_divergence(runs, fig_dir / "divergence.png"),
+            plot_explosion(records, fig_dir / "explosion.png")]

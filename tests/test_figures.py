@@ -1,0 +1,228 @@
+"""The figures from real run-store files: every figure on disk as PNG and SVG, and what
+each one drew (``SavedFigure.drawn``) checked against numbers worked out from the files:
+the (1/keep)^t reference of a state-dropout run, the measured growth of the exploding
+GRU, where runs diverged, the seed bands. Also the awkward sweeps (no probes, one run,
+everything diverged), which must give fewer figures, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from analysis.collect import collect
+from analysis.figures import write_figures
+from analysis.plotting import FORMATS, SavedFigure, group_label, short_variant
+from analysis.stability import (COMPOUNDING_SITES, fit_growth, probe_records, reference_line, site_rate)
+from test_report import FINISHED, KEEP, PROBE_STEPS, build_sweep, exploding_probe, write_job
+
+ALL = ("val_ppl", "test_ppl", "train_vs_val_ppl", "train_ppl_steps", "state_norm", "grad_norm", "divergence",
+       "explosion")
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    base = tmp_path_factory.mktemp("figures")
+    build_sweep(base / "sweep")
+    runs = collect([base / "sweep"])
+    figures = write_figures(runs, base / "figures")
+    return {"runs": runs, "figures": {f.name: f for f in figures}, "dir": base / "figures"}
+
+
+def test_every_figure_is_written_as_png_and_svg(made: dict) -> None:
+    assert tuple(made["figures"]) == ALL
+    for name, figure in made["figures"].items():
+        assert [p.suffix[1:] for p in figure.files] == list(FORMATS) == ["png", "svg"]
+        png, svg = figure.files
+        assert png == figure.path and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        text = svg.read_text(encoding="utf-8")
+        assert "<svg" in text and "<text" in text  # labels stay text: editable in a paper
+        assert figure.caption and figure.how_to_read and figure.title
+    assert sorted(p.name for p in made["dir"].iterdir()) == sorted(f"{n}.{x}" for n in ALL for x in FORMATS)
+
+
+def test_state_norm_draws_the_reference_for_state_dropout_only(made: dict) -> None:
+    drawn = made["figures"]["state_norm"].drawn
+    refs = {r["run"]: r for r in drawn["references"]}
+    assert set(refs) == {"state_dropout-gru-s0"}  # the only run whose scheme masks the carried state
+    ref = refs["state_dropout-gru-s0"]
+    assert ref["keep"] == pytest.approx(KEEP) and ref["per_step"] == pytest.approx(1 / KEEP)
+    assert ref["norm0"] == pytest.approx(exploding_probe()["state_norm"][0])
+    lines = {line["run"]: line for line in drawn["lines"]}
+    assert lines["state_dropout-gru-s0"]["overflow_at"] == 40  # the first null in the probe
+    assert lines["none-lstm-s0"]["overflow_at"] is None
+    # every finished run's last probe (epoch 3) and the diverged run's probe at divergence
+    assert len(lines) == len(FINISHED) + 1 and lines["none-lstm-s0"]["epoch"] == 3
+
+
+def test_reference_line_is_norm0_times_inverse_keep_to_the_t(made: dict) -> None:
+    (record,) = [r for r in probe_records(made["runs"]) if r.scheme == "state_dropout"]
+    t, y, norm0 = reference_line(record)
+    assert t[0] == 1 and norm0 == pytest.approx(0.5)
+    assert y == pytest.approx(norm0 * (1 / KEEP) ** (t - 1))
+    assert len(t) == PROBE_STEPS and record.quantity == "state h"
+    lstm = next(r for r in probe_records(made["runs"]) if r.cell == "lstm")
+    assert lstm.quantity == "memory c" and reference_line(lstm) is None
+
+
+def test_explosion_figure_reports_the_measured_growth_beside_inverse_keep(made: dict) -> None:
+    cases = {c["case"]: c for c in made["figures"]["explosion"].drawn["cases"]}
+    gru = cases["GRU state_dropout"]
+    assert gru["growth"] == pytest.approx(1 / KEEP) and gru["inv_keep"] == pytest.approx(1 / KEEP)
+    assert gru["status"] == "diverged" and gru["overflow_at"] == 40
+    assert cases["LSTM variational"]["inv_keep"] is None  # safe: no compounding mask
+    assert cases["LSTM variational"]["growth"] == pytest.approx(1.001)
+    # the explosion case is listed first
+    assert next(iter(cases)) == "GRU state_dropout"
+
+
+def test_growth_is_refitted_when_the_probe_did_not_record_it(tmp_path: Path) -> None:
+    probe = exploding_probe(overflow_at=30) | {"growth_per_step": None}
+    write_job(tmp_path / "sweep" / "0", scheme="state_dropout", cell="gru", seed=0, val=[300.0], test=None,
+              status="diverged", diverged_step=4, probe=probe)
+    (record,) = probe_records(collect([tmp_path / "sweep"]))
+    assert record.growth == pytest.approx(1 / KEEP) and record.overflow_at == 30
+
+
+def test_divergence_and_gradient_figures_mark_where_runs_stopped(made: dict) -> None:
+    stopped = {r["run"]: r for r in made["figures"]["divergence"].drawn["runs"]}
+    assert set(stopped) == {"state_dropout-gru-s0", "moon-gru-s0", "variational-gru-s1"}
+    assert stopped["state_dropout-gru-s0"]["step"] == 11 and stopped["moon-gru-s0"]["step"] == 3
+    assert stopped["variational-gru-s1"]["status"] == "failed"
+    grad = made["figures"]["grad_norm"].drawn
+    assert {(d["run"], d["step"]) for d in grad["diverged"]} == {("state_dropout-gru-s0", 11), ("moon-gru-s0", 3)}
+    assert grad["clip"] == 5.0
+    assert {line["kind"] for line in grad["lines"]} == {"interval"}
+
+
+def test_seed_band_is_the_geometric_mean_and_range(made: dict) -> None:
+    band = made["figures"]["val_ppl"].drawn["panels"]["LSTM"]["variational"]
+    seeds = [FINISHED[("variational", "lstm", s)][0] for s in (0, 1)]
+    assert band["x"] == [1.0, 2.0, 3.0] and band["n"] == [2, 2, 2]
+    for i, (a, b) in enumerate(zip(*seeds)):
+        assert band["centre"][i] == pytest.approx(math.sqrt(a * b))
+        assert (band["low"][i], band["high"][i]) == (min(a, b), max(a, b))
+    # the moon run diverged before its first validation: named, not silently absent
+    assert made["figures"]["val_ppl"].drawn["missing"]["GRU"] == ["moon (diverged)"]
+
+
+def test_test_figure_has_mean_sd_and_counts(made: dict) -> None:
+    panels = made["figures"]["test_ppl"].drawn["panels"]
+    tests = [FINISHED[("variational", "lstm", s)][1] for s in (0, 1)]
+    lstm = panels["LSTM"]["variational"]
+    assert lstm["mean"] == pytest.approx(np.mean(tests)) and lstm["sd"] == pytest.approx(np.std(tests, ddof=1))
+    assert panels["GRU"]["variational"]["n"] == 1 and panels["GRU"]["variational"]["runs"] == 2
+    assert panels["GRU"]["state_dropout"]["n"] == 0  # drawn as "no run finished"
+    assert "_bayes_floor" not in panels["LSTM"]
+
+
+def test_bayes_floor_is_drawn_where_known(tmp_path: Path) -> None:
+    job = tmp_path / "sweep" / "0"
+    write_job(job, scheme="none", cell="lstm", seed=0, val=[20.0, 15.0], test=14.0)
+    summary = json.loads((job / "summary.json").read_text())
+    (job / "summary.json").write_text(json.dumps({**summary, "bayes_test_ppl": 9.5}))
+    from analysis.figures import plot_test_ppl
+
+    figure = plot_test_ppl(collect([tmp_path / "sweep"]), tmp_path / "test_ppl.png")
+    assert figure.drawn["panels"]["LSTM"]["_bayes_floor"] == pytest.approx(9.5)
+
+
+def _figures_of(tmp_path: Path, jobs: list[dict]) -> list[SavedFigure]:
+    for i, job in enumerate(jobs):
+        write_job(tmp_path / "sweep" / str(i), **job)
+    return write_figures(collect([tmp_path / "sweep"]), tmp_path / "figures")
+
+
+def _strip_probes(job_dir: Path) -> None:
+    lines = (job_dir / "metrics.jsonl").read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["split"] != "probe"]
+    (job_dir / "metrics.jsonl").write_text("".join(line + "\n" for line in kept))
+
+
+def test_a_sweep_without_probes_gets_the_perplexity_figures(tmp_path: Path) -> None:
+    write_job(tmp_path / "sweep" / "0", scheme="naive", cell="gru", seed=0, val=[300.0, 250.0], test=240.0)
+    _strip_probes(tmp_path / "sweep" / "0")
+    names = [f.name for f in write_figures(collect([tmp_path / "sweep"]), tmp_path / "figures")]
+    assert names == ["val_ppl", "test_ppl", "train_vs_val_ppl", "train_ppl_steps", "grad_norm"]
+
+
+def test_a_single_run_gets_every_figure_it_has_data_for(tmp_path: Path) -> None:
+    names = [f.name for f in _figures_of(tmp_path, [dict(scheme="state_dropout", cell="lstm", seed=0,
+                                                         val=[300.0, 250.0], test=240.0)])]
+    assert names == ["val_ppl", "test_ppl", "train_vs_val_ppl", "train_ppl_steps", "state_norm", "grad_norm",
+                     "explosion"]
+
+
+def test_all_runs_diverged(tmp_path: Path) -> None:
+    figures = _figures_of(tmp_path, [
+        dict(scheme="state_dropout", cell="gru", seed=0, val=[], test=None, status="diverged", diverged_step=2,
+             probe=exploding_probe(overflow_at=3)),
+        dict(scheme="moon", cell="gru", seed=0, val=[], test=None, status="diverged", diverged_step=3)])
+    names = [f.name for f in figures]
+    assert names == ["state_norm", "grad_norm", "divergence", "explosion"]
+    for figure in figures:
+        assert all(p.is_file() for p in figure.files)
+
+
+def test_compounding_sites_match_the_scheme_registry() -> None:
+    """analysis may not import the engine, so it lists the sites that multiply the carried
+    state by mask/keep; the registry is the authority."""
+    from benchmark.engine.schemes import CELLS, SCHEMES
+
+    for name, scheme in SCHEMES.items():
+        for cell in CELLS:
+            registry = set(scheme.sites_for(cell)) & {"state", "c"}
+            listed = COMPOUNDING_SITES.get(name, {}).get(cell)
+            assert registry == ({listed} if listed else set()), (name, cell)
+
+
+def test_site_rate_reads_a_float_or_a_mapping() -> None:
+    assert site_rate(0.25, "state") == 0.25
+    assert site_rate({"state": 0.3, "x": 0.5}, "state") == 0.3
+    assert site_rate({"x": 0.5}, "state") == 0.0  # a mapping leaves the others at 0, as resolve() does
+    assert site_rate("bogus", "state") is None and site_rate(True, "state") is None
+
+
+def test_a_per_site_dropout_mapping_sets_keep(tmp_path: Path) -> None:
+    write_job(tmp_path / "sweep" / "0", scheme="state_dropout", cell="gru", seed=0, val=[300.0], test=None,
+              status="diverged", diverged_step=4, probe=exploding_probe())
+    config = tmp_path / "sweep" / "0" / "config.yaml"
+    config.write_text(config.read_text().replace("dropout: 0.5", "dropout:\n  state: 0.2\n  out: 0.5"))
+    (record,) = probe_records(collect([tmp_path / "sweep"]))
+    assert record.keep == pytest.approx(0.8)
+
+
+def test_fit_growth_matches_the_jobs_formula() -> None:
+    from benchmark.probes import growth_per_step
+
+    norms = np.array([1.0, 1.5, 2.4, 3.1, 5.0, math.inf, math.nan, 0.0, 7.5])
+    assert fit_growth(norms) == pytest.approx(growth_per_step(torch.tensor(norms)))
+    assert fit_growth(np.array([1.0, math.nan])) is None
+
+
+def test_legend_labels_read_like_the_paper() -> None:
+    assert short_variant("scheme.drop_cell=true, dropout=0.3") == "drop_cell, dropout=0.3"
+    assert short_variant("scheme.drop_cell=false") == ""
+    assert group_label("state_dropout", "scheme.drop_cell=true") == "state_dropout (drop_cell)"
+    assert group_label("naive", "") == "naive"
+
+
+def test_a_run_is_read_from_the_probe_that_grew_fastest():
+    """The weights that explode may be gone one update later; the fastest growth speaks for the run."""
+    import pandas as pd
+
+    from analysis.stability import probe_to_read
+
+    events = pd.DataFrame([
+        {"epoch": 1, "step": 1, "at": "step", "growth_per_step": 1.1},
+        {"epoch": 1, "step": 3, "at": "step", "growth_per_step": 1.318},
+        {"epoch": 1, "step": 4, "at": "step", "growth_per_step": 1.0008},
+        {"epoch": 1, "step": 6, "at": "divergence", "growth_per_step": float("nan")},
+    ])
+    assert probe_to_read(events)["step"] == 3
+    assert probe_to_read(events.iloc[[3]])["step"] == 6, "with no finite growth, the last probe is read"
