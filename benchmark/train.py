@@ -59,8 +59,8 @@ class TrainConfig:
     nonmono: int = 5
     ar: float = 0.0  # AWD-LSTM activation regularisation (alpha)
     tar: float = 0.0  # AWD-LSTM temporal activation regularisation (beta)
-    probe_steps: int = 0  # > 0: a stability probe over this many steps after every epoch (benchmark.probes)
-    probe_batch: int = 4
+    probe_steps: int = 0  # > 0: stability probes this many steps long at steps 1-16, 32, 64, ... and every epoch
+    probe_batch: int = 16  # an explosion starts in one sequence: with 4, gru_explosion's probes missed it
 
 
 
@@ -195,10 +195,16 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
     probe_tokens = batchify(corpus.valid[: cfg.probe_steps * cfg.probe_batch], cfg.probe_batch).to(device) \
         if cfg.probe_steps else None
 
-    def probe(epoch: int) -> None:
-        """Stability probe, logged as a ``probe`` event: state norm per step, growth, largest value."""
+    def probe(epoch: int, at: str) -> None:
+        """Stability probe, logged as a ``probe`` event: state norm per step, growth, largest value.
+
+        ``at`` says what triggered it: ``step`` (every step up to 16, then 32, 64, 128, ...:
+        a GRU under state dropout can blow up within its first ten steps, long before an
+        epoch ends, and the weights that explode may be gone one update later), ``epoch``,
+        or ``divergence``.
+        """
         if probe_tokens is not None:
-            log({"epoch": epoch, "step": p.step, "split": "probe", **stability_probe(model, probe_tokens)})
+            log({"epoch": epoch, "step": p.step, "split": "probe", "at": at, **stability_probe(model, probe_tokens)})
 
     rows = train_data.size(0) - 1
     while p.epoch <= cfg.epochs:
@@ -219,20 +225,22 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
             logits, hidden = model(inputs, detach_hidden(p.hidden))
             loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
             if not torch.isfinite(loss):
-                probe(p.epoch)
+                probe(p.epoch, "divergence")
                 return _diverged(p, "loss", started, log)
             objective = loss + model.activation_regularization(cfg.ar, cfg.tar) if (cfg.ar or cfg.tar) else loss
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             if not torch.isfinite(grad_norm):
-                probe(p.epoch)
+                probe(p.epoch, "divergence")
                 return _diverged(p, "gradient", started, log)
             optimizer.step()
             p.grad_norm_max = max(p.grad_norm_max, grad_norm.item())
             p.hidden = detach_hidden(hidden)
             p.pos += seq_len
             bar.update(seq_len)
+            if p.step <= 16 or p.step & (p.step - 1) == 0:  # then at powers of two
+                probe(p.epoch, "step")
 
             n, value = targets.numel(), loss.item()
             p.epoch_loss += value * n
@@ -267,9 +275,9 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
                 p.best_val, p.best_state = val_loss, copy.deepcopy(model.state_dict())
         log({"epoch": p.epoch, "step": p.step, "split": "val", "loss": val_loss, "ppl": ppl(val_loss)})
         if not math.isfinite(val_loss):
-            probe(p.epoch)
+            probe(p.epoch, "divergence")
             return _diverged(p, "validation loss", time.perf_counter(), log, epoch_done=True)
-        probe(p.epoch)
+        probe(p.epoch, "epoch")
         p.val_losses.append(val_loss)
         if cfg.optimizer == "ntasgd" and not p.averaging and should_average(p.val_losses, cfg.nonmono):
             p.averaging = True

@@ -56,7 +56,9 @@ def test_two_job_sweep_writes_two_run_stores_two_wandb_runs_and_a_report(run_cli
         events = [json.loads(line) for line in (job / "metrics.jsonl").read_text().splitlines()]
         assert {e["split"] for e in events} == {"train", "val", "test", "probe"}
         probes = [e for e in events if e["split"] == "probe"]
-        assert [e["epoch"] for e in probes] == [1, 2] and len(probes[0]["state_norm"]) == 200
+        assert [e["epoch"] for e in probes if e["at"] == "epoch"] == [1, 2] and len(probes[0]["state_norm"]) == 200
+        steps = [e["step"] for e in probes if e["at"] == "step"]
+        assert steps[:3] == [1, 2, 3] and all(s <= 16 or s & (s - 1) == 0 for s in steps), "steps 1-16, 32, ..."
         assert min(e["ppl"] for e in events if e["split"] == "val") == pytest.approx(summary["best_val_ppl"])
 
         (run_dir,) = (job / "wandb").glob("offline-run-*")
@@ -73,8 +75,8 @@ def test_two_job_sweep_writes_two_run_stores_two_wandb_runs_and_a_report(run_cli
 
     index = sweep / "report" / "index.html"
     assert index.exists(), proc.stdout[-2000:]
-    for src in re.findall(r'<img src="([^"]+)"', index.read_text()):
-        assert (index.parent / src).stat().st_size > 1000
+    images = re.findall(r'<img[^>]* src="([^"]+)"', index.read_text())
+    assert images and all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in images)
     assert "finished" in proc.stdout and "report:" in proc.stdout
 
 

@@ -99,5 +99,7 @@ def test_probes_leave_training_exactly_as_it_was():
         runs.append(events)
     without, with_probes = runs
     probes = [e for e in with_probes if e["split"] == "probe"]
-    assert [e["epoch"] for e in probes] == [1, 2] and len(probes[0]["state_norm"]) == 25
+    assert [e["epoch"] for e in probes if e["at"] == "epoch"] == [1, 2] and len(probes[0]["state_norm"]) == 25
+    # 1200 tokens / batch 4 / bptt 10: 30 steps an epoch; every step up to 16 is probed, then 32
+    assert [e["step"] for e in probes if e["at"] == "step"] == [*range(1, 17), 32]
     assert [e["loss"] for e in without] == [e["loss"] for e in with_probes if e["split"] != "probe"]
