@@ -10,10 +10,15 @@ recurrent dropout). Why: Keras' ``recurrent_dropout`` falls off cuDNN and runs ~
 speed. A scheme that makes a comparison impractically slow is a bug of this suite.
 
 Protocol. All models of one (width, cell) group live in one process and are timed
-interleaved: after ``warmup`` steps each, every round runs each model once (rotating the
-order), so machine noise hits all of them alike. Reported per configuration: the median
-step time, tokens/s (``batch * bptt`` over that median) and ``ratio``, the median over
-rounds of (step time / native step time *in the same round*). Each step starts from a
+interleaved: after ``warmup`` steps each, every round runs each scheme once (rotating the
+order) with the native model run again before every other scheme and at the end
+(``N A B N C D N ...``), so every scheme's step has a native step right next to it.
+Reported per configuration: the median step time, tokens/s (``batch * bptt`` over that
+median) and ``ratio``, the median over rounds of (step time / the *adjacent* native step
+time). Why adjacent: on a shared machine the load changes within seconds, and a native
+step timed up to eight steps (~15 s at width 650) away made the per-round ratio swing by
++-10 %; next to each other, both steps see the same load (the spread of the per-round
+ratios halves). Each step starts from a
 zero state (``hidden=None``): the cost is that of a carried state, and a scheme that
 explodes (GRU state dropout) cannot poison the following rounds through the state.
 
@@ -265,6 +270,27 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def round_sequence(order: Sequence[str]) -> list[str]:
+    """One round: the native model before every other scheme and at the end, ``N A B N C D N``.
+
+    Every scheme then has a native step right before or right after it.
+    """
+    sequence = []
+    for k, name in enumerate(order):
+        if k % 2 == 0:
+            sequence.append(NATIVE)
+        sequence.append(name)
+    if not order or len(order) % 2 == 0:
+        sequence.append(NATIVE)
+    return sequence
+
+
+def adjacent_native(measured: Sequence[tuple[str, float]], k: int) -> float:
+    """The native step time next to position ``k`` (the mean of both neighbours if both are native)."""
+    near = [measured[j][1] for j in (k - 1, k + 1) if 0 <= j < len(measured) and measured[j][0] == NATIVE]
+    return sum(near) / len(near)
+
+
 def run_group(width: str, hidden: int, cell: str, s: Settings, device: torch.device,
               memory: CpuMemory | None, counter: list[int], total: int) -> list[Row]:
     names = [NATIVE, *s.schemes]
@@ -276,17 +302,26 @@ def run_group(width: str, hidden: int, cell: str, s: Settings, device: torch.dev
         for name in names:
             steppers[name].step()
     times: dict[str, list[float]] = {n: [] for n in names}
+    ratios: dict[str, list[float]] = {n: [] for n in names}
+    schemes = names[1:]
     for r in range(s.repeats):
-        order = names[r % len(names):] + names[: r % len(names)]  # rotate: nobody always goes first
-        for name in order:
-            times[name].append(steppers[name].step())
+        order = schemes[r % len(schemes):] + schemes[: r % len(schemes)] if schemes else []  # rotate
+        sequence = round_sequence(order)
+        measured = [(name, steppers[name].step()) for name in sequence]
+        natives = [t for name, t in measured if name == NATIVE]
+        times[NATIVE].append(statistics.median(natives))
+        ratios[NATIVE].append(1.0)
+        for k, (name, t) in enumerate(measured):
+            if name != NATIVE:
+                times[name].append(t)
+                ratios[name].append(t / adjacent_native(measured, k))
         log(f"[{width} {cell}] round {r + 1}/{s.repeats}: native {times[NATIVE][-1] * 1e3:.1f} ms")
     rows = []
     native_med = statistics.median(times[NATIVE])
     for name in names:
         counter[0] += 1
         med = statistics.median(times[name])
-        ratio = statistics.median(t / n for t, n in zip(times[name], times[NATIVE]))
+        ratio = statistics.median(ratios[name])
         path = path_of(steppers[name].model)
         mem = None
         if s.memory:
@@ -343,7 +378,8 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{s['layers']} layers, batch {s['batch']}, BPTT {s['bptt']}, vocab {s['vocab']}, dropout {s['dropout']}, "
         f"SGD + clipping {s['clip']}; {s['warmup']} warm-up + {s['repeats']} interleaved rounds. "
-        "`x native`: median over rounds of step time / native step time in the same round. "
+        "`x native`: median over rounds of step time / the native step time next to it (native runs between every "
+        "other scheme). "
         f"Memory: {result['memory_method']}.",
         "",
         "| width | cell | scheme | path | step ms (median) | tokens/s | x native | peak mem MiB | target | status |",

@@ -193,14 +193,16 @@ def test_multilayer_masks_each_layer_boundary_once():
     torch.testing.assert_close(out, inp, **TOL)
 
 
+@pytest.mark.parametrize("impl", ["loop", "reference"])
 @pytest.mark.parametrize(
     "cell,scheme,options",
     [(cell, s, o) for cell in ("lstm", "gru") for s, o in CASES if cell == "lstm" or not o.get("drop_cell")],
 )
-def test_reference_loop_gradients_match_the_gate_level_oracle(cell, scheme, options):
-    """The loop's backward (one-matmul gradient of U, chunked gates) is autograd through the oracle."""
+def test_reference_loop_gradients_match_the_gate_level_oracle(cell, scheme, options, impl):
+    """Both loops' backward is autograd through the oracle: the fused one (hand-written backward)
+    and the reference one (one-matmul gradient of U, chunked gates)."""
     torch.manual_seed(0)
-    module = (LSTM if cell == "lstm" else GRU)(D, H, scheme=scheme, dropout=0.4, impl="loop", **options).double()
+    module = (LSTM if cell == "lstm" else GRU)(D, H, scheme=scheme, dropout=0.4, impl=impl, **options).double()
     x = torch.randn(T, B, D, dtype=torch.double, requires_grad=True)
     h0 = torch.randn(1, B, H, dtype=torch.double, requires_grad=True)
     c0 = torch.randn(1, B, H, dtype=torch.double, requires_grad=True)

@@ -99,3 +99,19 @@ def test_benchmark_imports_no_hydra_runners_or_analysis():
             "('hydra', 'omegaconf', 'runners', 'analysis')]; print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_every_scheme_is_timed_next_to_a_native_step():
+    """Rounds are N A B N C D N ...: each scheme's ratio uses the native step beside it."""
+    assert speed.round_sequence([]) == ["native"]
+    assert speed.round_sequence(["a"]) == ["native", "a"]
+    assert speed.round_sequence(list("abc")) == ["native", "a", "b", "native", "c"]
+    seq = speed.round_sequence(list("abcdefgh"))
+    assert seq == ["native", "a", "b", "native", "c", "d", "native", "e", "f", "native", "g", "h", "native"]
+    for k, name in enumerate(seq):
+        if name != "native":
+            assert "native" in (seq[k - 1], seq[k + 1] if k + 1 < len(seq) else None)
+    measured = [("native", 1.0), ("a", 5.0), ("native", 3.0)]
+    assert speed.adjacent_native(measured, 1) == 2.0  # both neighbours: their mean
+    measured = [("native", 1.0), ("a", 5.0), ("b", 7.0), ("native", 3.0)]
+    assert (speed.adjacent_native(measured, 1), speed.adjacent_native(measured, 2)) == (1.0, 3.0)

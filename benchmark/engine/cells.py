@@ -1,4 +1,4 @@
-"""LSTM / GRU step math and the reference loop over time, with masks passed in.
+"""LSTM / GRU step math and the time loop, with masks passed in: fused by default, reference beside it.
 
 PyTorch gate conventions so ``nn.LSTM`` / ``nn.GRU`` weights load unchanged:
 LSTM gates ``i, f, g, o`` with ``c_t = f*c + i*g``, ``h_t = o*tanh(c_t)``;
@@ -11,11 +11,18 @@ Regularisation stays out of the step math (haste's rule): every mask arrives fro
 fixed for the segment — the input projection, the dropped ``U``, the per-gate view of
 ``U`` — is computed once before the loop; the loop body only indexes lists.
 
-Speed (``python -m benchmark.speed``): the backward of a time loop is dominated by the
-per-step gradient of ``U`` (a (G*H, H) product and accumulation per step). The loop
-multiplies by a detached ``U`` and ``_RecurrentWeightGrad`` computes ``dU`` once for the
-segment, in one matmul over all ``T*B`` rows; gates come from one ``chunk`` (one ``cat``
-in backward) instead of slices (a zero-filled full-width gradient per slice and step).
+Two implementations of the loop, same masks, same values and gradients: ``lstm_loop`` /
+``gru_loop`` run the fast one, ``fused.lstm_segment`` / ``fused.gru_segment`` (the whole
+segment one autograd node, backward written by hand), unless told ``fused=False`` or given a
+``trace`` to fill; ``lstm_reference`` / ``gru_reference`` are the plain autograd loops the fast
+path is tested against (tests/test_engine_fused.py) and the probes trace.
+
+Speed of the reference loop: the backward of a time loop is dominated by the per-step
+gradient of ``U`` (a (G*H, H) product and accumulation per step). The loop multiplies by a
+detached ``U`` and ``_RecurrentWeightGrad`` computes ``dU`` once for the segment, in one
+matmul over all ``T*B`` rows; gates come from one ``chunk`` (one ``cat`` in backward)
+instead of slices (a zero-filled full-width gradient per slice and step). The fused path
+does the same by construction and also drops the ~50 autograd nodes per step.
 
 Order of the sites inside one step (each scheme uses one or two of them):
 ``h_in`` on h entering U -> ``g`` on the candidate -> memory update -> ``c`` on the new
@@ -25,13 +32,13 @@ state (TensorFlow: the step's output is taken before this mask unless told other
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-StepMasks = Sequence["Tensor | float"] | None  # one entry per time step, or None when inactive
+from benchmark.engine.fused import LoopMasks, StepMasks, gru_segment, lstm_segment
 
 
 def project_inputs(x: Tensor, weight_ih: Tensor, bias: Tensor | None, x_mask: Tensor | float | None, gates: int, untied: bool) -> Tensor:
@@ -161,8 +168,43 @@ def lstm_loop(
     state_c: StepMasks = None,
     output_pre_mask: bool = False,
     trace: list | None = None,
+    fused: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run one LSTM layer over ``xw`` ((T, B, 4H), biases folded in); return (out, h_T, c_T).
+
+    ``fused`` (the default) runs the segment as one autograd node with a hand-written
+    backward (``fused.lstm_segment``); ``fused=False``, or a ``trace`` to fill, runs the
+    reference loop, plain autograd through every step (``lstm_reference``). Same masks,
+    same values, same gradients (tests/test_engine_fused.py).
+    """
+    if fused and trace is None:
+        masks = LoopMasks(h_in=h_in, h_in_untied=h_in_untied, g=g, c=c_mask, zoneout=zoneout, zoneout_c=zoneout_c,
+                          state=state, state_c=state_c, output_pre_mask=output_pre_mask)
+        return lstm_segment(xw, h, c, weight_hh, masks)
+    return lstm_reference(
+        xw, h, c, weight_hh, h_in=h_in, h_in_untied=h_in_untied, g=g, c_mask=c_mask, zoneout=zoneout,
+        zoneout_c=zoneout_c, state=state, state_c=state_c, output_pre_mask=output_pre_mask, trace=trace,
+    )
+
+
+def lstm_reference(
+    xw: Tensor,
+    h: Tensor,
+    c: Tensor,
+    weight_hh: Tensor,
+    *,
+    h_in: StepMasks = None,
+    h_in_untied: bool = False,
+    g: StepMasks = None,
+    c_mask: StepMasks = None,
+    zoneout: StepMasks = None,
+    zoneout_c: StepMasks = None,
+    state: StepMasks = None,
+    state_c: StepMasks = None,
+    output_pre_mask: bool = False,
+    trace: list | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The reference LSTM loop: autograd through every step; see ``lstm_loop``.
 
     Gates come from one ``chunk`` of the pre-activations (its backward is one ``cat``, where
     slicing would zero-fill a full (B, 4H) gradient per slice and step).
@@ -211,11 +253,38 @@ def gru_loop(
     state: StepMasks = None,
     output_pre_mask: bool = False,
     trace: list | None = None,
+    fused: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Run one GRU layer over ``xw`` ((T, B, 3H), ``b_ih`` folded in); return (out, h_T).
 
     ``b_hh`` stays inside the recurrent product because its n-part is gated by r.
+    ``fused`` / ``trace``: as in ``lstm_loop`` (``fused.gru_segment`` or ``gru_reference``).
     """
+    if fused and trace is None:
+        masks = LoopMasks(h_in=h_in, h_in_untied=h_in_untied, g=g, zoneout=zoneout, state=state,
+                          output_pre_mask=output_pre_mask)
+        return gru_segment(xw, h, weight_hh, bias_hh, masks)
+    return gru_reference(
+        xw, h, weight_hh, bias_hh, h_in=h_in, h_in_untied=h_in_untied, g=g, zoneout=zoneout, state=state,
+        output_pre_mask=output_pre_mask, trace=trace,
+    )
+
+
+def gru_reference(
+    xw: Tensor,
+    h: Tensor,
+    weight_hh: Tensor,
+    bias_hh: Tensor | None,
+    *,
+    h_in: StepMasks = None,
+    h_in_untied: bool = False,
+    g: StepMasks = None,
+    zoneout: StepMasks = None,
+    state: StepMasks = None,
+    output_pre_mask: bool = False,
+    trace: list | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The reference GRU loop: autograd through every step; see ``gru_loop``."""
     steps, batch = xw.shape[0], xw.shape[1]
     recur, bases = recurrent_product(weight_hh, 3, h_in, h_in_untied, bias_hh, steps, batch)
     outputs = []

@@ -3,8 +3,10 @@
 One engine for both cells and every scheme: the scheme is resolved into a ``DropoutPlan``
 (``schemes.py``), each layer's masks are drawn up front (``masks.py``), and the layer runs
 either on the native fused kernel (``kernels.py``: ``none``, ``naive``, ``weightdrop``,
-and any scheme in eval whose sites are then the identity) or on the reference loop
-(``cells.py``: sites inside the recurrence while they sample). Both paths draw the same
+and any scheme in eval whose sites are then the identity) or on the time loop (``cells.py``:
+sites inside the recurrence while they sample), which runs each layer's segment as one
+autograd node with a hand-written backward (``fused.py``) and keeps the plain autograd loop
+beside it as the reference (``impl="reference"``, and ``trace``). All paths draw the same
 masks in the same order, so under one seed they agree exactly.
 
 Parameters carry ``nn.LSTM``'s names and shapes and are registered directly on the
@@ -23,6 +25,10 @@ from torch.nn.utils.rnn import PackedSequence
 from benchmark.engine import cells, kernels
 from benchmark.engine.masks import Mask, draw_layer_masks, per_step
 from benchmark.engine.schemes import DropoutPlan, resolve
+
+# ``auto``: the native kernel where the scheme allows, else the fused time loop; ``loop``: always
+# the fused time loop; ``reference``: always the plain autograd loop (what the fast paths are tested against).
+IMPLS: tuple[str, ...] = ("auto", "loop", "reference")
 
 
 class _DropoutRNN(nn.Module):
@@ -57,8 +63,8 @@ class _DropoutRNN(nn.Module):
             raise ValueError("bidirectional=True is not supported; allowed: bidirectional=False")
         if proj_size:
             raise ValueError(f"proj_size={proj_size!r} is not supported; allowed: proj_size=0")
-        if impl not in ("auto", "loop"):
-            raise ValueError(f"unknown impl {impl!r}; choose one of: auto, loop")
+        if impl not in IMPLS:
+            raise ValueError(f"unknown impl {impl!r}; choose one of: {', '.join(IMPLS)}")
         self.input_size = input_size
         self.hidden_size = hidden_size
         self.num_layers = num_layers
@@ -222,7 +228,7 @@ class _DropoutRNN(nn.Module):
 
         training = self.training
         plan = self.plan
-        use_loop = self.impl == "loop" or self._trace is not None or plan.needs_loop(training)
+        use_loop = self.impl != "auto" or self._trace is not None or plan.needs_loop(training)
         if training:
             self.last_masks = {}
         h_n, c_n = [], []
@@ -287,7 +293,7 @@ class _DropoutRNN(nn.Module):
 
     def _loop_layer(self, x: Tensor, h0: Tensor, c0: Tensor | None, params: list[Tensor], masks: dict[str, Mask],
                     trace: list | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
-        """The reference path: project the segment once, split masks per step, then loop."""
+        """The time loop (fused or reference): project the segment once, split masks per step, then loop."""
         plan = self.plan
         steps = x.shape[0]
         w_ih, w_hh = params[0], params[1]
@@ -315,17 +321,18 @@ class _DropoutRNN(nn.Module):
         h_in = split("h_in")
         h_in_untied = h_in is not None and plan.sites["h_in"].gate_masks == "untied"
         pre_mask = plan.state_output == "pre_mask"
+        fused = self.impl != "reference"  # trace always runs the reference loop (see cells.lstm_loop)
         if self._cell == "lstm":
             return cells.lstm_loop(
                 xw, h0, c0, w_hh,
                 h_in=h_in, h_in_untied=h_in_untied, g=split("g"), c_mask=split("c"),
                 zoneout=split("zoneout"), zoneout_c=split("zoneout.c"),
-                state=split("state"), state_c=split("state.c"), output_pre_mask=pre_mask, trace=trace,
+                state=split("state"), state_c=split("state.c"), output_pre_mask=pre_mask, trace=trace, fused=fused,
             )
         out, h = cells.gru_loop(
             xw, h0, w_hh, b_hh,
             h_in=h_in, h_in_untied=h_in_untied, g=split("g"), zoneout=split("zoneout"),
-            state=split("state"), output_pre_mask=pre_mask, trace=trace,
+            state=split("state"), output_pre_mask=pre_mask, trace=trace, fused=fused,
         )
         return out, h, None
 
@@ -335,7 +342,8 @@ class LSTM(_DropoutRNN):
 
     ``dropout`` is one float for every site the scheme uses, or ``{site: rate}``; scheme
     options (``granularity``, ``gate_masks``, ``scaling``, ``drop_cell``) are keywords.
-    ``impl="loop"`` forces the reference loop (for tests comparing it with the kernel).
+    ``impl="loop"`` forces the (fused) time loop and ``impl="reference"`` the plain autograd
+    loop, for tests comparing the paths; ``"auto"`` picks the fastest path that is exact.
 
     After a training forward, ``last_masks[(layer, key)]`` holds the masks it used (eval
     forwards leave it alone). ``key`` is a site name, or ``"state.c"`` / ``"zoneout.c"``

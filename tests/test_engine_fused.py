@@ -1,0 +1,270 @@
+"""The fused time loop (one autograd node per layer, backward by hand) against the reference loop.
+
+haste's rule: every fast path has a pure-PyTorch reference beside it, compared under one
+seed. Here the reference is the plain autograd loop (``impl="reference"``); the fast path is
+what training runs (``impl="auto"`` / ``"loop"``). Both draw the same masks from the same RNG
+calls, so outputs, final states and the gradients of every parameter, the input and the
+initial state must agree to float64 rounding, for every in-loop scheme and option.
+``gradcheck`` then checks the hand-written backward against finite differences directly.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark.engine import GRU, LSTM
+from benchmark.engine import cells, fused
+
+TOL = dict(rtol=1e-10, atol=1e-12)
+D, H, T, B = 3, 5, 6, 4
+
+# Every in-loop scheme with the options that change what runs inside the recurrence.
+CASES = [
+    ("variational", {}),  # untied gate masks on x and h_in
+    ("variational", {"gate_masks": "tied"}),
+    ("variational", {"granularity": "step"}),
+    ("variational", {"granularity": "batch"}),
+    ("variational", {"scaling": "test"}),
+    ("moon", {}),
+    ("moon", {"granularity": "step"}),
+    ("semeniuta", {}),
+    ("semeniuta", {"granularity": "sequence"}),
+    ("zoneout", {}),
+    ("zoneout", {"granularity": "sequence"}),
+    ("state_dropout", {}),
+    ("state_dropout", {"granularity": "batch"}),
+    ("state_dropout", {"drop_cell": True}),
+]
+CELL_CASES = [(cell, s, o) for cell in ("lstm", "gru") for s, o in CASES if cell == "lstm" or not o.get("drop_cell")]
+
+
+def make(cell, impl, layers=2, dtype=torch.double, **kw):
+    torch.manual_seed(0)
+    return (LSTM if cell == "lstm" else GRU)(D, H, layers, impl=impl, **kw).to(dtype)
+
+
+def inputs(cell, layers, dtype=torch.double):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(T, B, D, dtype=dtype, generator=g, requires_grad=True)
+    h0 = torch.randn(layers, B, H, dtype=dtype, generator=g, requires_grad=True)
+    c0 = torch.randn(layers, B, H, dtype=dtype, generator=g, requires_grad=True)
+    return x, h0, c0
+
+
+def run(module, cell, x, h0, c0, seed=7):
+    """Forward under a fixed seed (so both paths draw the same masks), then every gradient."""
+    torch.manual_seed(seed)
+    out, state = module(x, (h0, c0) if cell == "lstm" else h0)
+    h, c = state if cell == "lstm" else (state, None)
+    g = torch.Generator().manual_seed(2)
+    loss = (out * torch.randn(out.shape, dtype=out.dtype, generator=g)).sum() + (h * 1.3).sum()
+    leaves = [x, h0, *module.parameters()]
+    if c is not None:
+        loss = loss + (c * 0.7).sum()
+        leaves.append(c0)
+    grads = torch.autograd.grad(loss, leaves)
+    return out, h, c, grads, {k: v.clone() for k, v in module.last_masks.items()}
+
+
+def assert_same(a, b, **tol):
+    (o1, h1, c1, g1, m1), (o2, h2, c2, g2, m2) = a, b
+    assert m1.keys() == m2.keys() and all(torch.equal(m1[k], m2[k]) for k in m1), "both paths must draw the same masks"
+    torch.testing.assert_close(o1, o2, **tol)
+    torch.testing.assert_close(h1, h2, **tol)
+    if c1 is not None:
+        torch.testing.assert_close(c1, c2, **tol)
+    for x, y in zip(g1, g2, strict=True):
+        torch.testing.assert_close(x, y, **tol)
+
+
+@pytest.mark.parametrize("cell,scheme,options", CELL_CASES)
+def test_fused_loop_matches_the_reference_loop_values_and_gradients(cell, scheme, options):
+    results = []
+    for impl in ("auto", "reference"):
+        module = make(cell, impl, scheme=scheme, dropout=0.4, **options)
+        results.append(run(module, cell, *inputs(cell, 2)))
+    assert results[0][4], "a training forward must draw masks"
+    assert_same(*results, **TOL)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_fused_loop_matches_the_reference_with_every_site_at_once(cell):
+    """Sites stacked in one step (not a registered scheme, but the step math must compose)."""
+    from benchmark.engine.masks import dropout_mask, zoneout_mask
+
+    torch.manual_seed(0)
+    G = 4 if cell == "lstm" else 3
+    xw = torch.randn(T, B, G * H, dtype=torch.double, requires_grad=True)
+    h0, c0 = (torch.randn(B, H, dtype=torch.double, requires_grad=True) for _ in range(2))
+    u = torch.randn(G * H, H, dtype=torch.double, requires_grad=True)
+    b = torch.randn(G * H, dtype=torch.double, requires_grad=True)
+    like = xw
+    for untied, pre_mask in [(True, False), (False, True)]:
+        h_in = dropout_mask((G, B, H) if untied else (B, H), 0.3, "inverted", like)
+        kw = dict(h_in=[h_in] * T, h_in_untied=untied, g=list(dropout_mask((T, B, H), 0.3, "inverted", like).unbind(0)),
+                  zoneout=list(zoneout_mask((T, B, H), 0.3, like).unbind(0)),
+                  state=[dropout_mask((B, H), 0.3, "inverted", like)] * T, output_pre_mask=pre_mask)
+        if cell == "lstm":
+            kw.update(c_mask=[dropout_mask((B, H), 0.3, "inverted", like)] * T,
+                      zoneout_c=list(zoneout_mask((T, B, H), 0.3, like).unbind(0)),
+                      state_c=[dropout_mask((B, H), 0.3, "inverted", like)] * T)
+        results = []
+        for use_fused in (True, False):
+            if cell == "lstm":
+                out, h, c = cells.lstm_loop(xw, h0, c0, u, fused=use_fused, **kw)
+                loss = (out * out.detach().cos()).sum() + h.sum() * 1.1 + c.sum() * 0.9
+                leaves = [xw, h0, c0, u]
+            else:
+                out, h = cells.gru_loop(xw, h0, u, b, fused=use_fused, **kw)
+                loss = (out * out.detach().cos()).sum() + h.sum() * 1.1
+                leaves = [xw, h0, u, b]
+            results.append((out, h, torch.autograd.grad(loss, leaves)))
+        (o1, h1, g1), (o2, h2, g2) = results
+        torch.testing.assert_close(o1, o2, **TOL)
+        torch.testing.assert_close(h1, h2, **TOL)
+        for p, q in zip(g1, g2, strict=True):
+            torch.testing.assert_close(p, q, **TOL)
+
+
+@pytest.mark.parametrize("cell,scheme,options", [
+    ("lstm", "zoneout", {}), ("gru", "zoneout", {}),  # eval: the expectation (a float) inside the loop
+    ("lstm", "variational", {"scaling": "test"}), ("gru", "semeniuta", {"scaling": "test"}),  # eval: x keep
+])
+def test_fused_loop_matches_the_reference_in_eval_with_float_masks(cell, scheme, options):
+    results = []
+    for impl in ("loop", "reference"):
+        module = make(cell, impl, scheme=scheme, dropout=0.3, **options).eval()
+        results.append(run(module, cell, *inputs(cell, 2)))
+    assert_same(*results, **TOL)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_fused_loop_under_no_grad_and_with_frozen_weights(cell):
+    """MC-dropout evaluation (train mode under no_grad) and a frozen U take the fused path too."""
+    module = make(cell, "loop", scheme="variational", dropout=0.3)
+    x, h0, c0 = inputs(cell, 2)
+    hx = (h0, c0) if cell == "lstm" else h0
+    torch.manual_seed(3)
+    expected = module(x, hx)[0].detach()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x, hx)[0], expected, **TOL)
+    for p in module.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(3)
+    out = module(x, hx)[0]
+    torch.testing.assert_close(out.detach(), expected, **TOL)
+    (gx,) = torch.autograd.grad(out.sum(), [x])
+    assert torch.isfinite(gx).all()
+
+
+def test_backward_twice_with_retain_graph_gives_the_same_gradients():
+    """The hand-written backward must not consume or overwrite what it saved."""
+    module = make("lstm", "loop", scheme="zoneout", dropout=0.3)
+    x, h0, c0 = inputs("lstm", 2)
+    torch.manual_seed(3)
+    out, (h, c) = module(x, (h0, c0))
+    loss = out.pow(2).sum() + h.sum()
+    first = torch.autograd.grad(loss, [x, *module.parameters()], retain_graph=True)
+    second = torch.autograd.grad(loss, [x, *module.parameters()])
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_in_place_edit_of_the_output_is_caught():
+    """The output is saved for backward: editing it in place must raise, not give wrong gradients."""
+    module = make("lstm", "loop", scheme="moon", dropout=0.3)
+    x, h0, c0 = inputs("lstm", 2)
+    out, _ = module(x, (h0, c0))
+    raw = module.last_raw_output  # the last layer's output straight from the fused function
+    raw.mul_(2)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
+
+
+# ----------------------------------------------------------------------------- gradcheck
+def _mask_sets(cell, G):
+    """One LoopMasks per kind of site, small random masks in float64 (fixed by the seed)."""
+    from benchmark.engine.masks import dropout_mask, zoneout_mask
+
+    like = torch.zeros((), dtype=torch.double)
+    seq = lambda: [dropout_mask((2, 3), 0.3, "inverted", like)] * 4  # noqa: E731
+    step = lambda: list(dropout_mask((4, 2, 3), 0.3, "inverted", like).unbind(0))  # noqa: E731
+    zone = lambda: list(zoneout_mask((4, 2, 3), 0.4, like).unbind(0))  # noqa: E731
+    sets = {
+        "plain": fused.LoopMasks(),
+        "h_in tied": fused.LoopMasks(h_in=seq()),
+        "h_in untied": fused.LoopMasks(h_in=[dropout_mask((G, 2, 3), 0.3, "inverted", like)] * 4, h_in_untied=True),
+        "g": fused.LoopMasks(g=step()),
+        "zoneout": fused.LoopMasks(zoneout=zone(), zoneout_c=zone() if cell == "lstm" else None),
+        "state": fused.LoopMasks(state=seq(), state_c=seq() if cell == "lstm" else None),
+        "state pre-mask": fused.LoopMasks(state=seq(), output_pre_mask=True),
+        "eval floats": fused.LoopMasks(h_in=[0.7] * 4, zoneout=[0.3] * 4, zoneout_c=[0.3] * 4 if cell == "lstm" else None),
+    }
+    if cell == "lstm":
+        sets["c"] = fused.LoopMasks(c=seq())
+    return sets
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_gradcheck_of_the_fused_functions(cell):
+    G = 4 if cell == "lstm" else 3
+    torch.manual_seed(0)
+    xw = torch.randn(4, 2, G * 3, dtype=torch.double, requires_grad=True)  # (T, B, G*H), T=4, B=2, H=3
+    h0 = torch.randn(2, 3, dtype=torch.double, requires_grad=True)
+    c0 = torch.randn(2, 3, dtype=torch.double, requires_grad=True)
+    u = (torch.randn(G * 3, 3, dtype=torch.double) * 0.5).requires_grad_()
+    b = torch.randn(G * 3, dtype=torch.double, requires_grad=True)
+    for name, masks in _mask_sets(cell, G).items():
+        if cell == "lstm":
+            ok = torch.autograd.gradcheck(lambda *a: fused.lstm_segment(*a, masks), (xw, h0, c0, u))
+        else:
+            ok = torch.autograd.gradcheck(lambda *a: fused.gru_segment(*a, masks), (xw, h0, u, b))
+            ok = ok and torch.autograd.gradcheck(lambda *a: fused.gru_segment(*a, None, masks), (xw, h0, u))
+        assert ok, name
+
+
+# ----------------------------------------------------------------------------- float32 / oneDNN
+@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("cell,scheme,options", [
+    ("lstm", "variational", {}), ("lstm", "variational", {"gate_masks": "tied"}), ("lstm", "zoneout", {}),
+    ("lstm", "semeniuta", {}), ("gru", "moon", {}), ("gru", "state_dropout", {}), ("gru", "variational", {"gate_masks": "tied"}),
+])
+def test_float32_fast_path_matches_the_reference(cell, scheme, options, onednn, monkeypatch):
+    """float32 on CPU runs the forward product on oneDNN's prepacked linear where torch has it."""
+    if onednn and not fused._use_onednn(torch.zeros(1)):
+        pytest.skip("this torch has no oneDNN prepacked linear")
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)  # restored after the test
+    assert fused._use_onednn(torch.zeros(1)) is onednn
+    results = []
+    for impl in ("auto", "reference"):
+        module = make(cell, impl, dtype=torch.float32, scheme=scheme, dropout=0.3, **options)
+        results.append(run(module, cell, *inputs(cell, 2, torch.float32)))
+    assert_same(*results, rtol=1e-4, atol=1e-5)
+
+
+def test_onednn_is_used_only_for_float32_cpu(monkeypatch):
+    assert not fused._use_onednn(torch.zeros(1, dtype=torch.double))
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
+    assert not fused._use_onednn(torch.zeros(1))
+
+
+# ----------------------------------------------------------------------------- which loop runs
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_impl_selects_the_fused_or_the_reference_loop_and_trace_uses_the_reference(cell, monkeypatch):
+    calls = {"fused": 0, "reference": 0}
+    for name, key in ((f"{cell}_segment", "fused"), (f"{cell}_reference", "reference")):
+        original = getattr(cells, name)
+
+        def counting(*a, _orig=original, _key=key, **kw):
+            calls[_key] += 1
+            return _orig(*a, **kw)
+        monkeypatch.setattr(cells, name, counting)
+    x = torch.randn(T, B, D)
+    make(cell, "auto", dtype=torch.float32, scheme="zoneout", dropout=0.3)(x)
+    assert calls == {"fused": 2, "reference": 0}
+    make(cell, "reference", dtype=torch.float32, scheme="zoneout", dropout=0.3)(x)
+    assert calls == {"fused": 2, "reference": 2}
+    make(cell, "auto", dtype=torch.float32, scheme="zoneout", dropout=0.3).trace(x)
+    assert calls == {"fused": 2, "reference": 4}
