@@ -670,17 +670,26 @@ def runs_from_arguments(args: argparse.Namespace, parser: argparse.ArgumentParse
                         cache: Path | None = None) -> Runs:
     """The ``Runs`` the source options name; ``parser.error`` (exit 2) when they conflict.
 
-    Raises ``OSError`` for a missing directory and lets W&B's errors through, for the
-    caller to print on one line. ``cache`` applies to sweep directories only: W&B
+    Raises ``OSError`` for a missing directory and ``ValueError`` when no run was read,
+    and lets W&B's errors through, for the caller to print on one line. ``cache`` applies to sweep directories only: W&B
     offers no cheap fingerprint of a project.
     """
     if bool(args.dirs) == bool(args.wandb):
         parser.error("give sweep directories or --wandb PROJECT, not both or neither")
     if args.group and not args.wandb:
         parser.error("--group needs --wandb")
-    if args.wandb:
-        return collect_wandb(args.wandb, args.group)
-    return collect(args.dirs, cache=cache)
+    runs = collect_wandb(args.wandb, args.group) if args.wandb else collect(args.dirs, cache=cache)
+    if runs.runs.empty:
+        raise ValueError("no runs read" + (f" ({len(runs.skipped)} skipped)" if runs.skipped else ""))
+    return runs
+
+
+def print_notes(runs: Runs) -> None:
+    """The skipped job directories and the warnings, one line each on stderr."""
+    for note in runs.skipped:
+        print(f"warning: skipped {note}", file=sys.stderr)
+    for note in runs.warnings:
+        print(f"warning: {note}", file=sys.stderr)
 
 
 def error_line(prog: str, error: BaseException) -> str:
@@ -704,17 +713,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         runs = runs_from_arguments(args, parser, cache=args.out)
-        if runs.runs.empty:
-            raise ValueError("no runs read" + (f" ({len(runs.skipped)} skipped)" if runs.skipped else ""))
         if args.wandb:
             write_parquet(runs, args.out)
     except Exception as e:  # noqa: BLE001 - one line for any failure, W&B's included
         print(error_line(parser.prog, e), file=sys.stderr)
         return 2
-    for note in runs.skipped:
-        print(f"warning: skipped {note}", file=sys.stderr)
-    for note in runs.warnings:
-        print(f"warning: {note}", file=sys.stderr)
+    print_notes(runs)
     counts = ", ".join(f"{n} {s}" for s, n in runs.runs["status"].value_counts().items())
     print(f"{len(runs.runs)} runs ({counts}), {len(runs.skipped)} skipped: "
           f"{args.out / RUNS_PARQUET} {args.out / EVENTS_PARQUET}")

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.collect import (CELL_ORDER, SCHEME_ORDER, Runs, add_source_arguments, error_line,
-                              ordered, runs_from_arguments)
+                              ordered, print_notes, runs_from_arguments)
 
 DASH = "\u2014"
 KEYS = ("data", "cell", "scheme", "variant")
@@ -309,16 +309,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         runs = runs_from_arguments(args, parser, cache=args.cache)
-        if runs.runs.empty:
-            raise ValueError("no runs read" + (f" ({len(runs.skipped)} skipped)" if runs.skipped else ""))
         paths = write_tables(runs, args.out)
     except Exception as e:  # noqa: BLE001 - one line for any failure, W&B's included
         print(error_line(parser.prog, e), file=sys.stderr)
         return 2
-    for note in runs.skipped:
-        print(f"warning: skipped {note}", file=sys.stderr)
-    for note in runs.warnings:
-        print(f"warning: {note}", file=sys.stderr)
+    print_notes(runs)
     for path in paths.values():
         print(path)
     return 0
