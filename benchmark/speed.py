@@ -11,14 +11,16 @@ speed. A scheme that makes a comparison impractically slow is a bug of this suit
 
 Protocol. All models of one (width, cell) group live in one process and are timed
 interleaved: after ``warmup`` steps each, every round runs each scheme once (rotating the
-order) with the native model run again before every other scheme and at the end
-(``N A B N C D N ...``), so every scheme's step has a native step right next to it.
-Reported per configuration: the median step time, tokens/s (``batch * bptt`` over that
-median) and ``ratio``, the median over rounds of (step time / the *adjacent* native step
-time). Why adjacent: on a shared machine the load changes within seconds, and a native
-step timed up to eight steps (~15 s at width 650) away made the per-round ratio swing by
-+-10 %; next to each other, both steps see the same load (the spread of the per-round
-ratios halves). Each step starts from a
+order) between two native steps (``N A N B N C N ...``). Reported per configuration: the
+median step time, tokens/s (``batch * bptt`` over that median) and ``ratio``, the median
+over rounds of (step time / the mean of the two native steps around it). Why adjacent: on
+a shared machine the speed of a core changes within seconds (the same native step has
+measured 1.8 s and 3.8 s minutes apart, with CPU time tracking wall time, so it is not
+preemption), and a native step timed up to eight steps (~15 s at width 650) away made the
+per-round ratio swing by +-10 %. Why both sides: a native step on one side only (``N A B N``)
+still left the kernel's own control row, ``none``, at 1.09 in a run during which the
+machine slowed down; the mean of the steps before and after cancels a slowdown that starts
+or ends next to the scheme's step. Each step starts from a
 zero state (``hidden=None``): the cost is that of a carried state, and a scheme that
 explodes (GRU state dropout) cannot poison the following rounds through the state.
 
@@ -271,22 +273,15 @@ def log(msg: str) -> None:
 
 
 def round_sequence(order: Sequence[str]) -> list[str]:
-    """One round: the native model before every other scheme and at the end, ``N A B N C D N``.
-
-    Every scheme then has a native step right before or right after it.
-    """
-    sequence = []
-    for k, name in enumerate(order):
-        if k % 2 == 0:
-            sequence.append(NATIVE)
-        sequence.append(name)
-    if not order or len(order) % 2 == 0:
-        sequence.append(NATIVE)
+    """One round: every scheme between two native steps, ``N A N B N C N``."""
+    sequence = [NATIVE]
+    for name in order:
+        sequence += [name, NATIVE]
     return sequence
 
 
 def adjacent_native(measured: Sequence[tuple[str, float]], k: int) -> float:
-    """The native step time next to position ``k`` (the mean of both neighbours if both are native)."""
+    """The native step time around position ``k``: the mean of the native neighbours."""
     near = [measured[j][1] for j in (k - 1, k + 1) if 0 <= j < len(measured) and measured[j][0] == NATIVE]
     return sum(near) / len(near)
 
@@ -378,8 +373,9 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{s['layers']} layers, batch {s['batch']}, BPTT {s['bptt']}, vocab {s['vocab']}, dropout {s['dropout']}, "
         f"SGD + clipping {s['clip']}; {s['warmup']} warm-up + {s['repeats']} interleaved rounds. "
-        "`x native`: median over rounds of step time / the native step time next to it (native runs between every "
-        "other scheme). "
+        "`x native`: median over rounds of step time / the mean of the two native steps around it "
+        "(every scheme runs between two native steps; `none` runs the native kernel too, so its ratio shows the "
+        "run's own noise). "
         f"Memory: {result['memory_method']}.",
         "",
         "| width | cell | scheme | path | step ms (median) | tokens/s | x native | peak mem MiB | target | status |",

@@ -149,8 +149,11 @@ def test_test_scaling_multiplies_by_keep_at_eval(cell, scheme):
     keep = 1 - p
     ours, ref = make_pair(cell, 1, scheme=scheme, dropout=p, scaling="test")
     ours(torch.randn(T, B, D, dtype=torch.double))
+    values = set()
     for key, mask in ours.last_masks.items():
-        assert set(mask.unique().tolist()) == {0.0, 1.0}, key  # no rescaling while training
+        assert set(mask.unique().tolist()) <= {0.0, 1.0}, key  # no rescaling while training
+        values |= set(mask.unique().tolist())
+    assert values == {0.0, 1.0}  # (a small mask may keep every unit by chance; not all of them)
     ours.eval()
     with torch.no_grad():
         ref.weight_hh_l0.mul_(keep)

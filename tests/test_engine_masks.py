@@ -125,3 +125,20 @@ def test_mc_dropout_samples_under_no_grad_in_train_mode(scheme):
     assert not torch.equal(a, b)
     assert torch.equal(c, d)
     assert module.last_masks  # the samples are inspectable too
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_masks_hit_their_probability_in_every_dtype_and_repeat_under_a_seed(dtype):
+    """``uniform < keep`` in float32 whatever the dtype: a bfloat16 uniform would round keep to 2^-8."""
+    from benchmark.engine.masks import dropout_mask, zoneout_mask
+
+    like = torch.empty(0, dtype=dtype)
+    torch.manual_seed(3)
+    drop = dropout_mask((200, 500), 0.3, "inverted", like)
+    zone = zoneout_mask((200, 500), 0.15, like)
+    assert drop.dtype == zone.dtype == dtype
+    assert drop.unique().float().tolist() == pytest.approx([0.0, 1 / 0.7], rel=1e-2)
+    assert (drop == 0).float().mean().item() == pytest.approx(0.3, abs=0.005)  # 100k draws: sd 0.0014
+    assert zone.float().mean().item() == pytest.approx(0.15, abs=0.005)
+    torch.manual_seed(3)
+    assert torch.equal(dropout_mask((200, 500), 0.3, "inverted", like), drop)

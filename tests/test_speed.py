@@ -102,15 +102,14 @@ def test_benchmark_imports_no_hydra_runners_or_analysis():
 
 
 def test_every_scheme_is_timed_next_to_a_native_step():
-    """Rounds are N A B N C D N ...: each scheme's ratio uses the native step beside it."""
+    """Rounds are N A N B N ...: each scheme's ratio uses the native steps on both sides of it."""
     assert speed.round_sequence([]) == ["native"]
-    assert speed.round_sequence(["a"]) == ["native", "a"]
-    assert speed.round_sequence(list("abc")) == ["native", "a", "b", "native", "c"]
+    assert speed.round_sequence(["a"]) == ["native", "a", "native"]
     seq = speed.round_sequence(list("abcdefgh"))
-    assert seq == ["native", "a", "b", "native", "c", "d", "native", "e", "f", "native", "g", "h", "native"]
+    assert len(seq) == 17
     for k, name in enumerate(seq):
         if name != "native":
-            assert "native" in (seq[k - 1], seq[k + 1] if k + 1 < len(seq) else None)
+            assert seq[k - 1] == seq[k + 1] == "native"
     measured = [("native", 1.0), ("a", 5.0), ("native", 3.0)]
     assert speed.adjacent_native(measured, 1) == 2.0  # both neighbours: their mean
     measured = [("native", 1.0), ("a", 5.0), ("b", 7.0), ("native", 3.0)]

@@ -65,10 +65,23 @@ def mask_shape(granularity: str, steps: int, batch: int, width: int, gates: int 
     return (gates, *base) if gates else base
 
 
+def bernoulli_mask(shape: tuple[int, ...], prob: float, like: Tensor) -> Tensor:
+    """A {0, 1} mask with ``P(1) = prob``, in ``like``'s dtype and device: ``uniform < prob``.
+
+    Why not ``bernoulli_``: on a CPU it costs about twice as much as drawing the uniforms
+    and comparing them (8.5 ms against 4.5 ms for a (35, 20, 650) step mask, one thread),
+    and a step-granularity scheme draws several such masks per segment (issue 7). The
+    uniforms are float32 whatever ``like``'s dtype, so ``prob`` resolves to 2^-24 on every
+    dtype (a half-precision uniform would round it to 2^-11).
+    """
+    mask = torch.rand(shape, device=like.device).lt_(prob)  # float32 {0., 1.}, in place
+    return mask if like.dtype == torch.float32 else mask.to(like.dtype)
+
+
 def dropout_mask(shape: tuple[int, ...], p: float, scaling: str, like: Tensor) -> Tensor:
     """Bernoulli(keep) mask, divided by keep under ``inverted`` scaling."""
     keep = 1.0 - p
-    mask = torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(keep)
+    mask = bernoulli_mask(shape, keep, like)
     if scaling == "inverted":
         mask.div_(keep)
     return mask
@@ -76,7 +89,7 @@ def dropout_mask(shape: tuple[int, ...], p: float, scaling: str, like: Tensor) -
 
 def zoneout_mask(shape: tuple[int, ...], p: float, like: Tensor) -> Tensor:
     """Bernoulli(p) mask, 1 = keep the previous value (Krueger et al. 2016); never rescaled."""
-    return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(p)
+    return bernoulli_mask(shape, p, like)
 
 
 def draw_layer_masks(
