@@ -1,16 +1,21 @@
-"""Analysis: run store -> tidy pandas tables -> figures -> an offline HTML report.
+"""Analysis: run store (or W&B) -> tidy pandas tables -> figures -> an offline HTML report.
 
 The run store (``config.yaml``, ``metrics.jsonl``, ``summary.json`` per job directory)
 is the only contract with the training side, so this package reads files and nothing
-else: it never imports torch, Hydra, W&B, ``benchmark`` or ``runners``, and a report
-can be built on a laptop from a sweep copied off a cluster.
+else: it never imports torch, Hydra, ``benchmark`` or ``runners``, imports W&B only to
+read a project, and a report can be built on a laptop from a sweep copied off a cluster.
 
 Modules, one job each:
 
-- ``analysis.collect``: find job directories and read them into DataFrames.
-- ``analysis.figures``: learning-curve figures saved as PNG.
-- ``analysis.report``: the perplexity table, the HTML page and the command line
-  (``python -m analysis.report SWEEP_DIR ... --out OUT_DIR``).
+- ``analysis.runs``: the tidy schema (``Runs``: one row per run, one per event) both readers fill.
+- ``analysis.store_reader``: find job directories and read them into a ``Runs``; the cache key.
+- ``analysis.wandb_reader``: read a W&B project or group into the same ``Runs``.
+- ``analysis.parquet_cache``: the tables as parquet files, written atomically.
+- ``analysis.collect``: ``python -m analysis.collect``, parquet tables from either source.
+- ``analysis.tables``: the scheme x cell table (``python -m analysis.tables``).
+- ``analysis.plotting``, ``analysis.figures``, ``analysis.stability``: the figures.
+- ``analysis.report``: the HTML page and report.md (``python -m analysis.report``).
+- ``analysis.dashboard``: a W&B report online, pointers offline.
 
-Nothing is imported here, so ``import analysis.collect`` does not pull in matplotlib.
+Nothing is imported here, so ``import analysis.store_reader`` does not pull in matplotlib.
 """

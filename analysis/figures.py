@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from analysis import stability
-from analysis.collect import Runs
+from analysis.runs import Runs
 from analysis.plotting import (FALLBACK_COLOURS, PPL_CAP, SCHEME_COLOURS, SavedFigure, align_titles, cap,
                                curve, events_by_run, group_handles, group_order, legend, log_y, note_above,
                                panel_runs, panels, quiet_overflow, save_figure, scheme_colour, seed_band, select,

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import Formatter, MaxNLocator
 
-from analysis.collect import CELL_ORDER, SCHEME_ORDER, ordered
+from analysis.runs import CELL_ORDER, SCHEME_ORDER, ordered
 
 # Fixed colours for the schemes the suite ships (matplotlib's tab10, colour-blind-aware
 # enough for eight lines), so a scheme keeps its colour across sweeps and reports.

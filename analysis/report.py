@@ -39,7 +39,8 @@ from urllib.parse import quote
 import pandas as pd
 import yaml
 
-from analysis.collect import CELL_ORDER, SCHEME_ORDER, Runs, collect, ordered
+from analysis.runs import CELL_ORDER, SCHEME_ORDER, Runs, ordered
+from analysis.store_reader import collect
 from analysis.tables import format_score, scheme_table, to_html, to_markdown, write_tables
 
 if TYPE_CHECKING:  # figures imports matplotlib; see _write_report for why it is lazy

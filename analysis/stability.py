@@ -28,7 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis.collect import SCHEME_ORDER, Runs
+from analysis.runs import SCHEME_ORDER, Runs
 from analysis.plotting import (VARIANT_STYLES, SavedFigure, align_titles, cell_name, column, curve,
                                events_by_run, group_handles, group_order, legend, log_y, note_above, panel_runs,
                                panels, quiet_overflow, run_config, save_figure, scheme_colour, select,

@@ -25,8 +25,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.collect import (CELL_ORDER, SCHEME_ORDER, Runs, add_source_arguments, error_line,
-                              ordered, print_notes, runs_from_arguments)
+from analysis.collect import add_source_arguments, error_line, print_notes, runs_from_arguments
+from analysis.runs import CELL_ORDER, SCHEME_ORDER, Runs, ordered
 
 DASH = "\u2014"
 KEYS = ("data", "cell", "scheme", "variant")

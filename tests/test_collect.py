@@ -18,9 +18,12 @@ import pandas as pd
 import pytest
 import yaml
 
-import analysis.collect as collect_module
-from analysis.collect import (CACHE_META, EVENTS_PARQUET, RUN_COLUMNS, RUNS_PARQUET, collect, collect_wandb,
-                              history_events, main)
+import analysis.store_reader as store_reader
+from analysis.collect import main
+from analysis.parquet_cache import CACHE_META, EVENTS_PARQUET, RUNS_PARQUET
+from analysis.runs import RUN_COLUMNS
+from analysis.store_reader import collect
+from analysis.wandb_reader import collect_wandb, history_events
 
 PROBE_STEPS = 5
 ZAREMBA = {"source": "Zaremba et al. 2014, Table 1", "valid_ppl": 120.7, "test_ppl": 114.5}
@@ -167,8 +170,8 @@ def test_parquet_cache_round_trip_reuse_and_invalidation(tmp_path: Path, monkeyp
     assert (cache / RUNS_PARQUET).is_file() and (cache / EVENTS_PARQUET).is_file() and (cache / CACHE_META).is_file()
 
     # The second call must not read the store at all: make reading it impossible.
-    real = collect_module._collect_dirs
-    monkeypatch.setattr(collect_module, "_collect_dirs", lambda roots: pytest.fail("store read again"))
+    real = store_reader._collect_dirs
+    monkeypatch.setattr(store_reader, "_collect_dirs", lambda roots: pytest.fail("store read again"))
     second = collect([sweep], cache=cache)
     pd.testing.assert_frame_equal(first.runs, second.runs)
     pd.testing.assert_frame_equal(first.events, second.events)
@@ -185,7 +188,7 @@ def test_parquet_cache_round_trip_reuse_and_invalidation(tmp_path: Path, monkeyp
     assert other["cell_norm"].iloc[0] == [0.25 * (t + 1) for t in range(PROBE_STEPS)]
 
     # A rewritten summary changes the fingerprint: the store is read again.
-    monkeypatch.setattr(collect_module, "_collect_dirs", real)
+    monkeypatch.setattr(store_reader, "_collect_dirs", real)
     path = sweep / "0" / "summary.json"
     path.write_text(json.dumps({**summary, "best_val_ppl": 99.5}))
     stat = path.stat()

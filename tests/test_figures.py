@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from analysis.collect import collect
+from analysis.store_reader import collect
 from analysis.figures import write_figures
 from analysis.plotting import FORMATS, SavedFigure, group_label, short_variant
 from analysis.stability import (COMPOUNDING_SITES, fit_growth, probe_records, reference_line, site_rate)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.collect import collect, read_metrics
+from analysis.store_reader import collect, read_metrics
 from analysis.figures import FALLBACK_COLOURS, SCHEME_COLOURS, scheme_colour
 from analysis.report import format_score, render_html, split_configs
 from analysis.report import main as report_main

@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis.collect import Runs, collect
+from analysis.runs import Runs
+from analysis.store_reader import collect
 from analysis.tables import (DASH, TABLE_COLUMNS, format_score, main, scheme_table, to_html, to_markdown,
                              train_val_gaps, write_tables)
 
