@@ -106,17 +106,17 @@ def test_fused_loop_matches_the_reference_with_every_site_at_once(cell):
                   zoneout=list(zoneout_mask((T, B, H), 0.3, like).unbind(0)),
                   state=[dropout_mask((B, H), 0.3, "inverted", like)] * T, output_pre_mask=pre_mask)
         if cell == "lstm":
-            kw.update(c_mask=[dropout_mask((B, H), 0.3, "inverted", like)] * T,
+            kw.update(c=[dropout_mask((B, H), 0.3, "inverted", like)] * T,
                       zoneout_c=list(zoneout_mask((T, B, H), 0.3, like).unbind(0)),
                       state_c=[dropout_mask((B, H), 0.3, "inverted", like)] * T)
         results = []
         for use_fused in (True, False):
             if cell == "lstm":
-                out, h, c = cells.lstm_loop(xw, h0, c0, u, fused=use_fused, **kw)
+                out, h, c = cells.lstm_loop(xw, h0, c0, u, fused.LoopMasks(**kw), fused=use_fused)
                 loss = (out * out.detach().cos()).sum() + h.sum() * 1.1 + c.sum() * 0.9
                 leaves = [xw, h0, c0, u]
             else:
-                out, h = cells.gru_loop(xw, h0, u, b, fused=use_fused, **kw)
+                out, h = cells.gru_loop(xw, h0, u, b, fused.LoopMasks(**kw), fused=use_fused)
                 loss = (out * out.detach().cos()).sum() + h.sum() * 1.1
                 leaves = [xw, h0, u, b]
             results.append((out, h, torch.autograd.grad(loss, leaves)))

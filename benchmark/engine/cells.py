@@ -152,24 +152,8 @@ def recurrent_product(weight_hh: Tensor, gates: int, h_in: StepMasks, untied: bo
     return tied, bases
 
 
-def lstm_loop(
-    xw: Tensor,
-    h: Tensor,
-    c: Tensor,
-    weight_hh: Tensor,
-    *,
-    h_in: StepMasks = None,
-    h_in_untied: bool = False,
-    g: StepMasks = None,
-    c_mask: StepMasks = None,
-    zoneout: StepMasks = None,
-    zoneout_c: StepMasks = None,
-    state: StepMasks = None,
-    state_c: StepMasks = None,
-    output_pre_mask: bool = False,
-    trace: list | None = None,
-    fused: bool = True,
-) -> tuple[Tensor, Tensor, Tensor]:
+def lstm_loop(xw: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor, masks: LoopMasks, *,
+              trace: list | None = None, fused: bool = True) -> tuple[Tensor, Tensor, Tensor]:
     """Run one LSTM layer over ``xw`` ((T, B, 4H), biases folded in); return (out, h_T, c_T).
 
     ``fused`` (the default) runs the segment as one autograd node with a hand-written
@@ -178,60 +162,40 @@ def lstm_loop(
     same values, same gradients (tests/test_engine_fused.py).
     """
     if fused and trace is None:
-        masks = LoopMasks(h_in=h_in, h_in_untied=h_in_untied, g=g, c=c_mask, zoneout=zoneout, zoneout_c=zoneout_c,
-                          state=state, state_c=state_c, output_pre_mask=output_pre_mask)
         return lstm_segment(xw, h, c, weight_hh, masks)
-    return lstm_reference(
-        xw, h, c, weight_hh, h_in=h_in, h_in_untied=h_in_untied, g=g, c_mask=c_mask, zoneout=zoneout,
-        zoneout_c=zoneout_c, state=state, state_c=state_c, output_pre_mask=output_pre_mask, trace=trace,
-    )
+    return lstm_reference(xw, h, c, weight_hh, masks, trace=trace)
 
 
-def lstm_reference(
-    xw: Tensor,
-    h: Tensor,
-    c: Tensor,
-    weight_hh: Tensor,
-    *,
-    h_in: StepMasks = None,
-    h_in_untied: bool = False,
-    g: StepMasks = None,
-    c_mask: StepMasks = None,
-    zoneout: StepMasks = None,
-    zoneout_c: StepMasks = None,
-    state: StepMasks = None,
-    state_c: StepMasks = None,
-    output_pre_mask: bool = False,
-    trace: list | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
+def lstm_reference(xw: Tensor, h: Tensor, c: Tensor, weight_hh: Tensor, m: LoopMasks, *,
+                   trace: list | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """The reference LSTM loop: autograd through every step; see ``lstm_loop``.
 
     Gates come from one ``chunk`` of the pre-activations (its backward is one ``cat``, where
     slicing would zero-fill a full (B, 4H) gradient per slice and step).
     """
     steps, batch = xw.shape[0], xw.shape[1]
-    recur, bases = recurrent_product(weight_hh, 4, h_in, h_in_untied, xw, steps, batch)
+    recur, bases = recurrent_product(weight_hh, 4, m.h_in, m.h_in_untied, xw, steps, batch)
     outputs = []
     for t in range(steps):
         a = recur(h, t, bases[t])  # (B, 4H)
         i, f, cand, o = a.chunk(4, 1)
         i, f, o, cand = i.sigmoid(), f.sigmoid(), o.sigmoid(), cand.tanh()  # (B, H) each
-        if g is not None:
-            cand = cand * g[t]  # Semeniuta: only the new information is dropped
+        if m.g is not None:
+            cand = cand * m.g[t]  # Semeniuta: only the new information is dropped
         c_new = torch.addcmul(f * c, i, cand)  # (B, H)
-        if c_mask is not None:
-            c_new = c_new * c_mask[t]  # Moon: the masked memory is used and carried
+        if m.c is not None:
+            c_new = c_new * m.c[t]  # Moon: the masked memory is used and carried
         h_new = o * c_new.tanh()
-        if zoneout is not None:
+        if m.zoneout is not None:
             # Krueger et al. eq. for LSTM: h zones out towards h_{t-1}, c towards c_{t-1}.
-            h_new = torch.lerp(h_new, h, zoneout[t])
-            c_new = torch.lerp(c_new, c, zoneout_c[t])
+            h_new = torch.lerp(h_new, h, m.zoneout[t])
+            c_new = torch.lerp(c_new, c, m.zoneout_c[t])
         out = h_new
-        if state is not None:
-            h_new = h_new * state[t]
-            if state_c is not None:
-                c_new = c_new * state_c[t]
-            if not output_pre_mask:
+        if m.state is not None:
+            h_new = h_new * m.state[t]
+            if m.state_c is not None:
+                c_new = c_new * m.state_c[t]
+            if not m.output_pre_mask:
                 out = h_new
         outputs.append(out)
         h, c = h_new, c_new
@@ -240,53 +204,23 @@ def lstm_reference(
     return torch.stack(outputs), h, c  # (T, B, H), (B, H), (B, H)
 
 
-def gru_loop(
-    xw: Tensor,
-    h: Tensor,
-    weight_hh: Tensor,
-    bias_hh: Tensor | None,
-    *,
-    h_in: StepMasks = None,
-    h_in_untied: bool = False,
-    g: StepMasks = None,
-    zoneout: StepMasks = None,
-    state: StepMasks = None,
-    output_pre_mask: bool = False,
-    trace: list | None = None,
-    fused: bool = True,
-) -> tuple[Tensor, Tensor]:
+def gru_loop(xw: Tensor, h: Tensor, weight_hh: Tensor, bias_hh: Tensor | None, masks: LoopMasks, *,
+             trace: list | None = None, fused: bool = True) -> tuple[Tensor, Tensor]:
     """Run one GRU layer over ``xw`` ((T, B, 3H), ``b_ih`` folded in); return (out, h_T).
 
     ``b_hh`` stays inside the recurrent product because its n-part is gated by r.
     ``fused`` / ``trace``: as in ``lstm_loop`` (``fused.gru_segment`` or ``gru_reference``).
     """
     if fused and trace is None:
-        masks = LoopMasks(h_in=h_in, h_in_untied=h_in_untied, g=g, zoneout=zoneout, state=state,
-                          output_pre_mask=output_pre_mask)
         return gru_segment(xw, h, weight_hh, bias_hh, masks)
-    return gru_reference(
-        xw, h, weight_hh, bias_hh, h_in=h_in, h_in_untied=h_in_untied, g=g, zoneout=zoneout, state=state,
-        output_pre_mask=output_pre_mask, trace=trace,
-    )
+    return gru_reference(xw, h, weight_hh, bias_hh, masks, trace=trace)
 
 
-def gru_reference(
-    xw: Tensor,
-    h: Tensor,
-    weight_hh: Tensor,
-    bias_hh: Tensor | None,
-    *,
-    h_in: StepMasks = None,
-    h_in_untied: bool = False,
-    g: StepMasks = None,
-    zoneout: StepMasks = None,
-    state: StepMasks = None,
-    output_pre_mask: bool = False,
-    trace: list | None = None,
-) -> tuple[Tensor, Tensor]:
+def gru_reference(xw: Tensor, h: Tensor, weight_hh: Tensor, bias_hh: Tensor | None, m: LoopMasks, *,
+                  trace: list | None = None) -> tuple[Tensor, Tensor]:
     """The reference GRU loop: autograd through every step; see ``gru_loop``."""
     steps, batch = xw.shape[0], xw.shape[1]
-    recur, bases = recurrent_product(weight_hh, 3, h_in, h_in_untied, bias_hh, steps, batch)
+    recur, bases = recurrent_product(weight_hh, 3, m.h_in, m.h_in_untied, bias_hh, steps, batch)
     outputs = []
     for t, gx in enumerate(xw.unbind(0)):  # gx: (B, 3H)
         gh = recur(h, t, bases[t])  # (B, 3H)
@@ -294,15 +228,15 @@ def gru_reference(
         h_r, h_z, h_n = gh.chunk(3, 1)
         r, z = (x_r + h_r).sigmoid(), (x_z + h_z).sigmoid()
         n = torch.addcmul(x_n, r, h_n).tanh()  # (B, H)
-        if g is not None:
-            n = n * g[t]  # Semeniuta: drop the candidate, not the carried state
+        if m.g is not None:
+            n = n * m.g[t]  # Semeniuta: drop the candidate, not the carried state
         h_new = torch.lerp(n, h, z)  # (1-z)*n + z*h
-        if zoneout is not None:
-            h_new = torch.lerp(h_new, h, zoneout[t])
+        if m.zoneout is not None:
+            h_new = torch.lerp(h_new, h, m.zoneout[t])
         out = h_new
-        if state is not None:
-            h_new = h_new * state[t]  # carried on: compounds 1/keep through z*h (the explosion)
-            if not output_pre_mask:
+        if m.state is not None:
+            h_new = h_new * m.state[t]  # carried on: compounds 1/keep through z*h (the explosion)
+            if not m.output_pre_mask:
                 out = h_new
         outputs.append(out)
         h = h_new

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from benchmark.engine import cells, kernels
+from benchmark.engine.fused import LoopMasks
 from benchmark.engine.masks import Mask, draw_layer_masks, per_step
 from benchmark.engine.schemes import DropoutPlan, resolve
 
@@ -319,21 +320,15 @@ class _DropoutRNN(nn.Module):
             return per_step(mask, steps, 1 if untied else 0)
 
         h_in = split("h_in")
-        h_in_untied = h_in is not None and plan.sites["h_in"].gate_masks == "untied"
-        pre_mask = plan.state_output == "pre_mask"
+        loop_masks = LoopMasks(
+            h_in=h_in, h_in_untied=h_in is not None and plan.sites["h_in"].gate_masks == "untied", g=split("g"),
+            c=split("c"), zoneout=split("zoneout"), zoneout_c=split("zoneout.c"), state=split("state"),
+            state_c=split("state.c"), output_pre_mask=plan.state_output == "pre_mask",
+        )
         fused = self.impl != "reference"  # trace always runs the reference loop (see cells.lstm_loop)
         if self._cell == "lstm":
-            return cells.lstm_loop(
-                xw, h0, c0, w_hh,
-                h_in=h_in, h_in_untied=h_in_untied, g=split("g"), c_mask=split("c"),
-                zoneout=split("zoneout"), zoneout_c=split("zoneout.c"),
-                state=split("state"), state_c=split("state.c"), output_pre_mask=pre_mask, trace=trace, fused=fused,
-            )
-        out, h = cells.gru_loop(
-            xw, h0, w_hh, b_hh,
-            h_in=h_in, h_in_untied=h_in_untied, g=split("g"), zoneout=split("zoneout"),
-            state=split("state"), output_pre_mask=pre_mask, trace=trace, fused=fused,
-        )
+            return cells.lstm_loop(xw, h0, c0, w_hh, loop_masks, trace=trace, fused=fused)
+        out, h = cells.gru_loop(xw, h0, w_hh, b_hh, loop_masks, trace=trace, fused=fused)
         return out, h, None
 
 
