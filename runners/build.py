@@ -20,8 +20,8 @@ from benchmark.data import Corpus, DataError, load_corpus
 from benchmark.data.corpus import corpus_loader
 from benchmark.engine import resolve
 from benchmark.model import CELLS, LanguageModel, ModelConfig
-from benchmark.optim import OPTIMIZERS
-from benchmark.train import TrainConfig
+from benchmark.optim import OPTIMIZERS, SCHEDULES
+from benchmark.train import LOSS_REDUCTIONS, TrainConfig
 
 
 HARDWARE = ("any", "gpu")  # what a preset is sized for; see conf/config.yaml
@@ -147,8 +147,17 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "bptt", "log_interval"):
         if int(cfg.train[key]) < 1:
             raise ConfigError(f"train.{key}={cfg.train[key]} must be at least 1")
-    if cfg.train.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"train.optimizer={cfg.train.optimizer} is unknown; choose one of: {', '.join(OPTIMIZERS)}")
+    for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("loss_reduction", LOSS_REDUCTIONS)):
+        if cfg.train[key] not in allowed:
+            raise ConfigError(f"train.{key}={cfg.train[key]} is unknown; choose one of: {', '.join(allowed)}")
+    for key in ("lr", "clip"):
+        if not float(cfg.train[key]) > 0:
+            raise ConfigError(f"train.{key}={cfg.train[key]} must be a positive number")
+    if not 0 < float(cfg.train.lr_decay) <= 1:
+        raise ConfigError(f"train.lr_decay={cfg.train.lr_decay} must be in (0, 1]: the factor the rate is multiplied by")
+    for key in ("weight_decay", "ar", "tar", "decay_after"):
+        if float(cfg.train[key]) < 0:
+            raise ConfigError(f"train.{key}={cfg.train[key]} must be 0 or more")
     if int(cfg.train.mc_samples) < 0:
         raise ConfigError(f"train.mc_samples={cfg.train.mc_samples} must be 0 (off) or a number of samples")
 

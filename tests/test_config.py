@@ -113,6 +113,13 @@ def test_tied_weights_share_one_matrix_and_need_equal_sizes():
     ("threads=0", "threads=0 must be at least 1"),
     ("hardware=tpu", "hardware=tpu is unknown; choose one of: any, gpu"),
     ("device=tpu", "device=tpu is unknown; choose one of: auto, cpu, cuda, cuda:N"),
+    ("train.loss_reduction=mean", "train.loss_reduction=mean is unknown; choose one of: sum_steps, mean_tokens"),
+    ("train.schedule=cosine", "train.schedule=cosine is unknown; choose one of: step, plateau"),
+    ("train.lr=-1", "train.lr=-1 must be a positive number"),
+    ("train.clip=-1", "train.clip=-1 must be a positive number"),
+    ("train.clip=0", "train.clip=0 must be a positive number"),
+    ("train.lr_decay=1.5", "train.lr_decay=1.5 must be in (0, 1]: the factor the rate is multiplied by"),
+    ("train.weight_decay=-0.1", "train.weight_decay=-0.1 must be 0 or more"),
 ])
 def test_the_schema_names_the_key_and_what_it_allows(override, message):
     """The model and data groups are checked against the library's own schemas (ModelConfig, the corpus loader)."""
