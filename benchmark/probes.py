@@ -8,7 +8,7 @@ beside ``1/keep``.
 
 The probe runs the recurrent stack in training mode (masks sampled as in training) on
 one long sequence from a zero state, and reads the carried state of every layer at
-every step through the engine's ``trace``.
+every step through the engine's ``trace`` (layers may differ in width: each is read at its own).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def stability_probe(model: LanguageModel, tokens: torch.Tensor) -> dict:
             _, states = model.rnn.trace(x)
         finally:
             model.train(was_training)
-    h, c = states[max(states)]  # the last layer: (T, B, H) each, c None for a GRU
+    h, c = states[max(states)]  # the last layer: (T, B, H_last) each, c None for a GRU
     state_norm = h.double().norm(dim=-1).mean(dim=-1)  # (T,)
     cell_norm = c.double().norm(dim=-1).mean(dim=-1) if c is not None else None
     largest = max(max(s.abs().max().item() for s in (lh, lc) if s is not None) for lh, lc in states.values())

@@ -17,6 +17,7 @@ nothing of W&B, Hydra or the run store's files.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -164,15 +165,23 @@ def evaluate_mc(model: LanguageModel, data: torch.Tensor, bptt: int, samples: in
     Gal & Ghahramani (2016), eq. 4: ``p(y|x) ~ 1/K sum_k p(y|x, masks_k)``. Each of the K
     samples is a whole stochastic model run over the text with its own carried state, and
     the per-token probabilities are averaged before the log (in log space, for stability).
+    As in Gal's released test (yaringal/BayesianRNN LM_code): each sample's masks are drawn
+    once and held over the whole text, across BPTT segments (``holding_masks``), and word
+    (embedding) dropout is off; the recurrent stack's masks are on.
     """
     if samples < 1:
         raise ValueError(f"mc_samples={samples} must be at least 1")
     model.train()  # masks on; no_grad keeps it an evaluation
+    model.embedding.eval()  # word-type dropout off for the MC passes
     total, count, hidden = 0.0, 0, [None] * samples
+    held: list[dict] = [{} for _ in range(samples)]  # sample k's masks, drawn at its first segment
+    # Masks redrawn every step (naive, semeniuta per step) have nothing to hold over the pass.
+    fixed = all(site.granularity != "step" or not site.rate for site in model.rnn.plan.sites.values())
     for inputs, targets in segments(data, bptt):
         logp = []
         for k in range(samples):
-            logits, hidden[k] = model(inputs, hidden[k])
+            with model.rnn.holding_masks(held[k]) if fixed else contextlib.nullcontext():
+                logits, hidden[k] = model(inputs, hidden[k])
             logp.append(torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1))  # (T, B)
         mean_logp = torch.logsumexp(torch.stack(logp), dim=0) - math.log(samples)  # (T, B)
         total -= mean_logp.sum().item()

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark.data import Corpus, DataError, load_corpus
 from benchmark.data.corpus import corpus_loader
 from benchmark.engine import resolve
-from benchmark.model import CELLS, LanguageModel, ModelConfig
+from benchmark.model import CELLS, INITS, LanguageModel, ModelConfig
 from benchmark.optim import OPTIMIZERS, SCHEDULES
 from benchmark.train import LOSS_REDUCTIONS, TrainConfig
 
@@ -92,16 +92,21 @@ def _at_least(key: str, value: Any, low: int) -> None:
 
 
 def check_model(cfg: DictConfig) -> None:
-    """``model.*``: known keys, right types, a known cell, positive sizes, tying that fits."""
+    """``model.*``: known keys, right types, a known cell and init, positive sizes, tying that fits."""
     check_types("model", cfg.model, schema_of(ModelConfig))
     m = cfg.model
     if m.cell not in CELLS:
         raise ConfigError(f"model.cell={m.cell} is unknown; choose one of: {', '.join(CELLS)}")
-    for key in ("emb_size", "hidden_size", "num_layers"):
-        _at_least(f"model.{key}", m[key], 1)
-    if m.get("tie_weights") and m.emb_size != m.hidden_size:
-        raise ConfigError(f"model.tie_weights needs model.emb_size == model.hidden_size, got "
-                          f"{m.emb_size} and {m.hidden_size}")
+    init = m.get("init", ModelConfig.init)
+    if init not in INITS:
+        raise ConfigError(f"model.init={init} is unknown; choose one of: {', '.join(INITS)}")
+    for key in ("emb_size", "hidden_size", "num_layers", "last_layer_size"):
+        _at_least(f"model.{key}", m.get(key), 1)
+    last = m.get("last_layer_size")
+    last_key, last = ("model.last_layer_size", last) if last is not None else ("model.hidden_size", m.hidden_size)
+    if m.get("tie_weights") and m.emb_size != last:
+        raise ConfigError(f"model.tie_weights needs model.emb_size == the last layer's width ({last_key}), got "
+                          f"{m.emb_size} and {last}")
 
 
 def check_data(cfg: DictConfig) -> None:
@@ -178,7 +183,8 @@ def model(cfg: DictConfig, vocab_size: int) -> LanguageModel:
     m = cfg.model
     return LanguageModel(vocab_size, m.emb_size, m.hidden_size, m.num_layers, cell=m.cell,
                          scheme=cfg.scheme.name, dropout=dropout_rates(cfg), init_scale=m.init_scale,
-                         tie_weights=bool(m.get("tie_weights", False)), **scheme_options(cfg))
+                         tie_weights=bool(m.get("tie_weights", False)), init=m.get("init", ModelConfig.init),
+                         last_layer_size=m.get("last_layer_size"), **scheme_options(cfg))
 
 
 def reference(cfg: DictConfig) -> dict | None:

@@ -71,7 +71,14 @@ def test_semeniuta_keeps_the_memory_while_moon_zeroes_dropped_units():
     dropped = mask == 0
     assert dropped.any() and (~dropped).any()
     assert (c_n[0][dropped] == 0).all()  # Moon wipes the dropped units of the memory
-    torch.testing.assert_close(c_n[0][~dropped], (c0[0] * 2.0**10)[~dropped], rtol=1e-12, atol=0)
+    # Test-time scaling (the default): kept units are carried unchanged, nothing compounds.
+    torch.testing.assert_close(c_n[0][~dropped], c0[0][~dropped], rtol=1e-12, atol=0)
+
+    compounding = saturated_lstm("moon", scaling="inverted")
+    _, (_, c_n) = compounding(x, (h0, c0))
+    kept = compounding.last_masks[(0, "c")] != 0
+    # Inverted scaling multiplies a kept unit by 1/keep = 2 at every one of the 10 steps.
+    torch.testing.assert_close(c_n[0][kept], (c0[0] * 2.0**10)[kept], rtol=1e-12, atol=0)
 
 
 def carried_gru(scheme, keep):

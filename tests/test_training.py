@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from benchmark.data import Corpus, batchify, segments, load_corpus
@@ -111,15 +112,34 @@ def test_mc_dropout_with_one_sample_is_one_stochastic_pass_and_more_samples_diff
     mc1 = evaluate_mc(model, data, 10, samples=1)
     torch.manual_seed(7)
     model.train()
-    total, count, hidden = 0.0, 0, None
-    with torch.no_grad():
+    model.embedding.eval()  # Gal's MC test: no word dropout
+    total, count, hidden, store, seen = 0.0, 0, None, {}, []
+    with torch.no_grad(), model.rnn.holding_masks(store):
         for inputs, targets in segments(data, 10):
             logits, hidden = model(inputs, hidden)
+            seen.append({k: v.clone() for k, v in model.rnn.last_masks.items()})
             total += nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
             count += targets.numel()
     assert abs(mc1 - total / count) < 1e-9
+    assert len(seen) > 2 and all(torch.equal(m[k], seen[0][k]) for m in seen for k in seen[0]), \
+        "one MC pass must keep its masks over the whole text"
     mc4 = evaluate_mc(model, data, 10, samples=4)
     assert math.isfinite(mc4) and abs(mc4 - evaluate(model, data, 10)) > 1e-6
+
+
+def test_mc_dropout_turns_word_dropout_off_and_holds_only_masks_fixed_over_time():
+    from benchmark.train import evaluate_mc
+
+    model, data = _toy_lm("variational", 0.5)
+    calls = []
+    model.embedding.register_forward_hook(lambda module, args, out: calls.append(module.training))
+    evaluate_mc(model, data, 10, samples=2)
+    assert calls and not any(calls), "embedding dropout must be off in every MC pass"
+    naive, _ = _toy_lm("naive", 0.5)
+    with pytest.raises(ValueError, match="step-granularity"):  # the engine refuses to hold per-step masks
+        with naive.rnn.holding_masks({}):
+            pass
+    assert math.isfinite(evaluate_mc(naive, data, 10, samples=2))  # ... and MC simply redraws them
 
 
 def test_ar_and_tar_are_awd_lstm_penalties_on_the_last_training_forward():

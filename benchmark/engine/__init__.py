@@ -4,7 +4,10 @@ Public surface:
 
 * ``LSTM``, ``GRU`` — ``torch.nn.LSTM`` / ``torch.nn.GRU`` drop-ins with ``scheme=`` and
   ``dropout=`` (one float for every site, or ``{site: rate}``) and scheme options;
+  ``hidden_size`` is an int or one width per layer (then the state is per-layer lists);
 * ``SCHEMES`` — the one registry, ``name -> Scheme`` (sites, granularity, options, source);
+* ``SITES`` / ``SITE_DOCS`` — the mask sites and what each masks (``x`` the layers' input,
+  ``between`` the boundaries inside the stack when a scheme lists it, ``out`` the output, ...);
 * ``resolve`` — validate a request into the ``DropoutPlan`` the modules run;
 * ``embedding_dropout`` / ``EmbeddingDropout`` — word-type dropout for the ``emb`` site,
   which the language model applies (the recurrent modules do not).
@@ -20,6 +23,7 @@ from benchmark.engine.schemes import (
     CELL_SITES,
     GATE_MASKS,
     SCHEMES,
+    SITE_DOCS,
     SITES,
     DropoutPlan,
     Scheme,
@@ -37,6 +41,7 @@ __all__ = [
     "SCALINGS",
     "SCHEMES",
     "SITES",
+    "SITE_DOCS",
     "DropoutPlan",
     "EmbeddingDropout",
     "Scheme",

@@ -28,8 +28,15 @@ GRANULARITIES: tuple[str, ...] = ("step", "sequence", "batch")
 SCALINGS: tuple[str, ...] = ("inverted", "test")
 
 # The order in which a layer's masks are drawn. Fixed, so that the fused path and the
-# reference loop consume the RNG identically.
-DRAW_ORDER: tuple[str, ...] = ("x", "h_in", "g", "c", "state", "zoneout", "w_hh", "out")
+# reference loop consume the RNG identically. A layer's input is masked by ``x`` or by
+# ``between`` (never both: ``DropoutPlan.layer_sites``), so both sit first: with one rate
+# for every site, a scheme with ``between`` draws exactly what it drew with ``x`` there.
+DRAW_ORDER: tuple[str, ...] = ("x", "between", "h_in", "g", "c", "state", "zoneout", "w_hh", "out")
+# Sites that mask a layer's input as it enters W (masks as wide as the input): ``x`` on the
+# module's input (and on the inner boundaries unless the scheme lists ``between``),
+# ``between`` on the inner boundaries. And the sites whose masks may be untied per gate.
+INPUT_SITES: tuple[str, ...] = ("x", "between")
+GATE_MASK_SITES: tuple[str, ...] = ("x", "between", "h_in")
 
 Mask = Tensor | float
 
@@ -109,7 +116,9 @@ def draw_layer_masks(
     """Every mask one layer needs for one forward call, drawn before the layer runs.
 
     ``sites`` maps a site name to an object with ``rate``, ``granularity``, ``scaling``
-    and ``gate_masks`` (``schemes.SiteConfig``). Returns ``{key: mask}`` where key is a
+    and ``gate_masks`` (``schemes.SiteConfig``): the sites acting on this layer
+    (``DropoutPlan.layer_sites``). ``input_width`` is the layer's input width (the ``x`` /
+    ``between`` masks), ``hidden`` the layer's own width (every other site). Returns ``{key: mask}`` where key is a
     site name, or ``"state.c"`` / ``"zoneout.c"`` for the LSTM memory's own mask.
     In eval, a dropout site under ``test`` scaling yields the float ``keep`` (multiply by
     the keep-probability, as the drop-rnn code does) and zoneout yields the float ``p``
@@ -127,7 +136,7 @@ def draw_layer_masks(
             keys.append("zoneout.c")  # separate draws for h and c, as in the paper
         if name == "state" and drop_cell:
             keys.append("state.c")  # TF < 1.4 dropped the whole LSTMStateTuple
-        width = input_width if name == "x" else hidden
+        width = input_width if name in INPUT_SITES else hidden
         for key in keys:
             if name == "zoneout":
                 shape = mask_shape(cfg.granularity, steps, batch, width)
@@ -139,7 +148,7 @@ def draw_layer_masks(
                 # DropConnect: one mask on the weight's elements per forward call (AWD-LSTM).
                 masks[key] = dropout_mask(weight_hh_shape, p, cfg.scaling, like)  # (G*H, H)
             else:
-                untied = cfg.gate_masks == "untied" and name in ("x", "h_in")
+                untied = cfg.gate_masks == "untied" and name in GATE_MASK_SITES
                 shape = mask_shape(cfg.granularity, steps, batch, width, gates if untied else 0)
                 masks[key] = dropout_mask(shape, p, cfg.scaling, like)
     return masks

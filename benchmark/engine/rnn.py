@@ -11,11 +11,22 @@ masks in the same order, so under one seed they agree exactly.
 
 Parameters carry ``nn.LSTM``'s names and shapes and are registered directly on the
 module, so a ``state_dict`` moves between this module and ``torch.nn`` unchanged.
+
+Widths: ``hidden_size`` is an int (every layer that wide, ``nn.LSTM``'s contract, the state
+stacked ``(L, B, H)``) or a sequence of one width per layer (AWD-LSTM's 1150, 1150, 400:
+the last layer as wide as the embedding, so the decoder can be tied). Layer ``l`` then has
+``H_l`` units and reads the ``H_{l-1}`` outputs of the layer below (layer 0 reads
+``input_size``), and the state, which cannot be stacked, is a list of per-layer ``(B, H_l)``
+tensors (the LSTM's the tuple ``(list of h, list of c)``).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import math
+from collections.abc import Sequence
 from typing import Any, Mapping
 
 import torch
@@ -24,12 +35,30 @@ from torch.nn.utils.rnn import PackedSequence
 
 from benchmark.engine import cells, kernels
 from benchmark.engine.fused import LoopMasks
-from benchmark.engine.masks import Mask, draw_layer_masks, per_step
-from benchmark.engine.schemes import DropoutPlan, resolve
+from benchmark.engine.masks import INPUT_SITES, Mask, draw_layer_masks, per_step
+from benchmark.engine.schemes import DropoutPlan, SiteConfig, resolve
 
 # ``auto``: the native kernel where the scheme allows, else the fused time loop; ``loop``: always
 # the fused time loop; ``reference``: always the plain autograd loop (what the fast paths are tested against).
 IMPLS: tuple[str, ...] = ("auto", "loop", "reference")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def layer_widths(hidden_size: int | Sequence[int], num_layers: int) -> tuple[int, ...]:
+    """``hidden_size`` as one width per layer; a one-line ValueError naming it when it is neither form."""
+    if _positive_int(hidden_size):
+        return (hidden_size,) * num_layers
+    if isinstance(hidden_size, (str, bytes)) or not isinstance(hidden_size, Sequence):
+        raise ValueError(f"hidden_size must be a positive integer or a sequence of num_layers positive integers, "
+                         f"got {hidden_size!r}")
+    widths = tuple(hidden_size)
+    if len(widths) != num_layers or not all(_positive_int(w) for w in widths):
+        raise ValueError(f"hidden_size as a sequence must hold num_layers={num_layers} positive integers "
+                         f"(one width per layer), got {hidden_size!r}")
+    return widths
 
 
 class _DropoutRNN(nn.Module):
@@ -42,7 +71,7 @@ class _DropoutRNN(nn.Module):
     def __init__(
         self,
         input_size: int,
-        hidden_size: int,
+        hidden_size: int | Sequence[int],
         num_layers: int,
         bias: bool,
         batch_first: bool,
@@ -57,9 +86,13 @@ class _DropoutRNN(nn.Module):
         options: dict[str, Any],
     ) -> None:
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        for name, value in (("input_size", input_size), ("num_layers", num_layers)):
+            if not _positive_int(value):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        # One width per layer; an int keeps nn.LSTM's contract (the state stacked (L, B, H)),
+        # a sequence gives the per-layer state lists, even when its widths are equal.
+        self.layer_sizes: tuple[int, ...] = layer_widths(hidden_size, num_layers)
+        self.per_layer_state = not _positive_int(hidden_size)
         if bidirectional:
             raise ValueError("bidirectional=True is not supported; allowed: bidirectional=False")
         if proj_size:
@@ -67,7 +100,7 @@ class _DropoutRNN(nn.Module):
         if impl not in IMPLS:
             raise ValueError(f"unknown impl {impl!r}; choose one of: {', '.join(IMPLS)}")
         self.input_size = input_size
-        self.hidden_size = hidden_size
+        self.hidden_size: int | tuple[int, ...] = self.layer_sizes if self.per_layer_state else hidden_size
         self.num_layers = num_layers
         self.bias = bool(bias)
         self.batch_first = bool(batch_first)
@@ -79,15 +112,18 @@ class _DropoutRNN(nn.Module):
         # The last layer's output before the ``out`` mask in the last training forward
         # (time-major); AWD-LSTM's temporal activation regularisation is computed on it.
         self.last_raw_output: Tensor | None = None
+        # While set (``holding_masks``), each layer's masks are drawn once and reused by every
+        # later forward call: one sampled model for a whole pass over a text (MC dropout).
+        self._held_masks: dict[int, dict[str, Mask]] | None = None
 
         factory = {"device": device, "dtype": dtype}
-        gate_size = self._gates * hidden_size
         self._layer_names: list[list[str]] = []
         for layer in range(num_layers):
-            width = input_size if layer == 0 else hidden_size
+            hidden = self.layer_sizes[layer]
+            gate_size = self._gates * hidden
             shapes = {
-                f"weight_ih_l{layer}": (gate_size, width),
-                f"weight_hh_l{layer}": (gate_size, hidden_size),
+                f"weight_ih_l{layer}": (gate_size, self._input_width(layer)),
+                f"weight_hh_l{layer}": (gate_size, hidden),
             }
             if self.bias:
                 shapes[f"bias_ih_l{layer}"] = (gate_size,)
@@ -100,10 +136,21 @@ class _DropoutRNN(nn.Module):
 
     # ------------------------------------------------------------------ parameters
     def reset_parameters(self) -> None:
-        """``nn.LSTM``'s initialisation: U(-1/sqrt(H), 1/sqrt(H)) for every parameter."""
-        bound = 1.0 / math.sqrt(self.hidden_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
+        """``nn.LSTM``'s initialisation: U(-1/sqrt(H), 1/sqrt(H)) for every parameter.
+
+        With per-layer widths, ``H`` is each layer's own width ``H_l`` (what a stack of
+        single-layer ``nn.LSTM``s of those widths gets, as AWD-LSTM builds it), so every
+        parameter of layer ``l`` is U(-1/sqrt(H_l), 1/sqrt(H_l)). Parameters are drawn in
+        registration order, layer by layer, as ``nn.LSTM`` does.
+        """
+        for layer in range(self.num_layers):
+            bound = 1.0 / math.sqrt(self.layer_sizes[layer])
+            for weight in self._layer_params(layer):
+                nn.init.uniform_(weight, -bound, bound)
+
+    def _input_width(self, layer: int) -> int:
+        """Layer ``layer``'s input width: ``input_size`` for layer 0, else the width of the layer below."""
+        return self.input_size if layer == 0 else self.layer_sizes[layer - 1]
 
     def _layer_params(self, layer: int) -> list[Tensor]:
         return [getattr(self, name) for name in self._layer_names[layer]]
@@ -115,8 +162,8 @@ class _DropoutRNN(nn.Module):
         layer by layer and cuDNN checks contiguity from the start of the storage.
         """
         for layer in range(self.num_layers):
-            width = self.input_size if layer == 0 else self.hidden_size
-            kernels.flatten_layer(self._layer_params(layer), self._mode, width, self.hidden_size)
+            kernels.flatten_layer(self._layer_params(layer), self._mode, self._input_width(layer),
+                                  self.layer_sizes[layer])
 
     def _apply(self, fn: Any, recurse: bool = True) -> "_DropoutRNN":
         # .to() / .cuda() / .double() create new storages: flatten them again, as nn.RNNBase does.
@@ -127,7 +174,7 @@ class _DropoutRNN(nn.Module):
     def __getstate__(self) -> dict[str, Any]:
         # The last forward's output is part of an autograd graph, which cannot be copied;
         # it is transient anyway: copies and pickles start without it.
-        return {**self.__dict__, "last_raw_output": None, "_trace": None}
+        return {**self.__dict__, "last_raw_output": None, "_trace": None, "_held_masks": None}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # copy.deepcopy and pickle clone each parameter separately, losing the shared buffer.
@@ -150,7 +197,7 @@ class _DropoutRNN(nn.Module):
         return self.plan.rate("emb")
 
     def extra_repr(self) -> str:
-        s = f"{self.input_size}, {self.hidden_size}"
+        s = f"{self.input_size}, {self.hidden_size}"  # per-layer widths print as a tuple
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         if not self.bias:
@@ -170,7 +217,7 @@ class _DropoutRNN(nn.Module):
     def trace(self, input: Tensor, hx: Any = None) -> tuple[Any, dict[int, tuple[Tensor, Tensor | None]]]:
         """``forward`` on the reference loop, plus the carried state of every layer at every step.
 
-        Returns ``(forward's result, {layer: (h (T, B, H), c (T, B, H) or None)})``: the values
+        Returns ``(forward's result, {layer: (h (T, B, H_l), c (T, B, H_l) or None)})``: the values
         each step hands to the next (masked, under ``state`` or ``c`` dropout). This is what
         the stability probes read: the explosion lives in the carried state, which neither
         the output nor ``h_n`` shows step by step. Batch-first input gives (B, T, H).
@@ -189,24 +236,75 @@ class _DropoutRNN(nn.Module):
             stacked[layer] = (h, c)
         return result, stacked
 
-    def _initial_state(self, hx: Any, batch: int, like: Tensor, unbatched: bool) -> tuple[Tensor, Tensor | None]:
-        shape = (self.num_layers, batch, self.hidden_size)  # (L, B, H)
+    @contextlib.contextmanager
+    def holding_masks(self, store: dict) -> Iterator[None]:
+        """Reuse one set of masks for every forward call inside: a fixed sampled model.
+
+        Gal & Ghahramani's MC test (yaringal/BayesianRNN LM_code) draws each pass's masks
+        once and keeps them over the whole test sequence, across its BPTT segments. ``store``
+        keeps one pass's masks between contexts (give each of K passes its own dict). Only
+        masks fixed over time can be held: a scheme with a step-granularity site is refused.
+        """
+        steps = [name for name, cfg in self.plan.sites.items() if cfg.granularity == "step" and cfg.rate]
+        if steps:
+            raise ValueError(f"masks of step-granularity sites ({', '.join(steps)}) change every step and "
+                             "cannot be held over a pass; hold masks only with sequence or batch granularity")
+        previous, self._held_masks = self._held_masks, store
+        try:
+            yield
+        finally:
+            self._held_masks = previous
+
+    def _initial_state(self, hx: Any, batch: int, like: Tensor,
+                       unbatched: bool) -> tuple[list[Tensor], list[Tensor] | None]:
+        """``hx`` as per-layer lists ``[(B, H_l)] * L`` of h (and c for the LSTM), zeros when None.
+
+        Stacked widths take ``(L, B, H)`` tensors (``(L, H)`` unbatched), as ``nn.LSTM``;
+        per-layer widths take a list or tuple of ``L`` tensors ``(B, H_l)`` (``(H_l,)`` unbatched).
+        """
         if hx is None:
-            h0 = like.new_zeros(shape)
-            return h0, (like.new_zeros(shape) if self._cell == "lstm" else None)
+            h0 = [like.new_zeros(batch, width) for width in self.layer_sizes]  # (B, H_l) each
+            return h0, ([like.new_zeros(batch, width) for width in self.layer_sizes] if self._cell == "lstm" else None)
         if self._cell == "lstm":
             if not isinstance(hx, (tuple, list)) or len(hx) != 2:
                 raise ValueError("LSTM hidden state must be a tuple (h0, c0); got something else")
             h0, c0 = hx
         else:
             h0, c0 = hx, None
+        return self._layer_states("h0", h0, batch, unbatched), (
+            self._layer_states("c0", c0, batch, unbatched) if c0 is not None else None)
+
+    def _layer_states(self, name: str, state: Any, batch: int, unbatched: bool) -> list[Tensor]:
+        """One initial state (``h0`` or ``c0``) checked and split into per-layer (B, H_l) tensors."""
+        if not self.per_layer_state:
+            shape = (self.num_layers, batch, self.hidden_size)  # (L, B, H)
+            if not isinstance(state, Tensor):
+                raise ValueError(f"{name} must be a tensor of shape {shape} (num_layers, batch, hidden_size), "
+                                 f"got {type(state).__name__}")
+            if unbatched:
+                state = state.unsqueeze(1)
+            if tuple(state.shape) != shape:
+                raise ValueError(f"{name} must have shape {shape} (num_layers, batch, hidden_size), "
+                                 f"got {tuple(state.shape)}")
+            return list(state.unbind(0))
+        shapes = [(batch, width) for width in self.layer_sizes]
         if unbatched:
-            h0 = h0.unsqueeze(1)
-            c0 = c0.unsqueeze(1) if c0 is not None else None
-        for name, t in (("h0", h0), ("c0", c0)):
-            if t is not None and tuple(t.shape) != shape:
-                raise ValueError(f"{name} must have shape {shape} (num_layers, batch, hidden_size), got {tuple(t.shape)}")
-        return h0, c0
+            shapes = [(width,) for width in self.layer_sizes]
+        if not isinstance(state, (list, tuple)) or len(state) != self.num_layers or not all(
+                isinstance(t, Tensor) for t in state):
+            raise ValueError(f"{name} must be a list of {self.num_layers} tensors, one per layer, of shapes {shapes} "
+                             f"(per-layer hidden_size), got {type(state).__name__}")
+        got = [tuple(t.shape) for t in state]
+        if got != shapes:
+            raise ValueError(f"{name} must be a list of tensors of shapes {shapes} (per-layer hidden_size), got {got}")
+        return [t.unsqueeze(0) for t in state] if unbatched else list(state)
+
+    def _final_state(self, states: list[Tensor], unbatched: bool) -> Tensor | list[Tensor]:
+        """Per-layer final states in ``hx``'s form: stacked (L, B, H), or a list of (B, H_l)."""
+        if self.per_layer_state:
+            return [t.squeeze(0) for t in states] if unbatched else states
+        stacked = torch.stack(states)  # (L, B, H)
+        return stacked.squeeze(1) if unbatched else stacked
 
     def forward(self, input: Tensor, hx: Any = None) -> tuple[Tensor, Any]:
         """Same call convention as ``torch.nn.LSTM`` / ``torch.nn.GRU``.
@@ -233,54 +331,56 @@ class _DropoutRNN(nn.Module):
         if training:
             self.last_masks = {}
         h_n, c_n = [], []
-        # One mask per boundary between stacked layers, as in Zaremba's, Gal's and AWD-LSTM's
-        # code: the upper layer's ``x`` masks it, and ``out`` masks only the module's output.
-        # (Masking every layer's output as well would drop 0.75 of a boundary at rate 0.5.)
-        inner_sites = {k: v for k, v in plan.sites.items() if k != "out"}
         for layer in range(self.num_layers):
             params = self._layer_params(layer)
-            masks = draw_layer_masks(
-                plan.sites if layer == self.num_layers - 1 else inner_sites,
+            # One mask per boundary between stacked layers, as in Zaremba's, Gal's and AWD-LSTM's
+            # code: the upper layer's input site (``x``, or ``between`` when the scheme has it)
+            # masks it, and ``out`` masks only the module's output (masking every layer's output
+            # as well would drop 0.75 of a boundary at rate 0.5).
+            sites = plan.layer_sites(layer, self.num_layers)
+            held = self._held_masks.get(layer) if self._held_masks is not None else None
+            masks = held if held is not None else draw_layer_masks(
+                sites,
                 training,
                 cell=self._cell,
                 steps=steps,
                 batch=batch,
                 input_width=x.shape[2],
-                hidden=self.hidden_size,
+                hidden=self.layer_sizes[layer],
                 gates=self._gates,
                 weight_hh_shape=tuple(params[1].shape),
                 drop_cell=plan.drop_cell,
                 like=x,
             )
+            if self._held_masks is not None:
+                self._held_masks[layer] = masks
             if training:
                 for key, mask in masks.items():
                     self.last_masks[(layer, key)] = mask
             c_layer = c0[layer] if c0 is not None else None
             if use_loop:
                 trace = self._trace.setdefault(layer, []) if self._trace is not None else None
-                x, h, c = self._loop_layer(x, h0[layer], c_layer, params, masks, trace)
+                x, h, c = self._loop_layer(x, h0[layer], c_layer, params, masks, sites, trace)
             else:
                 x, h, c = self._fused_layer(x, h0[layer], c_layer, params, masks)
             if layer == self.num_layers - 1 and training:
                 self.last_raw_output = x  # (T, B, H): before `out`, for AWD-LSTM's TAR
             if "out" in masks:
                 x = x * masks["out"]  # (T, B, H) * (T|B|1, ..., H)
-            h_n.append(h)
+            h_n.append(h)  # (B, H_l)
             c_n.append(c)
 
         output = x.squeeze(1) if unbatched else (x.transpose(0, 1) if self.batch_first else x)
-        h_out = torch.stack(h_n)  # (L, B, H)
-        if unbatched:
-            h_out = h_out.squeeze(1)
+        h_out = self._final_state(h_n, unbatched)  # (L, B, H), or a list of (B, H_l)
         if self._cell == "gru":
             return output, h_out
-        c_out = torch.stack(c_n)  # (L, B, H)
-        return output, (h_out, c_out.squeeze(1) if unbatched else c_out)
+        return output, (h_out, self._final_state(c_n, unbatched))
 
     def _fused_layer(self, x: Tensor, h0: Tensor, c0: Tensor | None, params: list[Tensor], masks: dict[str, Mask]) -> tuple[Tensor, Tensor, Tensor | None]:
         """Dropout outside the recurrence + DropConnect weight, then the native kernel."""
-        if "x" in masks:
-            x = x * masks["x"]  # (T, B, D) * (T|B|1, ..., D)
+        in_site = _input_site(masks)
+        if in_site is not None:
+            x = x * masks[in_site]  # (T, B, D) * (T|B|1, ..., D)
         weights = params
         if "w_hh" in masks:
             w_hh = params[1] * masks["w_hh"]  # (G*H, H): fresh each call, grad flows to the raw weight
@@ -293,27 +393,32 @@ class _DropoutRNN(nn.Module):
         return out, h, None
 
     def _loop_layer(self, x: Tensor, h0: Tensor, c0: Tensor | None, params: list[Tensor], masks: dict[str, Mask],
-                    trace: list | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
-        """The time loop (fused or reference): project the segment once, split masks per step, then loop."""
+                    sites: Mapping[str, SiteConfig], trace: list | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The time loop (fused or reference): project the segment once, split masks per step, then loop.
+
+        ``sites`` are the sites acting on this layer (``DropoutPlan.layer_sites``).
+        """
         plan = self.plan
         steps = x.shape[0]
         w_ih, w_hh = params[0], params[1]
         b_ih, b_hh = (params[2], params[3]) if self.bias else (None, None)
         if "w_hh" in masks:
             w_hh = w_hh * masks["w_hh"]  # dropped once for the whole segment
-        x_untied = isinstance(masks.get("x"), Tensor) and plan.sites["x"].gate_masks == "untied"
+        in_site = _input_site(masks)
+        x_mask = masks[in_site] if in_site is not None else None
+        x_untied = isinstance(x_mask, Tensor) and sites[in_site].gate_masks == "untied"
         if self._cell == "lstm":
             bias = b_ih + b_hh if self.bias else None  # both biases add before the gates
         else:
             bias = b_ih  # b_hh's n-part is gated by r, so it stays in the recurrence
-        xw = cells.project_inputs(x, w_ih, bias, masks.get("x"), self._gates, x_untied)  # (T, B, G*H)
+        xw = cells.project_inputs(x, w_ih, bias, x_mask, self._gates, x_untied)  # (T, B, G*H)
 
         def split(key: str) -> list[Mask] | None:
             mask = masks.get(key)
             if mask is None:
                 return None
             site = key.split(".")[0]
-            cfg = plan.sites[site]
+            cfg = sites[site]
             if cfg.granularity != "step":
                 return per_step(mask, steps, None)
             untied = isinstance(mask, Tensor) and cfg.gate_masks == "untied"
@@ -321,7 +426,7 @@ class _DropoutRNN(nn.Module):
 
         h_in = split("h_in")
         loop_masks = LoopMasks(
-            h_in=h_in, h_in_untied=h_in is not None and plan.sites["h_in"].gate_masks == "untied", g=split("g"),
+            h_in=h_in, h_in_untied=h_in is not None and sites["h_in"].gate_masks == "untied", g=split("g"),
             c=split("c"), zoneout=split("zoneout"), zoneout_c=split("zoneout.c"), state=split("state"),
             state_c=split("state.c"), output_pre_mask=plan.state_output == "pre_mask",
         )
@@ -332,21 +437,29 @@ class _DropoutRNN(nn.Module):
         return out, h, None
 
 
+def _input_site(masks: Mapping[str, Mask]) -> str | None:
+    """The site masking the layer's input, if any: ``x``, or ``between`` on the inner layers of a scheme that has it."""
+    return next((site for site in INPUT_SITES if site in masks), None)
+
+
 class LSTM(_DropoutRNN):
     """``torch.nn.LSTM`` with a dropout scheme; see ``benchmark.engine.SCHEMES``.
 
     ``dropout`` is one float for every site the scheme uses, or ``{site: rate}``; scheme
     options (``granularity``, ``gate_masks``, ``scaling``, ``drop_cell``) are keywords.
+    ``hidden_size`` is an int, or one width per layer (then ``hx`` and the returned state are
+    lists of per-layer ``(B, H_l)`` tensors; see the module docstring).
     ``impl="loop"`` forces the (fused) time loop and ``impl="reference"`` the plain autograd
     loop, for tests comparing the paths; ``"auto"`` picks the fastest path that is exact.
 
     After a training forward, ``last_masks[(layer, key)]`` holds the masks it used (eval
-    forwards leave it alone). ``key`` is a site name, or ``"state.c"`` / ``"zoneout.c"``
+    forwards leave it alone). ``key`` is a site name (``"between"`` for an inner layer's input
+    mask when the scheme has that site, else ``"x"``), or ``"state.c"`` / ``"zoneout.c"``
     for the LSTM memory's own mask. Shapes: step ``(T, B, D)``, sequence ``(B, D)``, batch
-    ``(1, D)``, with a leading gate axis ``(G, ...)`` for untied ``x`` / ``h_in``; ``w_hh``
-    has the weight's shape ``(G*H, H)``. Dropout masks hold the factor applied
-    (``{0, 1/keep}`` inverted, ``{0, 1}`` test); zoneout masks hold 1 where the previous
-    value is kept.
+    ``(1, D)``, with a leading gate axis ``(G, ...)`` for untied ``x`` / ``between`` /
+    ``h_in``; ``w_hh`` has the weight's shape ``(G*H, H)`` (with per-layer widths, ``H`` is
+    the layer's ``H_l``). Dropout masks hold the factor applied (``{0, 1/keep}`` inverted,
+    ``{0, 1}`` test); zoneout masks hold 1 where the previous value is kept.
     """
 
     _cell = "lstm"
@@ -356,7 +469,7 @@ class LSTM(_DropoutRNN):
     def __init__(
         self,
         input_size: int,
-        hidden_size: int,
+        hidden_size: int | Sequence[int],
         num_layers: int = 1,
         bias: bool = True,
         batch_first: bool = False,
@@ -386,7 +499,7 @@ class GRU(_DropoutRNN):
     def __init__(
         self,
         input_size: int,
-        hidden_size: int,
+        hidden_size: int | Sequence[int],
         num_layers: int = 1,
         bias: bool = True,
         batch_first: bool = False,

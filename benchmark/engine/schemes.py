@@ -7,6 +7,13 @@ class (docs: shared/DESIGN.md, "The one idea the architecture rests on"). The en
 How rates derive from ``dropout``: a float is applied to *every* site the scheme uses for
 the cell (``emb`` included: the language model reads it from ``plan.rate("emb")``); a
 mapping ``{site: rate}`` sets the named sites and leaves the scheme's other sites at 0.
+
+Layer boundaries: ``x`` masks each layer's input and ``out`` the module's output. A scheme
+that also lists ``between`` gives the boundaries *inside* the stack (a layer's input that is
+the output of the layer below) their own site, so their rate can differ from the module
+input's (AWD-LSTM: ``dropouti`` 0.4 on the first layer's input, ``dropouth`` 0.25 between
+layers, ``dropout`` 0.4 on the output). ``DropoutPlan.layer_sites`` says which sites act on
+which layer; the engine reads that and never a scheme's name.
 """
 
 from __future__ import annotations
@@ -15,9 +22,25 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from benchmark.engine.masks import GRANULARITIES, SCALINGS, check_rate
+from benchmark.engine.masks import GATE_MASK_SITES, GRANULARITIES, INPUT_SITES, SCALINGS, check_rate
 
-SITES: tuple[str, ...] = ("emb", "x", "h_in", "g", "c", "state", "out", "w_hh", "zoneout")
+SITES: tuple[str, ...] = ("emb", "x", "between", "h_in", "g", "c", "state", "out", "w_hh", "zoneout")
+# The site table: what each site masks (README, "The sites").
+SITE_DOCS: Mapping[str, str] = MappingProxyType({
+    "emb": "rows of the embedding matrix: every occurrence of a dropped word type (applied by the language model)",
+    "x": "each layer's input as it enters W (the module's input included); where the scheme lists `between`, "
+         "only the module's input",
+    "between": "a layer's input when it is the output of the layer below (the boundaries inside the stack); "
+               "when a scheme lists it, it takes the place of `x` there, same granularity rules as `x`",
+    "h_in": "h_{t-1} as it enters U only; the carried state is untouched",
+    "g": "the candidate (g in the LSTM, n in the GRU) before it is mixed into the memory",
+    "c": "the LSTM memory after its update; the masked value is carried on",
+    "state": "the carried state after each step; the step's output is the value before the mask, as in TensorFlow",
+    "out": "the module's output",
+    "w_hh": "elements of U itself (DropConnect)",
+    "zoneout": "per unit, keep h_{t-1} (and c_{t-1}) instead of the new value; eval uses the expectation",
+})
+
 CELLS: tuple[str, ...] = ("lstm", "gru")
 CELL_SITES: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {"lstm": SITES, "gru": tuple(s for s in SITES if s != "c")}  # a GRU has no separate memory
@@ -102,7 +125,10 @@ SCHEMES: Mapping[str, Scheme] = MappingProxyType(
                 (Site("c", "sequence", ("lstm",)), Site("state", "sequence", ("gru",))),
                 source="Moon, Choi, Lee & Song 2015, RNNDROP: a novel dropout for RNNs in ASR, IEEE ASRU",
                 summary="a per-sequence mask on the memory after its update, carried on (GRU: on h)",
-                options={"granularity": "sequence", **_INV},
+                # Test-time scaling (issue 13): a {0, 1} mask in training, the memory times keep
+                # at evaluation, so nothing compounds while training. ``scaling=inverted`` is
+                # the compounding variant: a kept unit is multiplied by 1/keep at every step.
+                options={"granularity": "sequence", "scaling": "test"},
                 granularity_sites=("c", "state"),
             ),
             Scheme(
@@ -115,11 +141,13 @@ SCHEMES: Mapping[str, Scheme] = MappingProxyType(
             ),
             Scheme(
                 "weightdrop",
-                (Site("emb", "batch"), Site("x", "sequence"), Site("w_hh", "batch"), Site("out", "sequence")),
+                (Site("emb", "batch"), Site("x", "sequence"), Site("between", "sequence"), Site("w_hh", "batch"),
+                 Site("out", "sequence")),
                 source="Merity, Keskar & Socher 2017, Regularizing and Optimizing LSTM Language Models, arXiv:1708.02182",
-                summary="DropConnect on weight_hh once per forward, locked dropout on inputs and outputs",
+                summary="DropConnect on weight_hh once per forward, locked dropout on the input, between layers "
+                        "and on the output (dropouti, dropouth, dropout)",
                 options={"granularity": "sequence", **_INV},
-                granularity_sites=("x", "out"),
+                granularity_sites=("x", "between", "out"),
             ),
             Scheme(
                 "zoneout",
@@ -151,7 +179,7 @@ class SiteConfig:
     rate: float
     granularity: str
     scaling: str = "inverted"
-    gate_masks: str | None = None  # only for x / h_in
+    gate_masks: str | None = None  # only for the GATE_MASK_SITES (x, between, h_in)
 
 
 @dataclass(frozen=True)
@@ -177,6 +205,23 @@ class DropoutPlan:
     def drop_cell(self) -> bool:
         return bool(self.options.get("drop_cell", False))
 
+    def layer_sites(self, layer: int, num_layers: int) -> dict[str, SiteConfig]:
+        """The sites that act on layer ``layer`` of a ``num_layers`` stack: ``{site: config}``.
+
+        ``out`` acts on the last layer only (one mask per boundary between stacked layers,
+        as in Zaremba's, Gal's and AWD-LSTM's code: the upper layer's input mask masks it).
+        A layer's input is masked by ``x`` on layer 0, and on the layers above by ``between``
+        when the plan has it, else by ``x``; ``emb`` acts outside the stack.
+        """
+        sites = {k: v for k, v in self.sites.items() if k != "emb"}
+        if layer != num_layers - 1:
+            sites.pop("out", None)
+        if layer == 0:
+            sites.pop("between", None)
+        elif "between" in sites:
+            sites.pop("x", None)
+        return sites
+
     def needs_loop(self, training: bool) -> bool:
         """Whether this mode needs the reference loop instead of the fused kernel.
 
@@ -190,7 +235,7 @@ class DropoutPlan:
                 continue
             if name in LOOP_SITES and (training or name == "zoneout" or cfg.scaling == "test"):
                 return True
-            if name == "x" and training and cfg.gate_masks == "untied":
+            if name in INPUT_SITES and training and cfg.gate_masks == "untied":
                 return True
         return False
 
@@ -258,7 +303,7 @@ def resolve(scheme: str, cell: str, dropout: float | Mapping[str, float] = 0.0, 
             rate=rates[name],
             granularity=granularity,
             scaling=opts.get("scaling", "inverted"),
-            gate_masks=opts.get("gate_masks", "tied") if name in ("x", "h_in") else None,
+            gate_masks=opts.get("gate_masks", "tied") if name in GATE_MASK_SITES else None,
         )
     return DropoutPlan(
         scheme=scheme,
