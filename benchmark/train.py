@@ -176,7 +176,7 @@ def evaluate_mc(model: LanguageModel, data: torch.Tensor, bptt: int, samples: in
     total, count, hidden = 0.0, 0, [None] * samples
     held: list[dict] = [{} for _ in range(samples)]  # sample k's masks, drawn at its first segment
     # Masks redrawn every step (naive, semeniuta per step) have nothing to hold over the pass.
-    fixed = all(site.granularity != "step" or not site.rate for site in model.rnn.plan.sites.values())
+    fixed = not model.rnn.plan.per_step_sites
     for inputs, targets in segments(data, bptt):
         logp = []
         for k in range(samples):

@@ -245,7 +245,7 @@ class _DropoutRNN(nn.Module):
         keeps one pass's masks between contexts (give each of K passes its own dict). Only
         masks fixed over time can be held: a scheme with a step-granularity site is refused.
         """
-        steps = [name for name, cfg in self.plan.sites.items() if cfg.granularity == "step" and cfg.rate]
+        steps = self.plan.per_step_sites
         if steps:
             raise ValueError(f"masks of step-granularity sites ({', '.join(steps)}) change every step and "
                              "cannot be held over a pass; hold masks only with sequence or batch granularity")

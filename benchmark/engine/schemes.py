@@ -205,6 +205,11 @@ class DropoutPlan:
     def drop_cell(self) -> bool:
         return bool(self.options.get("drop_cell", False))
 
+    @property
+    def per_step_sites(self) -> list[str]:
+        """Active sites whose masks are redrawn every step: nothing of them can be held over a pass."""
+        return [name for name, cfg in self.sites.items() if cfg.granularity == "step" and cfg.rate]
+
     def layer_sites(self, layer: int, num_layers: int) -> dict[str, SiteConfig]:
         """The sites that act on layer ``layer`` of a ``num_layers`` stack: ``{site: config}``.
 
