@@ -334,15 +334,20 @@ def run_group(width: str, hidden: int, cell: str, s: Settings, device: torch.dev
 
 def machine(device: torch.device) -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
+                if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
                     cpu = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
                     break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    # The GEMM kernels, and so every speed ratio, depend on these (issue 16).
+    vector = [name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags]
+    info = {"cpu": cpu, "vector": ", ".join(vector) or "none", "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "platform": platform.platform(), "device": str(device)}
     if hasattr(os, "getloadavg"):
         info["load_avg_at_start"] = round(os.getloadavg()[0], 2)
@@ -353,7 +358,7 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 
 def machine_line(m: dict[str, Any]) -> str:
-    line = (f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} threads, "
+    line = (f"{m['cpu']} ({m.get('vector', 'vector flags unknown')}), {m['cores']} cores, torch {m['torch']}, {m['threads']} threads, "
             f"device {m['device']}")
     if "gpu" in m:
         line += f" ({m['gpu']}, CUDA {m['cuda']})"

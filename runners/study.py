@@ -1,0 +1,354 @@
+"""The multi-seed, equal-budget study: tune every scheme's rate, re-run the best with seeds, report.
+
+    python -m runners.study experiment=study_cpu [key=value ...] [--jobs N] [--out DIR]
+
+A preset's ``study`` block names the schemes, cells, rate grid and seeds (issue 14). For
+every scheme x cell the driver runs one Optuna grid search over the dropout rate
+(``hparams_search=dropout``, the same grid for every scheme, on the validation split with
+``study.tuning_seed``), then re-runs the best rate with every seed in ``study.seeds``;
+``none`` skips the search. Only the seeded runs are compared, on the test split, by
+``analysis.study``. Tuning and comparison use different seeds, so the comparison is not
+biased towards the seed a rate was chosen on.
+
+Each search and each seed sweep is one ``python run.py -m`` command; ``--jobs`` of them run
+at a time, each on its share of the cores (or its own GPU). Everything lives under
+``<paths.output_dir>/studies/<study.name>/``: ``tune/<scheme>-<cell>/`` (the trials and their
+``optuna.db``), ``seeds/<scheme>-<cell>/``, ``logs/`` (each command's output) and
+``study.json`` (the commands, the machine and the wall time).
+
+Rerunning the same command continues an interrupted study: a search asks only for the
+grid points its SQLite study has not finished (an interrupted trial's rate is asked again
+and its job directory resumes from its checkpoint), and the seed sweeps skip finished jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from omegaconf import DictConfig
+
+from runners.hydra_task import CONF_DIR, check_overrides, group_options
+
+ROOT = CONF_DIR.parent
+DONE_STATES = ("COMPLETE", "FAIL", "PRUNED")
+
+
+class StudyError(ValueError):
+    """A study that cannot start: no ``study`` block, or a bad one."""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What a preset's ``study`` block asks for, checked."""
+
+    name: str
+    schemes: tuple[str, ...]
+    cells: tuple[str, ...]
+    rates: tuple[float, ...]
+    tuning_seed: int
+    seeds: tuple[int, ...]
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> "StudySpec":
+        block = cfg.get("study")
+        if block is None:
+            presets = [p for p in group_options("experiment")
+                       if "study" in (yaml.safe_load((CONF_DIR / "experiment" / f"{p}.yaml").read_text()) or {})]
+            raise StudyError(f"this configuration defines no study; choose a preset that does: "
+                             f"{', '.join('experiment=' + p for p in presets)}")
+        spec = cls(name=str(block.name), schemes=tuple(block.schemes), cells=tuple(block.cells),
+                   rates=tuple(float(r) for r in block.rates), tuning_seed=int(block.tuning_seed),
+                   seeds=tuple(int(s) for s in block.seeds))
+        allowed = group_options("scheme")
+        for scheme in spec.schemes:
+            if scheme not in allowed or scheme == "none":
+                raise StudyError(f"study.schemes has {scheme!r}; choose from: "
+                                 f"{', '.join(s for s in allowed if s != 'none')} (none is always compared)")
+        for cell in spec.cells:
+            if cell not in group_options("model"):
+                raise StudyError(f"study.cells has {cell!r}; choose from: {', '.join(group_options('model'))}")
+        if not spec.rates or any(not 0.0 <= r < 1.0 for r in spec.rates):
+            raise StudyError(f"study.rates must be a non-empty list of rates in [0, 1), got {list(spec.rates)}")
+        if len(spec.seeds) < 2 or len(set(spec.seeds)) != len(spec.seeds) or spec.tuning_seed in spec.seeds:
+            raise StudyError(f"study.seeds must be at least 2 distinct seeds without study.tuning_seed "
+                             f"({spec.tuning_seed}), got {list(spec.seeds)}")
+        return spec
+
+
+@dataclass
+class Task:
+    """One ``run.py -m`` command: a rate search, or one rate's seed sweep."""
+
+    stage: str          # tune | seeds
+    scheme: str
+    cell: str
+    sweep_dir: Path
+    rate: float | None = None
+    tuned_by: "Task | None" = None                          # the search whose best rate a seed sweep uses
+    after: list["Task"] = field(default_factory=list)       # what may start once this one has finished
+
+    @property
+    def label(self) -> str:
+        return f"{self.stage} {self.scheme}-{self.cell}"
+
+
+def compose(overrides: Sequence[str]) -> DictConfig:
+    """The job configuration these overrides give, as ``run.py`` would compose it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def study_dir(cfg: DictConfig, spec: StudySpec) -> Path:
+    return Path(cfg.paths.output_dir).resolve() / "studies" / spec.name
+
+
+def storage_url(sweep_dir: Path) -> str:
+    return f"sqlite:///{sweep_dir / 'optuna.db'}"
+
+
+def study_name(scheme: str, cell: str) -> str:
+    return f"dropout-{scheme}-{cell}"
+
+
+def finished_trials(sweep_dir: Path, scheme: str, cell: str) -> list[Any]:
+    """The search's trials that have a result (an interrupted one stays RUNNING and is asked again)."""
+    if not (sweep_dir / "optuna.db").is_file():
+        return []
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.load_study(study_name=study_name(scheme, cell), storage=storage_url(sweep_dir))
+    except KeyError:
+        return []
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name in DONE_STATES]
+
+
+def best_rate(sweep_dir: Path, scheme: str, cell: str) -> float:
+    """The rate with the lowest best-validation perplexity; ties go to the lower rate.
+
+    A rate whose run diverged scores +inf, so a scheme that blows up at every rate is
+    still compared at its lowest one, and its seeded runs show it.
+    """
+    trials = [t for t in finished_trials(sweep_dir, scheme, cell) if t.values]
+    if not trials:
+        raise StudyError(f"the search in {sweep_dir} has no finished trial")
+    best = min(trials, key=lambda t: (t.values[0], t.params["dropout"]))
+    return float(best.params["dropout"])
+
+
+def plan(spec: StudySpec, root: Path) -> list[Task]:
+    """Every command of the study; a seed sweep runs after its scheme's search."""
+    tasks = [Task("seeds", "none", cell, root / "seeds" / f"none-{cell}") for cell in spec.cells]
+    for scheme in spec.schemes:
+        for cell in spec.cells:
+            tune = Task("tune", scheme, cell, root / "tune" / f"{scheme}-{cell}")
+            tune.after.append(Task("seeds", scheme, cell, root / "seeds" / f"{scheme}-{cell}", tuned_by=tune))
+            tasks.append(tune)
+    return tasks
+
+
+def command(task: Task, spec: StudySpec, overrides: Sequence[str], threads: int | None) -> list[str]:
+    """The ``run.py -m`` command line of a task."""
+    argv = [sys.executable, str(ROOT / "run.py"), "-m", *overrides, f"scheme={task.scheme}",
+            f"model={task.cell}", f"hydra.sweep.dir={task.sweep_dir}"]
+    if threads is not None and not any(o.startswith("threads=") for o in overrides):
+        argv.append(f"threads={threads}")
+    if task.stage == "tune":
+        remaining = len(spec.rates) - len(finished_trials(task.sweep_dir, task.scheme, task.cell))
+        argv += ["hparams_search=dropout", f"seed={spec.tuning_seed}",
+                 f"dropout=choice({','.join(repr(r) for r in spec.rates)})",
+                 f"hydra.sweeper.study_name={study_name(task.scheme, task.cell)}",
+                 f"hydra.sweeper.storage={storage_url(task.sweep_dir)}",
+                 f"hydra.sweeper.n_trials={max(remaining, 0)}"]
+    else:
+        argv.append(f"seed={','.join(str(s) for s in spec.seeds)}")
+        if task.rate is not None:
+            argv.append(f"dropout={task.rate!r}")
+    return argv
+
+
+def display(argv: Sequence[str]) -> str:
+    """A command as a user would type it from the repository root."""
+    shown = ["python", "run.py", *argv[3:]] if len(argv) > 2 and argv[1].endswith("run.py") else list(argv)
+    return shlex.join(shown)
+
+
+def completed_runs(root: Path) -> int:
+    """Job directories of the study with a final status: the progress bar's count."""
+    done = 0
+    for summary in root.glob("*/*/*/summary.json"):
+        try:
+            if json.loads(summary.read_text()).get("status") in ("finished", "diverged", "failed"):
+                done += 1
+        except (OSError, ValueError):
+            pass
+    return done
+
+
+def machine() -> dict[str, Any]:
+    """Where the study ran: the report prints it beside the results."""
+    import torch
+
+    from benchmark.speed import machine as speed_machine
+
+    return speed_machine(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+class Runner:
+    """Runs tasks ``jobs`` at a time; each command gets its share of the cores, or a GPU of its own."""
+
+    def __init__(self, spec: StudySpec, root: Path, overrides: Sequence[str], jobs: int, gpus: int):
+        self.spec, self.root, self.overrides, self.jobs = spec, root, list(overrides), jobs
+        self.threads = max(1, (os.cpu_count() or 1) // jobs)
+        self.slots: queue.Queue[int] = queue.Queue()
+        for slot in range(jobs):
+            self.slots.put(slot)
+        self.gpus = gpus
+        self.commands: list[str] = []
+        self.failures: list[str] = []
+        self.lock = threading.Lock()
+
+    def run(self, task: Task) -> Task:
+        if task.tuned_by is not None:
+            task.rate = best_rate(task.tuned_by.sweep_dir, task.scheme, task.cell)
+        argv = command(task, self.spec, self.overrides, None if self.gpus else self.threads)
+        if task.stage == "tune" and argv[-1] == "hydra.sweeper.n_trials=0":
+            return task  # every grid point has its result
+        task.sweep_dir.mkdir(parents=True, exist_ok=True)  # SQLite creates the database file, not its folder
+        slot = self.slots.get()
+        env = dict(os.environ)
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
+        log_path = self.root / "logs" / f"{task.stage}-{task.scheme}-{task.cell}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            self.commands.append(display(argv))
+        try:
+            with open(log_path, "a") as log:
+                log.write(f"$ {display(argv)}\n")
+                log.flush()
+                rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        finally:
+            self.slots.put(slot)
+        if rc != 0:
+            with self.lock:
+                self.failures.append(f"{task.label} exited with status {rc}; see {log_path}")
+            raise RuntimeError(task.label)
+        return task
+
+
+def run_study(spec: StudySpec, root: Path, overrides: Sequence[str], jobs: int, progress: bool = True) -> int:
+    """Run (or continue) every task; returns the number of commands that failed."""
+    import torch
+    from tqdm import tqdm
+
+    gpus = torch.cuda.device_count()
+    runner = Runner(spec, root, overrides, jobs, gpus)
+    root.mkdir(parents=True, exist_ok=True)
+    record_path = root / "study.json"
+    previous = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    started = time.time()
+    total = len(spec.seeds) * (len(spec.schemes) + 1) * len(spec.cells) + len(spec.rates) * len(spec.schemes) * len(spec.cells)
+    tasks = plan(spec, root)
+    bar = tqdm(total=total, initial=completed_runs(root), unit="run", desc=spec.name, disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending: dict[Future, Task] = {pool.submit(runner.run, t): t for t in tasks}
+        while pending:
+            done, _ = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
+            bar.n = completed_runs(root)
+            bar.refresh()
+            for future in done:
+                task = pending.pop(future)
+                if future.exception() is not None:
+                    if not isinstance(future.exception(), RuntimeError):
+                        runner.failures.append(f"{task.label}: {future.exception()}")
+                    continue
+                for follow in task.after:
+                    pending[pool.submit(runner.run, follow)] = follow
+                rate = f" (best rate {best_rate(task.sweep_dir, task.scheme, task.cell)})" if task.stage == "tune" else ""
+                bar.write(f"done: {task.label}{rate}")
+    bar.close()
+    record = {
+        "name": spec.name,
+        "study": {"schemes": list(spec.schemes), "cells": list(spec.cells), "rates": list(spec.rates),
+                  "tuning_seed": spec.tuning_seed, "seeds": list(spec.seeds)},
+        "command": shlex.join(["python", "-m", "runners.study", *overrides]),
+        "overrides": list(overrides),
+        "jobs": jobs,
+        "machine": machine(),
+        "started": previous.get("started") or datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # Over every invocation, so a resumed study reports its whole cost.
+        "wall_s": round(float(previous.get("wall_s") or 0.0) + time.time() - started, 1),
+        "invocations": int(previous.get("invocations") or 0) + 1,
+        "commands": sorted(set(previous.get("commands", [])) | set(runner.commands)),
+        "failures": runner.failures,
+    }
+    tmp = record_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    tmp.replace(record_path)
+    for failure in runner.failures:
+        print(f"error: {failure}", file=sys.stderr)
+    return len(runner.failures)
+
+
+def default_jobs() -> int:
+    import torch
+
+    return torch.cuda.device_count() or (os.cpu_count() or 1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m runners.study",
+        description="Tune every scheme's dropout rate on the same grid, re-run the best rate with several "
+                    "seeds, and report. Rerun the same command to continue an interrupted study.")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="Hydra overrides, e.g. experiment=study_cpu (a preset with a study block)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="commands at a time (default: one per GPU, else one per core)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where the report goes (default: <study dir>/report)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs and CI)")
+    args = parser.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    check_overrides(args.overrides)
+    try:
+        cfg = compose(args.overrides)
+        spec = StudySpec.from_config(cfg)
+    except StudyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    root = study_dir(cfg, spec)
+    print(f"study {spec.name}: {len(spec.schemes)} schemes x {len(spec.cells)} cells, rates {list(spec.rates)}, "
+          f"seeds {list(spec.seeds)}; in {root}", file=sys.stderr)
+    failed = run_study(spec, root, args.overrides, args.jobs or default_jobs(), progress=not args.no_progress)
+    from analysis.study import write_study_report
+
+    out = write_study_report(root, args.out or root / "report")
+    print(f"report: {out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
