@@ -270,12 +270,40 @@ def run_study(spec: StudySpec, root: Path, overrides: Sequence[str], jobs: int, 
     tasks = plan(spec, root)
     bar = tqdm(total=total, initial=completed_runs(root), unit="run", desc=spec.name, disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
+
+    where = machine()
+
+    def record() -> None:
+        """study.json, rewritten while the study runs: a killed invocation loses at most a poll's time."""
+        data = {
+            "name": spec.name,
+            "study": {"schemes": list(spec.schemes), "cells": list(spec.cells), "rates": list(spec.rates),
+                      "tuning_seed": spec.tuning_seed, "seeds": list(spec.seeds)},
+            "command": shlex.join(["python", "-m", "runners.study", *overrides]),
+            "overrides": list(overrides),
+            "jobs": jobs,
+            "machine": where,
+            "started": previous.get("started")
+            or datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            # Over every invocation, so a resumed study reports its whole cost.
+            "wall_s": round(float(previous.get("wall_s") or 0.0) + time.time() - started, 1),
+            "invocations": int(previous.get("invocations") or 0) + 1,
+            "commands": sorted(set(previous.get("commands", [])) | set(runner.commands)),
+            "failures": runner.failures,
+        }
+        tmp = record_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(record_path)
+
+    record()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         pending: dict[Future, Task] = {pool.submit(runner.run, t): t for t in tasks}
         while pending:
             done, _ = wait(pending, timeout=5, return_when=FIRST_COMPLETED)
             bar.n = completed_runs(root)
             bar.refresh()
+            record()
             for future in done:
                 task = pending.pop(future)
                 if future.exception() is not None:
@@ -287,25 +315,7 @@ def run_study(spec: StudySpec, root: Path, overrides: Sequence[str], jobs: int, 
                 rate = f" (best rate {best_rate(task.sweep_dir, task.scheme, task.cell)})" if task.stage == "tune" else ""
                 bar.write(f"done: {task.label}{rate}")
     bar.close()
-    record = {
-        "name": spec.name,
-        "study": {"schemes": list(spec.schemes), "cells": list(spec.cells), "rates": list(spec.rates),
-                  "tuning_seed": spec.tuning_seed, "seeds": list(spec.seeds)},
-        "command": shlex.join(["python", "-m", "runners.study", *overrides]),
-        "overrides": list(overrides),
-        "jobs": jobs,
-        "machine": machine(),
-        "started": previous.get("started") or datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        # Over every invocation, so a resumed study reports its whole cost.
-        "wall_s": round(float(previous.get("wall_s") or 0.0) + time.time() - started, 1),
-        "invocations": int(previous.get("invocations") or 0) + 1,
-        "commands": sorted(set(previous.get("commands", [])) | set(runner.commands)),
-        "failures": runner.failures,
-    }
-    tmp = record_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(record_path)
+    record()
     for failure in runner.failures:
         print(f"error: {failure}", file=sys.stderr)
     return len(runner.failures)
