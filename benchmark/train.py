@@ -126,6 +126,17 @@ def ppl(loss: float) -> float:
     return math.exp(min(loss, 700.0))  # beyond e^700 a float overflows; it is inf in all but name
 
 
+# A model this many times worse than guessing uniformly over the vocabulary has blown up,
+# even when its loss is still a finite number: a run at perplexity 1e67 must not be
+# reported "finished" (issue 15). An untrained model sits near 1x.
+ABSURD_OVER_UNIFORM = 10.0
+
+
+def blown_up(loss: float, vocab_size: int) -> bool:
+    """A non-finite loss, or a perplexity above ``ABSURD_OVER_UNIFORM`` x the vocabulary size."""
+    return not math.isfinite(loss) or loss > math.log(ABSURD_OVER_UNIFORM * vocab_size)
+
+
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -304,12 +315,14 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
 
         with averaged_weights(model, optimizer):
             val_loss = evaluate(model, valid_data, cfg.bptt)
-            if math.isfinite(val_loss) and val_loss < p.best_val:
+            if not blown_up(val_loss, corpus.vocab_size) and val_loss < p.best_val:
                 p.best_val, p.best_state = val_loss, copy.deepcopy(model.state_dict())
         log({"epoch": p.epoch, "step": p.step, "split": "val", "loss": val_loss, "ppl": ppl(val_loss)})
-        if not math.isfinite(val_loss):
+        if blown_up(val_loss, corpus.vocab_size):
             probe(p.epoch, "divergence")
-            return _diverged(p, "validation loss", time.perf_counter(), log, epoch_done=True)
+            what = "validation loss" if not math.isfinite(val_loss) else \
+                f"validation perplexity (above {ABSURD_OVER_UNIFORM:g}x the vocabulary size)"
+            return _diverged(p, what, time.perf_counter(), log, epoch_done=True)
         probe(p.epoch, "epoch")
         if p.val_losses and val_loss >= min(p.val_losses):
             p.plateau_decays += 1  # read only by schedule=plateau

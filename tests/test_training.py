@@ -87,6 +87,24 @@ def test_a_blow_up_ends_as_diverged_with_its_step():
     assert math.isnan(events[-1]["loss"])
 
 
+def test_a_finite_but_absurd_perplexity_is_a_blow_up_not_a_result():
+    # Every prediction on one token with a logit gap of 1e4: the loss is finite (~1e4 nats per
+    # token), the perplexity astronomically worse than guessing. It must not end "finished".
+    corpus = Corpus("toy", torch.randint(1, 30, (800,)), torch.randint(1, 30, (200,)),
+                    torch.randint(1, 30, (200,)), tuple(f"w{i}" for i in range(30)))
+    torch.manual_seed(0)
+    model = LanguageModel(corpus.vocab_size, 16, 16, 1, "lstm", "none", 0.0)
+    with torch.no_grad():
+        model.decoder.bias[0] = 1e4
+    events = []
+    result = train(model, corpus, TrainConfig(epochs=2, batch_size=4, eval_batch_size=4, bptt=10, lr=1e-9),
+                   CPU, log=events.append, progress=False)
+    val = [e for e in events if e["split"] == "val"]
+    assert math.isfinite(val[0]["loss"]) and val[0]["ppl"] > 10 * corpus.vocab_size
+    assert result.status == "diverged" and result.best_val_ppl is None and result.test_ppl is None
+    assert "vocabulary size" in events[-1]["what"]
+
+
 def _toy_lm(scheme: str, dropout: float) -> tuple[LanguageModel, torch.Tensor]:
     torch.manual_seed(0)
     model = LanguageModel(40, 12, 12, 2, "lstm", scheme, dropout).double()
