@@ -31,7 +31,7 @@ from benchmark.data import DataError
 from benchmark.train import train
 from runners import build, checkpoints
 from runners.build import ConfigError
-from runners.run_store import RunStore
+from runners.run_store import JobDirBusy, RunStore, job_lock
 from runners.tracking import WandbTracker
 
 log = logging.getLogger("runners.job")
@@ -89,8 +89,20 @@ def wandb_run_id(job_dir: Path) -> str:
 
 
 def run_job(cfg: DictConfig, ctx: JobContext) -> dict:
-    """Train one configuration; returns its summary. Raises ``ConfigError`` before any work on bad input."""
+    """Train one configuration; returns its summary. Raises ``ConfigError`` before any work on bad input.
+
+    The job directory is locked for the whole job: a second process aimed at it gets a
+    one-line error instead of training into the same files.
+    """
     build.check_config(cfg)
+    try:
+        with job_lock(ctx.job_dir):
+            return _run_locked(cfg, ctx)
+    except JobDirBusy as e:
+        raise ConfigError(str(e)) from None
+
+
+def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
     store = RunStore(ctx.job_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     existing = store.summary()

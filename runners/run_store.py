@@ -11,12 +11,48 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-CONFIG, METRICS, SUMMARY = "config.yaml", "metrics.jsonl", "summary.json"
+CONFIG, METRICS, SUMMARY, LOCK = "config.yaml", "metrics.jsonl", "summary.json", ".lock"
+
+
+class JobDirBusy(RuntimeError):
+    """Another live process is running a job in this directory."""
+
+
+@contextmanager
+def job_lock(job_dir: Path) -> Iterator[None]:
+    """Hold the job directory for this process, or raise ``JobDirBusy`` at once.
+
+    Two identical commands into one ``hydra.run.dir`` would otherwise both train and
+    append every event twice to ``metrics.jsonl`` (issue 15). ``flock`` is released by
+    the kernel when the holder dies, so a killed job never leaves a stale lock behind
+    and its directory resumes normally.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        yield
+        return
+    job_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(job_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise JobDirBusy(f"{job_dir} is in use by a running job (pid {holder}); wait for it to end, "
+                             f"or give this run another directory (hydra.run.dir=...)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
