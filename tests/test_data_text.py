@@ -54,6 +54,15 @@ def test_missing_split_is_a_one_line_error_naming_it(tmp_path):
     assert "\n" not in msg and "valid.txt" in msg and str(d) in msg and "has no valid.txt (" in msg
 
 
+def test_a_file_that_is_not_utf8_is_a_one_line_error_naming_it(tmp_path):
+    d = write_splits(tmp_path)
+    (d / "train.txt").write_bytes("café olé\n".encode("latin-1"))
+    with pytest.raises(DataError) as e:
+        load_corpus("text", path=d, cache_dir=tmp_path / "cache")
+    msg = str(e.value)
+    assert "\n" not in msg and str(d / "train.txt") in msg and "not UTF-8" in msg and "0xe9" in msg
+
+
 def test_no_path_and_unknown_options_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="data.path=DIR"):
         load_corpus("text")

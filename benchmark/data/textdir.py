@@ -39,10 +39,14 @@ def read_words(path: Path) -> list[str]:
     Merity et al.'s own loader, which is where its published token counts come from.
     """
     words: list[str] = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            words.extend(line.split())
-            words.append(EOS)
+    try:
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                words.extend(line.split())
+                words.append(EOS)
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (it holds byte 0x{e.object[e.start]:02x}); convert it first, "
+                        f"e.g. iconv -f latin1 -t utf-8") from None
     return words
 
 
