@@ -48,7 +48,7 @@ FALLBACK_COLOURS = ("#bcbd22", "#17becf", "#1b9e77", "#7570b3", "#e6ab02", "#000
 # Line styles that tell apart variants of one scheme (a dropout rate, drop_cell) in a
 # panel where colour already means the scheme.
 VARIANT_STYLES = ("-", "--", "-.", (0, (1, 1)), (0, (5, 1, 1, 1, 1, 1)))
-FORMATS = ("png", "svg")
+FORMATS = ("png", "svg", "pdf")  # PDF and SVG for papers (issue 15)
 PNG_DPI = 150
 # Perplexities above this are drawn at it (with an upward triangle): a run that reached
 # 1e300 would otherwise squash every other curve into one pixel row.
@@ -114,13 +114,13 @@ def scheme_colour(scheme: str) -> str:
 def save_figure(fig: Figure, png: Path) -> tuple[Path, ...]:
     """Write ``fig`` as ``png`` and beside it in every other ``FORMATS``; the paths.
 
-    The SVG carries no date, so re-running the report on the same runs gives the same file.
+    The SVG and PDF carry no date, so re-running the report on the same runs gives the same files.
     """
     png.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for fmt in FORMATS:
         path = png.with_suffix(f".{fmt}")
-        metadata = {"Date": None} if fmt == "svg" else {"Software": None}
+        metadata = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(fmt, {"Software": None})
         with matplotlib.rc_context({"svg.hashsalt": "rnn-dropout-bench"}):
             fig.savefig(path, format=fmt, dpi=PNG_DPI, metadata=metadata)
         written.append(path)

@@ -12,9 +12,9 @@ writes
   so the one file works when mailed, archived or opened on a cluster login node; a
   Content-Security-Policy forbids the page any network request.
 - ``OUT_DIR/report.md``: tables, figure links and captions, for a README or a PR.
-- ``OUT_DIR/figures/``: every figure as PNG and SVG (for papers).
+- ``OUT_DIR/figures/``: every figure as PNG, and as SVG and PDF for papers.
 - ``OUT_DIR/runs.csv`` (one row per run) and ``tables.csv``/``tables.md``/``tables.html``
-  (the scheme table, from ``analysis.tables``).
+  (the scheme table, from ``analysis.tables``), and ``tables.tex`` (booktabs LaTeX).
 
 A path that does not exist or holds no runs is an error (exit status 2, one line on
 stderr) and nothing is written: a typo must not produce an empty report that looks
@@ -547,7 +547,7 @@ def render_html(runs: Runs, table_html: str, figures: Sequence[SavedFigure], pat
 <h1>{_e(TITLE)}</h1>
 <p class="muted">Built {_e(datetime.now().isoformat(timespec="seconds"))} from {sources}.
 Data: <a href="runs.csv">runs.csv</a>, <a href="tables.csv">tables.csv</a>,
-<a href="report.md">report.md</a>, figures in <a href="figures/">figures/</a> (PNG and SVG).</p>
+<a href="report.md">report.md</a>, figures in <a href="figures/">figures/</a> (PNG, SVG and PDF), the table as <a href="tables.tex">LaTeX</a>.</p>
 <nav class="toc">{toc}</nav>
 {_filters_html(runs.runs)}
 

@@ -248,6 +248,23 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def to_latex(table: pd.DataFrame) -> str:
+    """The Markdown table's cells as a booktabs LaTeX tabular (pandas' ``Styler.to_latex``), for a paper.
+
+    Needs ``\\usepackage{booktabs}``; names with underscores (``state_dropout``) are escaped.
+    """
+    texts = _text_columns(table)
+    numbers = _numeric_columns(table)
+    source = _show_source(table)
+    rows = []
+    for record in table.to_dict("records"):
+        cells = [_text(record[k]) for k in texts] + [fmt(record) for _, _, fmt, _ in numbers]
+        rows.append(cells + ([_text(record["ref_source"])] if source else []))
+    frame = pd.DataFrame(rows, columns=texts + [c[0] for c in numbers] + (["source"] if source else []))
+    styler = frame.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    return styler.to_latex(hrules=True, column_format="l" * len(texts) + "r" * len(numbers) + ("l" if source else ""))
+
+
 def to_csv(table: pd.DataFrame, path: Path | str) -> Path:
     """The raw table (every column, unformatted numbers) for other tools."""
     path = Path(path)
@@ -285,14 +302,15 @@ def to_html(table: pd.DataFrame) -> str:
 
 
 def write_tables(runs: Runs, out_dir: Path | str) -> dict[str, Path]:
-    """``tables.csv``, ``tables.md`` and ``tables.html`` in ``out_dir``; their paths by format."""
+    """``tables.csv``, ``tables.md``, ``tables.html`` and ``tables.tex`` in ``out_dir``; their paths by format."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = scheme_table(runs)
     paths = {"csv": to_csv(table, out_dir / "tables.csv"), "md": out_dir / "tables.md",
-             "html": out_dir / "tables.html"}
+             "html": out_dir / "tables.html", "tex": out_dir / "tables.tex"}
     paths["md"].write_text(to_markdown(table), encoding="utf-8")
     paths["html"].write_text(to_html(table), encoding="utf-8")
+    paths["tex"].write_text(to_latex(table), encoding="utf-8")
     return paths
 
 

@@ -34,11 +34,12 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"runs": runs, "figures": {f.name: f for f in figures}, "dir": base / "figures"}
 
 
-def test_every_figure_is_written_as_png_and_svg(made: dict) -> None:
+def test_every_figure_is_written_as_png_svg_and_pdf(made: dict) -> None:
     assert tuple(made["figures"]) == ALL
     for name, figure in made["figures"].items():
-        assert [p.suffix[1:] for p in figure.files] == list(FORMATS) == ["png", "svg"]
-        png, svg = figure.files
+        assert [p.suffix[1:] for p in figure.files] == list(FORMATS) == ["png", "svg", "pdf"]
+        png, svg, pdf = figure.files
+        assert pdf.read_bytes()[:5] == b"%PDF-"
         assert png == figure.path and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         text = svg.read_text(encoding="utf-8")
         assert "<svg" in text and "<text" in text  # labels stay text: editable in a paper

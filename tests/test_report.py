@@ -276,7 +276,7 @@ def test_runs_table_lists_every_run_with_status(report: dict) -> None:
     assert 'class="sortable" id="runs"' in report["page"]
 
 
-def test_images_are_embedded_and_figures_written_as_png_and_svg(report: dict) -> None:
+def test_images_are_embedded_and_figures_written_as_png_svg_and_pdf(report: dict) -> None:
     imgs = report["reader"].imgs
     names = {"val_ppl", "test_ppl", "train_vs_val_ppl", "train_ppl_steps", "state_norm", "grad_norm",
              "divergence", "explosion"}
@@ -289,7 +289,9 @@ def test_images_are_embedded_and_figures_written_as_png_and_svg(report: dict) ->
         png, svg = fig_dir / f"{name}.png", fig_dir / f"{name}.svg"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
         assert "<svg" in svg.read_text(encoding="utf-8")[:2000]
+        assert (fig_dir / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
         assert f'href="figures/{name}.svg"' in report["page"]
+    assert (report["out"] / "tables.tex").read_text(encoding="utf-8").startswith("\\begin{tabular}")
 
 
 def test_page_loads_nothing_from_the_network(report: dict) -> None:

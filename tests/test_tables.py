@@ -219,13 +219,18 @@ def test_markdown(table: pd.DataFrame) -> None:
 
 def test_write_tables_csv_round_trip(runs: Runs, table: pd.DataFrame, tmp_path: Path) -> None:
     paths = write_tables(runs, tmp_path / "out")
-    assert {k: p.name for k, p in paths.items()} == {"csv": "tables.csv", "md": "tables.md", "html": "tables.html"}
+    assert {k: p.name for k, p in paths.items()} == {"csv": "tables.csv", "md": "tables.md", "html": "tables.html",
+                                                     "tex": "tables.tex"}
     back = pd.read_csv(paths["csv"], keep_default_na=False, na_values=[""])
     assert list(back.columns) == list(TABLE_COLUMNS)
     assert back["val_mean"].tolist() == pytest.approx(table["val_mean"].tolist(), nan_ok=True)
     assert back.loc[1, "ref_source"] == SOURCE
     assert paths["html"].read_text(encoding="utf-8") == to_html(table)
     assert paths["md"].read_text(encoding="utf-8") == to_markdown(table)
+    tex = paths["tex"].read_text(encoding="utf-8")
+    assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex and "\\bottomrule" in tex
+    assert "105.00 \u00b1 7.07 (n=2)" in tex  # the same cells as the Markdown table
+    assert "state_dropout" not in tex or "state\\_dropout" in tex  # LaTeX-escaped
 
 
 def test_empty_runs_give_an_empty_table(tmp_path: Path) -> None:
@@ -239,7 +244,7 @@ def test_cli(runs: Runs, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = Path(runs.runs["root"].iloc[0])
     assert main([str(root), "--out", str(tmp_path / "t"), "--cache", str(tmp_path / "cache")]) == 0
     printed = capsys.readouterr().out.split()
-    assert [Path(p).name for p in printed] == ["tables.csv", "tables.md", "tables.html"]
+    assert [Path(p).name for p in printed] == ["tables.csv", "tables.md", "tables.html", "tables.tex"]
     assert (tmp_path / "cache" / "runs.parquet").is_file()
     assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "t2")]) == 2
     err = capsys.readouterr().err
