@@ -9,13 +9,19 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import logging
+import subprocess
+import sys
 import threading
 import zipfile
+from pathlib import Path
 
 import pytest
 
 from benchmark.data import DataError, load_corpus
 from benchmark.data.download import SOURCES, Remote, Source, command, download, main
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Loopback:
@@ -216,3 +222,22 @@ def test_cli_usage_matches_the_command_we_print(capsys):
     assert "python -m benchmark.data.download" in out and "{ptb,wikitext2}" in out and "--dir" in out
     with pytest.raises(SystemExit):
         main(["ptb"])  # --dir is required
+
+
+def test_cli_exit_status_says_whose_fault_it_was(server, tmp_path, caplog, monkeypatch):
+    # A bad command line or an unusable --dir is the user's: 2 and one line, like the suite's other commands.
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for args, expected in (([str(tmp_path), "--retries", "-1"], "--retries must be 0 or more"),
+                           ([str(a_file)], "is a file, not a directory"),
+                           ([str(a_file / "sub")], "cannot create")):
+        proc = subprocess.run([sys.executable, "-m", "benchmark.data.download", "ptb", "--dir", *args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and "error: " in proc.stderr.strip().splitlines()[-1]
+    # A download that fails is not: 1, the message through logging, nothing left behind.
+    monkeypatch.setitem(SOURCES, "ptb", ptb_source(server, checksums={"valid": "0" * 32}))
+    with caplog.at_level(logging.INFO, logger="benchmark.data.download"):
+        assert main(["ptb", "--dir", str(tmp_path / "d"), "--retries", "0"]) == 1
+    assert any(r.levelno == logging.ERROR and "checksum mismatch" in r.getMessage() for r in caplog.records)
+    assert not [p for p in (tmp_path / "d").iterdir() if p.suffix == ".part"]
