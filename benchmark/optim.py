@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # the training loop's config is the one place these settings are declared
-    from benchmark.train import TrainConfig
+from benchmark.train_config import TrainConfig
 
 OPTIMIZERS = ("sgd", "ntasgd", "adam")
 SCHEDULES = ("step", "plateau")

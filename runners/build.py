@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.data import Corpus, DataError, load_corpus
-from benchmark.data.corpus import corpus_loader
+from benchmark.data.registry import corpus_loader
 from benchmark.engine import resolve
 from benchmark.model import CELLS, INITS, LanguageModel, ModelConfig
 from benchmark.optim import OPTIMIZERS, SCHEDULES
