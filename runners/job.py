@@ -54,6 +54,44 @@ def summary_base(cfg: DictConfig) -> dict:
             "seed": int(cfg.seed), "dropout": 0.0 if cfg.scheme.name == "none" else rates}
 
 
+_orphan_watch = False
+
+
+def joblib_worker() -> bool:
+    """Whether this job runs in a worker of Hydra's joblib launcher (``hydra/launcher=local_parallel``)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return "joblib" in str(HydraConfig.get().launcher.get("_target_", ""))
+    except (ValueError, AttributeError):  # no Hydra context: called as a library
+        return False
+
+
+def stop_when_orphaned(interval: float = 1.0) -> None:
+    """Stop this worker (as SIGTERM would: checkpoint, then exit) once its sweep process is gone.
+
+    Killing a ``local_parallel`` sweep left its joblib workers training on as orphans
+    (issue 15): loky's workers do not watch their parent. A daemon thread notices the
+    re-parenting and sends this process SIGTERM, which ``stop_on_signals`` turns into a
+    checkpoint at the next step boundary, so rerunning the sweep resumes the job.
+    """
+    import os
+
+    global _orphan_watch
+    if _orphan_watch:  # a joblib worker runs many jobs: one watcher per process
+        return
+    _orphan_watch = True
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        log.warning("the sweep process %d is gone; stopping this job", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 @contextmanager
 def stop_on_signals():
     """Turn SIGTERM/SIGUSR1 into a flag the training loop polls; re-deliver the signal at exit.
@@ -127,6 +165,8 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                "train_tokens_per_s": None, "diverged_step": None, "error": None, "dir": str(ctx.job_dir),
                "reference": build.reference(cfg)}
     # The signal is handed on only after summary.json is written and the W&B run closed.
+    if joblib_worker():
+        stop_when_orphaned()
     with stop_on_signals() as should_stop:
         started = time.perf_counter()
         try:

@@ -104,3 +104,47 @@ def test_rerunning_a_sweep_skips_finished_jobs_and_completes_the_others(run_cli,
         proc.stderr + (finished / "run.log").read_text()
     resumed = json.loads((cut / "summary.json").read_text())
     assert resumed["status"] == "finished" and resumed["test_ppl"] == expected["test_ppl"]
+
+
+@pytest.mark.slow
+def test_killing_a_parallel_sweep_stops_its_workers_at_a_checkpoint(tmp_path, cache_dir):
+    """SIGTERM to a local_parallel sweep: its joblib workers notice, checkpoint and exit (issue 15)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT, cli_env
+
+    sweep = tmp_path / "sweep"
+    main = subprocess.Popen([sys.executable, "run.py", "-m", "hydra/launcher=local_parallel", "scheme=naive,variational",
+                             "data.size=3000", "model.emb_size=16", "model.hidden_size=16", "model.num_layers=1",
+                             "train.epochs=500", "logger=none", f"hydra.sweep.dir={sweep}",
+                             f"paths.cache_dir={cache_dir}"],
+                            cwd=ROOT, env=cli_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(sweep.glob("*/checkpoint.pt"))) < 2:
+        time.sleep(0.5)  # both jobs past their first epoch
+    workers = [int(pid) for pid in subprocess.run(["ps", "-o", "pid=", "--ppid", str(main.pid)], capture_output=True,
+                                                   text=True).stdout.split()]
+    assert len(workers) >= 2, "the sweep should run its two jobs in worker processes"
+    main.send_signal(signal.SIGTERM)
+    main.wait(timeout=30)
+    deadline = time.time() + 30
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.5)
+        alive = [pid for pid in alive if _alive(pid)]
+    assert not alive, f"workers still running after the sweep was killed: {alive}"
+    statuses = [json.loads(p.read_text())["status"] for p in sweep.glob("*/summary.json")]
+    assert statuses == ["interrupted", "interrupted"]  # rerunning the sweep resumes them
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead: only its exit status is left for the (gone) parent to collect
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ", 1)[-1].startswith("Z"))
