@@ -367,17 +367,31 @@ Every tuning trial; the circled point is the rate re-run with seeds. Also as
 README_BLOCKS = ("headline", "paired")
 
 
-def readme_block(name: str, table: str, tables: dict[str, str]) -> tuple[str, str, str]:
+def provenance(record: dict[str, Any], runs: pd.DataFrame, trials: pd.DataFrame) -> str:
+    """One line: the command, the machine and the wall time, from ``study.json``."""
+    m = record["machine"]
+    return (f"*{len(runs)} seeded runs and {len(trials)} tuning trials from `{record['command']}`, "
+            f"{_duration(record['wall_s'])} on {m['cpu']} ({m.get('vector', '?')}), {m['cores']} cores, "
+            f"torch {m['torch']}, device {m['device']}.*\n")
+
+
+def readme_block(name: str, table: str, tables: dict[str, str], note: str = "") -> tuple[str, str, str]:
     """The README's copy of one table, between markers the report command finds again."""
     start, end = f"<!-- {name}:{table} -->", f"<!-- /{name}:{table} -->"
-    return start, end, f"{start}\n{tables[table + '.md']}{end}"
+    return start, end, f"{start}\n{tables[table + '.md']}{note and chr(10) + note}{end}"
 
 
-def replace_blocks(text: str, name: str, tables: dict[str, str]) -> str:
-    for table in README_BLOCKS:
-        start, end, block = readme_block(name, table, tables)
+def readme_blocks(record: dict[str, Any], tables: dict[str, str], runs: pd.DataFrame,
+                  trials: pd.DataFrame) -> list[tuple[str, str, str]]:
+    note = provenance(record, runs, trials)
+    return [readme_block(record["name"], table, tables, note if table == "headline" else "")
+            for table in README_BLOCKS]
+
+
+def replace_blocks(text: str, blocks: list[tuple[str, str, str]]) -> str:
+    for start, end, block in blocks:
         if start not in text or end not in text:
-            raise StudyReportError(f"the README has no {start} ... {end} block for the {table} table")
+            raise StudyReportError(f"the README has no {start} ... {end} block for the study's tables")
         head, rest = text.split(start, 1)
         text = head + block + rest.split(end, 1)[1]
     return text
@@ -392,18 +406,18 @@ def render(results: Path, readme: Path | None = None) -> None:
     rate_figure(trials, runs, results)
     (results / "README.md").write_text(readme_text(record, tables, runs, trials))
     if readme is not None:
-        readme.write_text(replace_blocks(readme.read_text(), record["name"], tables))
+        readme.write_text(replace_blocks(readme.read_text(), readme_blocks(record, tables, runs, trials)))
 
 
 def check(results: Path, readme: Path | None = None) -> list[str]:
     """The committed tables (and README block) that differ from what the committed runs give."""
-    runs, _, record = load(results)
+    runs, trials, record = load(results)
     tables = render_tables(runs)
     stale = [name for name, text in tables.items()
              if not (results / name).is_file() or (results / name).read_text() != text]
     if readme is not None:
         text = readme.read_text()
-        if any(readme_block(record["name"], table, tables)[2] not in text for table in README_BLOCKS):
+        if any(block not in text for _, _, block in readme_blocks(record, tables, runs, trials)):
             stale.append(str(readme))
     return stale
 
