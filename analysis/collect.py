@@ -7,7 +7,8 @@ write ``DIR/runs.parquet`` and ``DIR/events.parquet`` (``analysis.parquet_cache`
 sweep directories ``DIR`` is also the cache. The readers live in their own modules
 (``analysis.store_reader``, ``analysis.wandb_reader``) and share one schema
 (``analysis.runs``); ``collect`` and ``collect_wandb`` are imported here too, as the one
-place a script reads runs from. The source options are shared with ``analysis.tables``.
+place a script reads runs from. The source options and the one-line errors are those of
+every analysis command (``analysis.cli``).
 """
 
 from __future__ import annotations
@@ -17,53 +18,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from analysis.cli import add_source_arguments, error_line, print_notes, runs_from_arguments
 from analysis.parquet_cache import EVENTS_PARQUET, RUNS_PARQUET, write_parquet
-from analysis.runs import Runs
 from analysis.store_reader import collect
 from analysis.wandb_reader import collect_wandb
 
+# The command-line helpers stay importable from here, where they used to live.
 __all__ = ["add_source_arguments", "collect", "collect_wandb", "error_line", "main", "print_notes",
            "runs_from_arguments"]
-
-
-def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """The run-source options, shared by this CLI and ``analysis.tables``."""
-    parser.add_argument("dirs", nargs="*", type=Path, metavar="SWEEP_DIR",
-                        help="a sweep directory (job directories at any depth) or one job directory")
-    parser.add_argument("--wandb", metavar="[ENTITY/]PROJECT", help="read a W&B project instead (needs network)")
-    parser.add_argument("--group", help="with --wandb: only this group (a sweep directory's name)")
-
-
-def runs_from_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser,
-                        cache: Path | None = None) -> Runs:
-    """The ``Runs`` the source options name; ``parser.error`` (exit 2) when they conflict.
-
-    Raises ``OSError`` for a missing directory and ``ValueError`` when no run was read,
-    and lets W&B's errors through, for the caller to print on one line. ``cache`` applies to sweep directories only: W&B
-    offers no cheap fingerprint of a project.
-    """
-    if bool(args.dirs) == bool(args.wandb):
-        parser.error("give sweep directories or --wandb PROJECT, not both or neither")
-    if args.group and not args.wandb:
-        parser.error("--group needs --wandb")
-    runs = collect_wandb(args.wandb, args.group) if args.wandb else collect(args.dirs, cache=cache)
-    if runs.runs.empty:
-        raise ValueError("no runs read" + (f" ({len(runs.skipped)} skipped)" if runs.skipped else ""))
-    return runs
-
-
-def print_notes(runs: Runs) -> None:
-    """The skipped job directories and the warnings, one line each on stderr."""
-    for note in runs.skipped:
-        print(f"warning: skipped {note}", file=sys.stderr)
-    for note in runs.warnings:
-        print(f"warning: {note}", file=sys.stderr)
-
-
-def error_line(prog: str, error: BaseException) -> str:
-    """``prog: error: message`` on exactly one line, whatever the message holds."""
-    message = " ".join(str(error).split()) or type(error).__name__
-    return f"{prog}: error: {message}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

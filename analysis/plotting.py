@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import math
 import textwrap
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import Formatter, MaxNLocator
 
-from analysis.runs import CELL_ORDER, SCHEME_ORDER, ordered
+from analysis.runs import CELL_ORDER, SCHEME_ORDER, column, ordered
 
 # Fixed colours for the schemes the suite ships (matplotlib's tab10, colour-blind-aware
 # enough for eight lines), so a scheme keeps its colour across sweeps and reports.
@@ -128,42 +127,6 @@ def save_figure(fig: Figure, png: Path) -> tuple[Path, ...]:
 
 
 # --- runs, panels and groups ----------------------------------------------------------
-
-def column(table: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
-    """A column of the run table, or ``default`` everywhere when this table has none.
-
-    The run table gains columns over time (``variant``, ``config``, ``url``); figures
-    work on tables read before any of them existed.
-    """
-    if name in table.columns:
-        return table[name]
-    return pd.Series([default] * len(table), index=table.index, dtype=object)
-
-
-def run_config(run: Mapping[str, Any]) -> dict[str, Any]:
-    """The resolved config of a run: the run table's JSON ``config`` column, else the
-    job directory's ``config.yaml``, else ``{}`` (a W&B run or a store without one)."""
-    text = run.get("config")
-    if isinstance(text, str) and text:
-        try:
-            config = json.loads(text)
-            if isinstance(config, dict):
-                return config
-        except ValueError:
-            pass
-    run_dir = run.get("run_dir")
-    if isinstance(run_dir, str):
-        path = Path(run_dir) / "config.yaml"
-        if path.is_file():
-            import yaml
-
-            try:
-                config = yaml.safe_load(path.read_text(encoding="utf-8"))
-            except (OSError, yaml.YAMLError):
-                return {}
-            return config if isinstance(config, dict) else {}
-    return {}
-
 
 def short_variant(variant: Any) -> str:
     """A variant label for a legend: ``scheme.drop_cell=true, dropout=0.3`` reads

@@ -1,5 +1,12 @@
 """The tidy schema every source of runs fills: one row per run, one row per metrics event.
 
+This module is the one place that knows what a run is made of: the run table's columns
+(``RUN_COLUMNS``) and how the report lists them (``RUN_LISTING``), the config keys a
+run's columns come from (``CONFIG_KEYS``) and the others the figures read, the keys a
+table row stands for (``GROUP_KEYS``), and how a run's resolved config is read back
+(``run_config``). The readers, the tables, the figures and the report all read it here,
+so that renaming a config key or adding a column is one edit.
+
 Why one schema: the tables, figures and the report work on DataFrames only, whichever
 source the runs came from (the local run store, ``analysis.store_reader``; a W&B project,
 ``analysis.wandb_reader``), so both readers build their rows here, from a run's summary
@@ -32,6 +39,17 @@ RUN_COLUMNS = ("run_name", "scheme", "cell", "data", "seed", "dropout", "variant
                "train_tokens_per_s", "diverged_step", "diverged_what", "error",
                "ref_source", "ref_val_ppl", "ref_test_ppl", "ref_mc_test_ppl",
                "source", "url", "run_dir", "rel_dir", "root", "config")
+# Where a run's columns come from in its resolved config (``config.yaml``), for the
+# summary fields a summary leaves out; the summary wins where it has a value.
+CONFIG_KEYS = {"scheme": "scheme.name", "cell": "model.cell", "data": "data.name", "seed": "seed",
+               "dropout": "dropout", "run_name": "run_name"}
+# Config keys the figures read beyond the columns: the gradient-clipping threshold, drawn
+# on the gradient-norm figure, and whether state dropout also drops the LSTM memory.
+CLIP_KEY = "train.clip"
+DROP_CELL_KEY = "scheme.drop_cell"
+# What one row of the scheme table stands for: runs of one data set, cell and scheme that
+# differ in nothing but the seed (``variant`` names whatever else differs).
+GROUP_KEYS = ("data", "cell", "scheme", "variant")
 # Columns that identify a run in ``Runs.events``; ``run_dir`` is the unique key.
 ID_COLUMNS = ("run_dir", "run_name", "scheme", "cell", "data", "seed", "dropout")
 EVENT_COLUMNS = ID_COLUMNS + ("epoch", "step", "split", "scope", "loss", "ppl")
@@ -55,6 +73,33 @@ _FINISHED_ONLY = ("test_ppl", "bayes_test_ppl", "mc_test_ppl")
 _NOT_VARIANT = ("seed", "run_name", "paths", "logger", "device", "threads", "hardware", "reference",
                 "hydra", "data.path", "data.download", "train.log_interval", "train.probe_steps",
                 "train.probe_batch")
+
+
+@dataclass(frozen=True)
+class RunColumn:
+    """A column of the run listing in the report: its heading, the ``RUN_COLUMNS`` column
+    it shows, and ``number``, the format spec of a number (``".2f"``), ``None`` for text.
+    ``brief`` columns are also listed in report.md, which leaves timings and errors to the page."""
+
+    heading: str
+    key: str
+    number: str | None = None
+    brief: bool = False
+
+
+# The run listing of the report, in order: the HTML page shows every column that says
+# something, report.md the ``brief`` ones. One list, so both formats agree on names and formats.
+RUN_LISTING = (
+    RunColumn("run", "run_name", brief=True), RunColumn("scheme", "scheme", brief=True),
+    RunColumn("cell", "cell", brief=True), RunColumn("variant", "variant", brief=True),
+    RunColumn("data", "data"), RunColumn("seed", "seed", "d", brief=True),
+    RunColumn("dropout", "dropout", "g"), RunColumn("status", "status", brief=True),
+    RunColumn("best val ppl", "best_val_ppl", ".2f", brief=True),
+    RunColumn("test ppl", "test_ppl", ".2f", brief=True),
+    RunColumn("epochs", "epochs", "d"), RunColumn("wall s", "wall_s", ".0f"),
+    RunColumn("train tok/s", "train_tokens_per_s", ",.0f"),
+    RunColumn("diverged at step", "diverged_step", "d", brief=True), RunColumn("error", "error"),
+)
 
 
 @dataclass(frozen=True)
@@ -94,6 +139,48 @@ def ordered(values: Sequence[Any], preferred: Sequence[str]) -> list[Any]:
     return head + sorted(v for v in present if v not in preferred)
 
 
+def column(table: pd.DataFrame, name: str, default: Any = None) -> pd.Series:
+    """A column of the run table, or ``default`` everywhere when this table has none.
+
+    The run table gains columns over time (``variant``, ``config``, ``url``); figures and
+    the report work on tables read before any of them existed.
+    """
+    if name in table.columns:
+        return table[name]
+    return pd.Series([default] * len(table), index=table.index, dtype=object)
+
+
+def is_local(run: Mapping[str, Any]) -> bool:
+    """Whether a run lives in a job directory here (``source`` local), not only on W&B:
+    only then are its directory, ``config.yaml`` and Hydra records there to read."""
+    return str(run.get("source") or "local") == "local"
+
+
+def run_config(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved config of a run: the run table's JSON ``config`` column, else the
+    job directory's ``config.yaml``, else ``{}`` (a W&B run or a store without one)."""
+    text = run.get("config")
+    if isinstance(text, str) and text:
+        try:
+            config = json.loads(text)
+            if isinstance(config, dict):
+                return config
+        except ValueError:
+            pass
+    run_dir = run.get("run_dir")
+    if isinstance(run_dir, str):
+        path = Path(run_dir) / "config.yaml"
+        if path.is_file():
+            import yaml  # only here: the table's ``config`` column is the usual source
+
+            try:
+                config = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError):
+                return {}
+            return config if isinstance(config, dict) else {}
+    return {}
+
+
 # --- one run's row, whatever the source -------------------------------------------------
 
 
@@ -117,7 +204,8 @@ def _text(value: Any) -> Any:
     return None if value is None else str(value)
 
 
-def _get(config: Mapping[str, Any], dotted: str) -> Any:
+def config_value(config: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted key (``"model.cell"``) of a nested config, ``None`` where absent."""
     node: Any = config
     for key in dotted.split("."):
         if not isinstance(node, Mapping):
@@ -138,7 +226,7 @@ def resolve_reference(config: Mapping[str, Any]) -> dict[str, Any] | None:
     ref = dict(ref)
     by, values = ref.pop("by", None), ref.pop("values", None) or {}
     if by is not None and isinstance(values, Mapping):
-        chosen = values.get(str(_get(config, str(by))))
+        chosen = values.get(str(config_value(config, str(by))))
         ref.update(chosen if isinstance(chosen, Mapping) else {})
     return ref
 
@@ -158,12 +246,14 @@ def _label_value(value: Any) -> str:
     return str(value)
 
 
-def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{dotted key: value}``; an empty mapping stays a value, so a
+    key that holds ``{}`` is not lost."""
     flat: dict[str, Any] = {}
     for key, value in config.items():
         dotted = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, dotted + "."))
+            flat.update(flatten_config(value, dotted + "."))
         else:
             flat[dotted] = value
     return flat
@@ -175,7 +265,7 @@ def _variant_basis(config: Mapping[str, Any], dropout: Any) -> dict[str, str]:
     The dropout is the one the summary reports (0 for ``none`` whatever the config
     says), so a rate sweep does not split the no-dropout baseline into fake variants.
     """
-    flat = _flatten({k: v for k, v in config.items() if k != "dropout"})
+    flat = flatten_config({k: v for k, v in config.items() if k != "dropout"})
     basis = {k: _label_value(v) for k, v in flat.items()
              if not any(k == skip or k.startswith(skip + ".") for skip in _NOT_VARIANT)}
     basis["dropout"] = _label_value(dropout)
@@ -187,9 +277,7 @@ def run_row(summary: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, 
 
     Shared by the run store and W&B, so both sources give the same values.
     """
-    from_config = {"scheme": _get(config, "scheme.name"), "cell": _get(config, "model.cell"),
-                   "data": _get(config, "data.name"), "seed": _get(config, "seed"),
-                   "dropout": _get(config, "dropout"), "run_name": _get(config, "run_name")}
+    from_config = {column: config_value(config, key) for column, key in CONFIG_KEYS.items()}
     merged = {**from_config, **{k: v for k, v in summary.items() if v is not None}}
     ref = summary.get("reference") if "reference" in summary else resolve_reference(config)
     ref = ref if isinstance(ref, Mapping) else {}
@@ -222,7 +310,7 @@ def variant_labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
-        groups[(row.get("data"), row.get("cell"), row.get("scheme"))].append(i)
+        groups[tuple(row.get(key) for key in GROUP_KEYS if key != "variant")].append(i)
     labels = [""] * len(rows)
     for members in groups.values():
         bases = [rows[i]["_basis"] for i in members if rows[i]["_basis"]]

@@ -28,10 +28,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis.runs import SCHEME_ORDER, Runs
-from analysis.plotting import (VARIANT_STYLES, SavedFigure, align_titles, cell_name, column, curve,
+from analysis.runs import CLIP_KEY, DROP_CELL_KEY, SCHEME_ORDER, Runs, column, config_value, run_config
+from analysis.plotting import (VARIANT_STYLES, SavedFigure, align_titles, cell_name, curve,
                                events_by_run, group_handles, group_order, legend, log_y, note_above, panel_runs,
-                               panels, quiet_overflow, run_config, save_figure, scheme_colour, select,
+                               panels, quiet_overflow, save_figure, scheme_colour, select,
                                short_variant, styled, variant_style, with_groups)
 
 # scheme -> cell -> the mask site that multiplies the carried state by mask/keep every
@@ -203,7 +203,7 @@ def probe_records(runs: Runs) -> list[ProbeRecord]:
         rate = site_rate(config.get("dropout", run.get("dropout")), site) if site else None
         if site and rate is None:
             rate = site_rate(run.get("dropout"), site)
-        drop_cell = bool((config.get("scheme") or {}).get("drop_cell", False))
+        drop_cell = bool(config_value(config, DROP_CELL_KEY) or False)
         growth = last.get("growth_per_step")
         growth = float(growth) if growth is not None and np.isfinite(float(growth)) else fit_growth(norms)
         max_state = last.get("max_state")
@@ -350,7 +350,7 @@ def _clip_threshold(runs: Runs) -> float | None:
     """``train.clip`` when every run used the same one, so one line can show it."""
     values = set()
     for run in runs.runs.to_dict("records"):
-        clip = (run_config(run).get("train") or {}).get("clip")
+        clip = config_value(run_config(run), CLIP_KEY)
         values.add(float(clip) if isinstance(clip, (int, float)) and not isinstance(clip, bool) else None)
     return values.pop() if len(values) == 1 else None
 

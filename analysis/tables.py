@@ -7,7 +7,7 @@ writes ``DIR/tables.csv`` (raw numbers, one row per data set, cell, scheme and v
 ``DIR/tables.md`` and ``DIR/tables.html`` (an HTML fragment for the report) and prints
 their paths.
 
-One row stands for the runs that differ only in their seed (``collect.variant_labels``
+One row stands for the runs that differ only in their seed (``analysis.runs.variant_labels``
 splits off anything else that varies), so a mean and a standard deviation here are
 over seeds and nothing else. Only finished runs are averaged: a diverged or failed run
 has no comparable score, so it is counted instead of hidden.
@@ -25,11 +25,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.collect import add_source_arguments, error_line, print_notes, runs_from_arguments
-from analysis.runs import CELL_ORDER, SCHEME_ORDER, Runs, ordered
+from analysis.cli import add_source_arguments, error_line, print_notes, runs_from_arguments
+from analysis.runs import CELL_ORDER, GROUP_KEYS, SCHEME_ORDER, Runs, ordered
 
 DASH = "\u2014"
-KEYS = ("data", "cell", "scheme", "variant")
+KEYS = GROUP_KEYS  # one row per data set, cell, scheme and variant: runs that differ only in seed
 STATUSES = ("finished", "diverged", "failed")
 # (run-table column, table prefix): averaged over the finished runs of a row.
 SCORES = (("best_val_ppl", "val"), ("test_ppl", "test"), ("mc_test_ppl", "mc_test"))

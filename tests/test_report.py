@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 from html.parser import HTMLParser
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from analysis.store_reader import collect, read_metrics
 from analysis.figures import FALLBACK_COLOURS, SCHEME_COLOURS, scheme_colour
 from analysis.report import format_score, render_html, split_configs
 from analysis.report import main as report_main
+from analysis.runs import CONFIG_KEYS, GROUP_KEYS, RUN_COLUMNS, RUN_LISTING
 from analysis.tables import scheme_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -305,6 +307,32 @@ def test_page_loads_nothing_from_the_network(report: dict) -> None:
     assert "<script src" not in page and 'rel="stylesheet"' not in page and "@import" not in page
     # the CSP forbids any load the test did not think of
     assert "Content-Security-Policy\" content=\"default-src 'none';" in html.unescape(page)
+
+
+def test_page_inlines_the_css_and_script_assets_byte_for_byte(report: dict) -> None:
+    """The style sheet and script are package data (analysis/assets/), read through
+    importlib.resources as an installed package would be, and pasted into the page
+    unchanged, under the same Content-Security-Policy as before the split."""
+    page = (report["out"] / "index.html").read_bytes()
+    assets = resources.files("analysis").joinpath("assets")
+    css, js = assets.joinpath("report.css").read_bytes(), assets.joinpath("report.js").read_bytes()
+    assert css.strip() and js.strip()
+    assert b"<style>\n" + css + b"</style>" in page
+    assert b"<script>\n" + js + b"</script>" in page
+    # an asset that closed its own element would break out of it
+    assert b"</style" not in css.lower() and b"</script" not in js.lower()
+    csp = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+           "base-uri 'none'; form-action 'none'")
+    assert f'<meta http-equiv="Content-Security-Policy" content="{html.escape(csp)}">'.encode() in page
+
+
+def test_run_listing_and_config_keys_are_columns_of_the_schema() -> None:
+    """The report's one run listing and the config keys a run's columns come from name
+    columns of the run table (analysis.runs), so neither can drift from the readers."""
+    assert {c.key for c in RUN_LISTING} <= set(RUN_COLUMNS)
+    assert set(CONFIG_KEYS) <= set(RUN_COLUMNS) and set(GROUP_KEYS) <= set(RUN_COLUMNS)
+    assert [c.key for c in RUN_LISTING if c.brief] == ["run_name", "scheme", "cell", "variant", "seed", "status",
+                                                         "best_val_ppl", "test_ppl", "diverged_step"]
 
 
 def test_reproduce_section_has_the_commands_and_configs(report: dict) -> None:
