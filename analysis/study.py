@@ -37,7 +37,7 @@ import pandas as pd
 from analysis.runs import CELL_ORDER, SCHEME_ORDER, ordered
 from analysis.store_reader import collect
 
-RUN_COLUMNS = ["scheme", "cell", "dropout", "seed", "status", "best_val_ppl", "test_ppl", "epochs",
+SEEDED_RUN_COLUMNS = ["scheme", "cell", "dropout", "seed", "status", "best_val_ppl", "test_ppl", "epochs",
                "diverged_step", "wall_s", "train_tokens_per_s"]
 TRIAL_COLUMNS = ["scheme", "cell", "dropout", "seed", "status", "best_val_ppl", "diverged_step", "wall_s"]
 INPUTS = ("runs.csv", "trials.csv", "study.json")
@@ -113,7 +113,7 @@ def export(study_dir: Path, out: Path) -> None:
     if not (study_dir / "seeds").is_dir():
         raise StudyReportError(f"{study_dir} has no seeded runs yet (no seeds/ folder)")
     out.mkdir(parents=True, exist_ok=True)
-    _frame(study_dir / "seeds", RUN_COLUMNS).to_csv(out / "runs.csv", index=False)
+    _frame(study_dir / "seeds", SEEDED_RUN_COLUMNS).to_csv(out / "runs.csv", index=False)
     tune = study_dir / "tune"
     trials = _frame(tune, TRIAL_COLUMNS) if tune.is_dir() else pd.DataFrame(columns=TRIAL_COLUMNS)
     trials.to_csv(out / "trials.csv", index=False)
