@@ -1,9 +1,10 @@
-"""Hydra entry point: ``python run.py [-m] key=value ...``.
+"""Hydra entry point: ``python run.py [-m] key=value ...``; installed, the same command is ``rnn-bench``.
 
 Thin on purpose: compose the config, then hand over to ``runners``.
 """
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -17,5 +18,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    check_overrides(sys.argv[1:])
+    check_overrides(sys.argv[1:], relative_to=Path(__file__).resolve().parent)
     main()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import TINY
+from conftest import TINY, cli_env
 
 
 def leet_records(run_dir: Path) -> list[dict]:
@@ -117,6 +119,100 @@ def test_unknown_scheme_lists_the_registered_ones(run_cli, tmp_path):
     proc = run_cli("scheme=bogus", check=False)
     allowed = sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "scheme").glob("*.yaml"))
     assert proc.stderr.strip().endswith(", ".join(allowed))
+
+
+def user_conf(root: Path) -> Path:
+    """A user's own config directory outside the repository: an experiment preset that picks
+    a scheme option of the user's own (naive with per-sequence masks), sized to run in seconds."""
+    conf = root / "myconf"
+    (conf / "experiment").mkdir(parents=True)
+    (conf / "scheme").mkdir()
+    (conf / "experiment" / "mine.yaml").write_text(
+        "# @package _global_\n"
+        "defaults:\n  - override /scheme: naive_seq\n"
+        "data: {size: 2000}\n"
+        "model: {emb_size: 16, hidden_size: 16, num_layers: 1}\n"
+        "train: {epochs: 1, bptt: 10}\n"
+        "logger: {name: none}\n"
+        "my_note: a key of the user's own\n")
+    (conf / "scheme" / "naive_seq.yaml").write_text("name: naive\ngranularity: sequence\nscaling: inverted\n")
+    return conf
+
+
+def test_a_users_own_preset_in_a_config_dir_runs(run_cli, tmp_path):
+    conf = user_conf(tmp_path)
+    job = tmp_path / "run"
+    run_cli("--config-dir", str(conf), "experiment=mine", "my_note=changed", f"hydra.run.dir={job}")
+    summary = json.loads((job / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["scheme"] == "naive"
+    config = yaml.safe_load((job / "config.yaml").read_text())
+    assert config["scheme"]["granularity"] == "sequence" and config["model"]["hidden_size"] == 16
+    assert config["my_note"] == "changed"
+
+
+def _composed(proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return yaml.safe_load(proc.stdout)
+
+
+def test_hydra_searchpath_finds_a_users_presets_on_the_command_line_and_in_a_primary_config(run_cli, tmp_path):
+    conf = user_conf(tmp_path)
+    cfg = _composed(run_cli("--cfg", "job", f"hydra.searchpath=[file://{conf}]", "experiment=mine", check=False))
+    assert cfg["scheme"]["granularity"] == "sequence" and cfg["model"]["hidden_size"] == 16
+
+    # A user's own primary config that starts from the suite's and adds the search path.
+    own = tmp_path / "primary"
+    own.mkdir()
+    (own / "lab.yaml").write_text(f"defaults:\n  - config\n  - _self_\nhydra:\n  searchpath:\n    - file://{conf}\n")
+    cfg = _composed(run_cli("--cfg", "job", "-cd", str(own), "-cn", "lab", "experiment=mine",
+                            "paths.output_dir=elsewhere", check=False))
+    assert cfg["scheme"]["granularity"] == "sequence" and cfg["paths"]["output_dir"] == "elsewhere"
+
+
+def test_an_installed_config_package_adds_presets_through_a_search_path_plugin(run_cli, tmp_path):
+    """How a lab ships presets as a package: Hydra's SearchPathPlugin, found under hydra_plugins/."""
+    site = tmp_path / "site"
+    package = site / "lab_presets"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for item in user_conf(tmp_path).iterdir():
+        shutil.copytree(item, package / item.name)
+    plugin = site / "hydra_plugins" / "lab_presets_plugin"
+    plugin.mkdir(parents=True)
+    (plugin / "__init__.py").write_text(
+        "from hydra.plugins.search_path_plugin import SearchPathPlugin\n\n\n"
+        "class LabPresets(SearchPathPlugin):\n"
+        "    def manipulate_search_path(self, search_path):\n"
+        "        search_path.append(provider='lab-presets', path='pkg://lab_presets')\n")
+    env = {"PYTHONPATH": str(site)}
+    cfg = _composed(run_cli("--cfg", "job", "experiment=mine", check=False, env=env))
+    assert cfg["scheme"]["granularity"] == "sequence" and cfg["model"]["hidden_size"] == 16
+    proc = run_cli("experiment=minee", check=False, env=env)
+    assert proc.returncode == 2 and ", mine, moon, " in proc.stderr and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--config-dir", "{conf}", "experiment=minee"], "experiment=minee is unknown; choose one of: awd_lstm, "),
+    (["--config-dir", "{conf}", "scheme=bogus"], "scheme=bogus is unknown; choose one of: moon, naive, naive_seq, "),
+    (["hydra.searchpath=[file://{conf}]", "experiment=minee"], ", mine, moon, "),
+    (["experiment=mine"], "experiment=mine is unknown; choose one of: "),  # not on the search path: unknown
+    (["--config-dir", "{conf}", "experiment=mine", "scheme.drop_cell=true"],
+     "scheme.drop_cell does not apply to scheme=naive_seq (its keys: granularity, name, scaling)"),
+    (["--config-dir", "{conf}", "experiment=mine", "my_nte=x"], "my_nte is not a config key (did you mean my_note?)"),
+])
+def test_unknown_options_are_one_line_listing_the_composed_search_path(run_cli, tmp_path, args, needle):
+    conf = user_conf(tmp_path)
+    proc = run_cli(*[a.format(conf=conf) for a in args], f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ")
+    assert proc.stderr.strip().count("\n") == 0 and needle in proc.stderr, proc.stderr
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_the_console_command_entry_checks_overrides_as_run_py_does(tmp_path):
+    """``rnn-bench`` is ``runners.cli:main``; in a checkout it runs as ``python -m runners.cli``."""
+    proc = subprocess.run([sys.executable, "-m", "runners.cli", "scheme=bogus"], cwd=tmp_path, env=cli_env(tmp_path),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: scheme=bogus is unknown; choose one of: moon, ")
 
 
 def test_quickstart_preset_sweeps_every_scheme_and_cell(run_cli, tmp_path):

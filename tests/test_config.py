@@ -142,3 +142,44 @@ def test_a_synthetic_option_of_the_wrong_type_is_named():
         cfg = compose("config", overrides=["data=synthetic", "data.topic_stay=high"])
     with pytest.raises(build.ConfigError, match=r"^data.topic_stay=high must be a number$"):
         build.check_config(cfg)
+
+
+def test_the_override_check_reads_the_conf_tree_through_hydras_search_path():
+    """What the one-line check allows is what Hydra's config repository holds: here, conf/."""
+    from runners import hydra_task
+
+    assert hydra_task.CONF_DIR == CONF
+    tree = hydra_task.ConfigTree.create()
+    for group in ("scheme", "model", "data", "experiment", "case", "logger", "train"):
+        assert tree.options(group) == sorted(p.stem for p in (CONF / group).glob("*.yaml")), group
+    keys = hydra_task.known_keys(tree)
+    assert keys["train"] == set(build.schema_of(build.TrainConfig)) and "granularity" in keys["scheme"]
+    assert keys["paths"] == {"output_dir", "cache_dir"} and keys["reference"] is None
+
+
+def test_a_preset_including_another_picks_that_ones_choices_as_hydra_does():
+    from runners import hydra_task
+
+    tree = hydra_task.ConfigTree.create()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for preset in sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")):
+            cfg = compose("config", overrides=[f"experiment={preset}"])
+            chosen = tree.choice(f"experiment/{preset}", "scheme") or tree.choice("config", "scheme")
+            assert chosen == cfg.scheme.name, preset  # study_ptb_medium picks naive through zaremba_medium
+
+
+def test_a_config_dir_adds_its_options_groups_and_global_keys(tmp_path):
+    from runners import hydra_task
+
+    (tmp_path / "scheme").mkdir()
+    (tmp_path / "scheme" / "mine.yaml").write_text("name: naive\ngranularity: batch\n")
+    (tmp_path / "optimiser").mkdir()
+    (tmp_path / "optimiser" / "fast.yaml").write_text("lr: 3\n")
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "lab.yaml").write_text("# @package _global_\nlab_key: 1\n")
+    tree = hydra_task.ConfigTree.create(config_dir=str(tmp_path))
+    assert "mine" in tree.options("scheme") and "naive" in tree.options("scheme")
+    assert tree.options("optimiser") == ["fast"] and tree.keys("scheme", "mine") == {"name", "granularity"}
+    keys = hydra_task.known_keys(tree)
+    assert keys["lab_key"] is None and keys["optimiser"] == {"lr"}
+    assert "mine" not in hydra_task.group_options("scheme"), "the suite's own tree is unchanged"

@@ -1,0 +1,130 @@
+"""``python -m runners.evaluate``: a finished run scored again from its checkpoint, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY, cli_env
+
+RUN = [*TINY, "train.epochs=1", "logger=none", "threads=1"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny real runs (a dropout scheme and none), started from a directory of their own
+    with a relative corpus cache, as a user in their project directory would."""
+    origin = tmp_path_factory.mktemp("origin")
+    made = {}
+    for scheme in ("variational", "none"):
+        proc = subprocess.run([sys.executable, str(ROOT / "run.py"), f"scheme={scheme}", *RUN, "paths.cache_dir=cache",
+                               f"hydra.run.dir=runs/{scheme}"], cwd=origin, env=cli_env(origin),
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        made[scheme] = origin / "runs" / scheme
+    return made
+
+
+def evaluate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m runners.evaluate ...`` from ``cwd``, not the repository."""
+    return subprocess.run([sys.executable, "-m", "runners.evaluate", *args], cwd=cwd, env=cli_env(cwd),
+                          capture_output=True, text=True, timeout=300)
+
+
+def result(*args: str, cwd: Path) -> dict:
+    proc = evaluate(*args, "--json", cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_the_test_perplexity_is_the_one_in_summary_json(runs, tmp_path):
+    summary = json.loads((runs["variational"] / "summary.json").read_text())
+    got = result(str(runs["variational"]), cwd=tmp_path)
+    assert got["ppl"] == pytest.approx(summary["test_ppl"], rel=1e-6)
+    assert got["summary_ppl"] == summary["test_ppl"] and got["own_corpus"] and got["split"] == "test"
+    assert not (tmp_path / "cache").exists(), "the run's relative cache is read where the run was started"
+
+
+def test_the_validation_split_gives_the_best_validation_perplexity(runs, tmp_path):
+    summary = json.loads((runs["variational"] / "summary.json").read_text())
+    got = result(str(runs["variational"]), "--split", "valid", cwd=tmp_path)
+    assert got["ppl"] == pytest.approx(summary["best_val_ppl"], rel=1e-6)
+
+
+def test_text_output_shows_both_numbers_and_mc_dropout(runs, tmp_path):
+    summary = json.loads((runs["variational"] / "summary.json").read_text())
+    proc = evaluate(str(runs["variational"]), "--mc", "3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("run ") and "variational" in lines[0] and "finished" in lines[0]
+    test_line = next(line for line in lines if line.startswith("test ppl"))
+    assert f"{summary['test_ppl']:.2f}" in test_line and f"summary.json: {summary['test_ppl']:.2f}" in test_line
+    mc_line = next(line for line in lines if line.startswith("MC test ppl (K=3)"))
+    assert float(mc_line.split()[-1]) > 1
+
+
+def test_mc_dropout_is_seeded_and_differs_from_the_standard_estimate(runs, tmp_path):
+    first = result(str(runs["variational"]), "--mc", "2", "--seed", "5", cwd=tmp_path)
+    again = result(str(runs["variational"]), "--mc", "2", "--seed", "5", cwd=tmp_path)
+    assert first["mc_ppl"] == again["mc_ppl"] and first["mc_ppl"] != first["ppl"]
+
+
+def test_mc_dropout_is_declined_where_the_scheme_samples_nothing(runs, tmp_path):
+    got = result(str(runs["none"]), "--mc", "3", cwd=tmp_path)
+    assert got["mc_ppl"] is None and "samples no dropout mask" in got["mc_note"]
+    summary = json.loads((runs["none"] / "summary.json").read_text())
+    assert got["ppl"] == pytest.approx(summary["test_ppl"], rel=1e-6)
+
+
+def test_another_corpus_is_mapped_into_the_runs_vocabulary(runs, tmp_path):
+    """A longer training prefix builds a larger vocabulary: mapped back by word, the test
+    tokens are the run's own again, so the perplexity is too; a foreign text is mostly <unk>."""
+    summary = json.loads((runs["variational"] / "summary.json").read_text())
+    same = result(str(runs["variational"]), "--data.size=2500", cwd=tmp_path)
+    assert not same["own_corpus"] and same["ppl"] == pytest.approx(summary["test_ppl"], rel=1e-6)
+
+    text = tmp_path / "text"
+    text.mkdir()
+    for split in ("train", "valid", "test"):
+        (text / f"{split}.txt").write_text("and the lord said unto moses\nzebra quantum foo bar\n" * 30)
+    other = result(str(runs["variational"]), "--data", "text", "--data.path", str(text), cwd=tmp_path)
+    assert other["data"] == "text" and other["tokens"] == 30 * 12 and not other["own_corpus"]
+    assert 0.3 < other["unk_share"] < 0.6  # zebra quantum foo bar (4 of 12 tokens), maybe more in a tiny vocab
+    assert other["ppl"] > 1 and other["summary_ppl"] is None
+
+
+def _no_checkpoint(run: Path, tmp: Path) -> Path:
+    copy = tmp / "copy"
+    shutil.copytree(run, copy)
+    (copy / "checkpoint.pt").unlink()
+    return copy
+
+
+def _corrupt(run: Path, tmp: Path) -> Path:
+    copy = tmp / "copy"
+    shutil.copytree(run, copy)
+    data = (copy / "checkpoint.pt").read_bytes()
+    (copy / "checkpoint.pt").write_bytes(data[: len(data) // 3])
+    return copy
+
+
+@pytest.mark.parametrize("case, args, needle", [
+    ("not a run", lambda run, tmp: [str(tmp)], "is not a run directory"),
+    ("missing", lambda run, tmp: [str(tmp / "nowhere")], "is not a directory"),
+    ("no weights", lambda run, tmp: [str(_no_checkpoint(run, tmp))], "has no saved weights"),
+    ("corrupt", lambda run, tmp: [str(_corrupt(run, tmp))], "is corrupt or not a checkpoint"),
+    ("split", lambda run, tmp: [str(run), "--split", "train"], "invalid choice: 'train'"),
+    ("corpus", lambda run, tmp: [str(run), "--data", "bogus"], "--data bogus is unknown; choose one of: kjv,"),
+    ("option", lambda run, tmp: [str(run), "--data.sizee=3"], "data.sizee is not a config key"),
+    ("mc", lambda run, tmp: [str(run), "--mc", "-1"], "--mc -1 must be 0"),
+])
+def test_bad_input_is_one_line_and_status_2(runs, tmp_path, case, args, needle):
+    proc = evaluate(*args(runs["variational"], tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2, (case, proc.stdout, proc.stderr)
+    assert proc.stderr.startswith("error: ") and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert needle in proc.stderr and proc.stdout == ""
