@@ -43,7 +43,6 @@ from omegaconf import DictConfig
 
 from runners.hydra_task import CONF_DIR, check_overrides, group_options
 
-ROOT = CONF_DIR.parent
 DONE_STATES = ("COMPLETE", "FAIL", "PRUNED")
 
 
@@ -167,7 +166,8 @@ def plan(spec: StudySpec, root: Path) -> list[Task]:
 
 def command(task: Task, spec: StudySpec, overrides: Sequence[str], threads: int | None) -> list[str]:
     """The ``run.py -m`` command line of a task."""
-    argv = [sys.executable, str(ROOT / "run.py"), "-m", *overrides, f"scheme={task.scheme}",
+    # runners.cli is run.py's installed twin: the study also works from a `pip install .`
+    argv = [sys.executable, "-m", "runners.cli", "-m", *overrides, f"scheme={task.scheme}",
             f"model={task.cell}", f"hydra.sweep.dir={task.sweep_dir}"]
     if threads is not None and not any(o.startswith("threads=") for o in overrides):
         argv.append(f"threads={threads}")
@@ -187,7 +187,7 @@ def command(task: Task, spec: StudySpec, overrides: Sequence[str], threads: int 
 
 def display(argv: Sequence[str]) -> str:
     """A command as a user would type it from the repository root."""
-    shown = ["python", "run.py", *argv[3:]] if len(argv) > 2 and argv[1].endswith("run.py") else list(argv)
+    shown = ["python", "run.py", *argv[3:]] if list(argv[1:3]) == ["-m", "runners.cli"] else list(argv)
     return shlex.join(shown)
 
 
@@ -245,7 +245,8 @@ class Runner:
             with open(log_path, "a") as log:
                 log.write(f"$ {display(argv)}\n")
                 log.flush()
-                rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+                # the user's working directory: relative paths (data.path=./ptb) mean what they typed
+                rc = subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
         finally:
             self.slots.put(slot)
         if rc != 0:
