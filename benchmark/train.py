@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmark.data import Corpus, batchify, segments
+from benchmark.data import Corpus, DataError, batchify, segments
 from benchmark.model import LanguageModel, detach_hidden
 from benchmark.optim import averaged_weights, epoch_lr, make_optimizer, should_average
 from benchmark.probes import stability_probe
@@ -90,6 +90,21 @@ def objective_scale(cfg: TrainConfig, steps: int) -> float:
     if cfg.loss_reduction not in LOSS_REDUCTIONS:
         raise ValueError(f"unknown loss_reduction {cfg.loss_reduction!r}; choose one of: {', '.join(LOSS_REDUCTIONS)}")
     return float(steps) if cfg.loss_reduction == "sum_steps" else 1.0
+
+
+def check_batches(corpus: Corpus, cfg: TrainConfig) -> None:
+    """Every split fills at least two steps of its batch's columns, or a one-line ``DataError``.
+
+    Checked before any work, so a corpus too small for the batch is a sentence naming the
+    setting to change, not a traceback from inside the loop (issue 15).
+    """
+    test_key = "train.test_batch_size" if cfg.test_batch_size else "train.eval_batch_size"
+    for split, tokens, key, size in (("training", corpus.train, "train.batch_size", cfg.batch_size),
+                                     ("validation", corpus.valid, "train.eval_batch_size", cfg.eval_batch_size),
+                                     ("test", corpus.test, test_key, cfg.test_batch_size or cfg.eval_batch_size)):
+        if tokens.numel() // size < 2:
+            raise DataError(f"the {split} split has {tokens.numel()} tokens, too few for {key}={size} (each of "
+                            f"its {size} columns needs at least 2 tokens); lower {key} or use more data")
 
 
 def ppl(loss: float) -> float:
@@ -191,6 +206,7 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
     ``should_stop()`` turns true (e.g. on SIGTERM), in which case the result is ``interrupted``.
     """
     model.to(device)
+    check_batches(corpus, cfg)
     train_data = batchify(corpus.train, cfg.batch_size).to(device)  # (N, B)
     valid_data = batchify(corpus.valid, cfg.eval_batch_size).to(device)
     test_data = batchify(corpus.test, cfg.test_batch_size or cfg.eval_batch_size).to(device)

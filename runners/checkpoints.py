@@ -9,6 +9,7 @@ silently mix two experiments, so it is an error naming the key that differs.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -31,10 +32,16 @@ def fingerprint(config: dict) -> dict:
 def save(job_dir: Path, state: dict, metrics_offset: int, config: dict) -> None:
     payload = {"format": FORMAT, "config": json.dumps(fingerprint(config), sort_keys=True),
                "metrics_offset": metrics_offset, **state}
+    # Serialised in memory, then written with plain file I/O: a full disk is then an OSError
+    # (ENOSPC) that names itself, where torch.save's writer reports only "unexpected pos".
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     fd, tmp = tempfile.mkstemp(dir=job_dir, prefix=f".{CHECKPOINT}.", suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(payload, tmp)
+        with os.fdopen(fd, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, job_dir / CHECKPOINT)
     finally:
         if os.path.exists(tmp):

@@ -28,7 +28,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runners.build import ConfigError
-from runners.job import JobContext, run_job
+from runners.job import JobContext, disk_full, run_job
 
 # ``hydra._internal`` above: Hydra has no public API for "the configs this command line
 # can compose from"; these are the functions ``@hydra.main`` itself calls, and
@@ -254,6 +254,50 @@ def check_overrides(argv: list[str], relative_to: Path | None = None) -> None:
             if v not in allowed and v != "null":
                 fail(f"{group}={v} is unknown; choose one of: {', '.join(allowed)}")
     check_option_keys(overrides, tree)
+    check_paths(overrides)
+
+
+OUTPUT_KEYS = ("paths.output_dir", "hydra.run.dir", "hydra.sweep.dir")
+
+
+def check_paths(overrides: list[Override]) -> None:
+    """A run name that would leave its folder, or an output directory that cannot exist, as one line.
+
+    Both reach Hydra, which creates the job directory before any of the suite's code runs:
+    ``run_name=../../x`` put a run outside ``runs/`` and an unwritable ``paths.output_dir``
+    was a chain of tracebacks (issue 15).
+    """
+    values = {o.key_or_group: o.get_value_element_as_str() for o in overrides
+              if not o.is_sweep_override() and not o.is_delete() and o.package is None}
+    name = values.get("run_name")
+    if name is not None and "${" not in name and (
+            not name.strip() or "/" in name or "\\" in name or name in (".", "..") or "\0" in name):
+        fail(f"run_name={name!r} must be a plain name: no '/', not '.' or '..', not empty "
+             f"(it names the run's folder and its W&B run)")
+    for key in OUTPUT_KEYS:
+        path = values.get(key)
+        if path is None or "${" in path:
+            continue
+        problem = unusable_dir(Path(path).expanduser())
+        if problem:
+            fail(f"{key}={path} cannot hold the runs: {problem}; choose a writable directory")
+
+
+def unusable_dir(path: Path) -> str | None:
+    """Why ``path`` cannot be a directory of runs, or None when it can (it then exists).
+
+    Creating it is the only reliable test (root passes every permission check, and
+    /proc refuses new folders whatever the permissions say); Hydra would create it next.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return f"{path} is a file"
+    except OSError as e:
+        return f"{e.strerror.lower()}: {e.filename or path}"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return f"{path} is not writable"
+    return None
 
 
 def parallel_share(hc, cores: int | None = None, gpus: int | None = None) -> tuple[int | None, int | None]:
@@ -398,7 +442,10 @@ def task(cfg: DictConfig) -> float:
         summary = run_job(cfg, ctx)
     except ConfigError as e:
         fail(str(e))
-    except Exception:
+    except Exception as e:
+        if disk_full(e) and not multirun:
+            fail(f"{e.strerror} while writing {e.filename or ctx.job_dir}; free some space and run the same "
+                 f"command again: the job resumes from its last checkpoint")
         if not multirun:
             raise
         return float("inf")  # recorded as failed in summary.json; the sweep goes on

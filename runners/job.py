@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.data import DataError
-from benchmark.train import train
+from benchmark.train import check_batches, train
 from runners import build, checkpoints
 from runners.build import ConfigError
 from runners.run_store import JobDirBusy, RunStore, job_lock
@@ -55,6 +55,13 @@ def summary_base(cfg: DictConfig) -> dict:
 
 
 _orphan_watch = False
+
+
+def disk_full(error: BaseException) -> bool:
+    """A write that failed for want of space (or quota): the user frees some and reruns, the job resumes."""
+    import errno
+
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def joblib_worker() -> bool:
@@ -152,6 +159,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
         log.warning("%s holds an unfinished run with no checkpoint; starting it over", ctx.job_dir)
     try:
         data = build.corpus(cfg)
+        check_batches(data, build.train_config(cfg))
     except DataError as e:
         raise ConfigError(str(e)) from None
 
@@ -221,7 +229,10 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
             return summary
         except BaseException as e:
             summary["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
-            log.error("job failed: %s\n%s", summary["error"], traceback.format_exc())
+            if disk_full(e):  # the user's to fix, not a bug: one line, no traceback
+                log.error("job failed: %s", summary["error"])
+            else:
+                log.error("job failed: %s\n%s", summary["error"], traceback.format_exc())
             raise
         finally:
             summary["wall_s"] = time.perf_counter() - started

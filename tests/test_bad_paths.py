@@ -1,0 +1,62 @@
+"""Where a run's files go, and what happens when they cannot: one line each, nothing left half-made (issue 15)."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    err = proc.stderr.strip()
+    assert "Traceback" not in proc.stderr and err.startswith("error: ") and len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", ".."])
+def test_a_run_name_that_would_leave_its_folder_is_refused(run_cli, tmp_path, name):
+    err = one_line_error(run_cli("scheme=naive", *TINY, "logger=none", f"paths.output_dir={tmp_path / 'out'}",
+                                 f"run_name={name}", check=False))
+    assert "must be a plain name" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escaped").exists()
+
+
+def test_an_output_directory_that_cannot_exist_is_one_line(run_cli, tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    err = one_line_error(run_cli("scheme=naive", *TINY, "logger=none", f"paths.output_dir={a_file / 'out'}",
+                                 check=False))
+    assert f"paths.output_dir={a_file / 'out'} cannot hold the runs" in err
+    err = one_line_error(run_cli("-m", "scheme=naive", *TINY, "logger=none", f"hydra.sweep.dir={a_file}", check=False))
+    assert "is a file" in err
+
+
+def test_a_corpus_too_small_for_the_batch_is_one_line_before_any_work(run_cli, tmp_path):
+    job = tmp_path / "job"
+    err = one_line_error(run_cli("scheme=naive", *TINY, "data.size=100", "train.batch_size=200", "logger=none",
+                                 f"hydra.run.dir={job}", check=False))
+    assert "the training split has 100 tokens, too few for train.batch_size=200" in err
+    assert not (job / "metrics.jsonl").exists() and not (job / "summary.json").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs: a real full disk (needs root and mount rights; skipped without them)."""
+    mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_that_says_what_to_do(run_cli, tiny_disk):
+    proc = run_cli("scheme=naive", "data.size=2000", "model.emb_size=16", "model.hidden_size=16", "model.num_layers=1",
+                   "train.epochs=3", "logger=none", f"hydra.run.dir={Path(tiny_disk) / 'job'}", check=False)
+    err = one_line_error(proc)
+    assert "No space left on device" in err and "run the same command again" in err
