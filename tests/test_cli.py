@@ -68,7 +68,7 @@ def test_two_job_sweep_writes_two_run_stores_two_wandb_runs_and_a_report(run_cli
         (run,) = [r["run"] for r in records if r["type"] == "run"]
         assert run["config"]["update"]["scheme"]["name"] == scheme
         assert run["run_group"] == sweep.name and run["display_name"] == f"{scheme}-lstm-s0"
-        assert set(run["tags"]) == {scheme, "lstm", "kjv", "seed-0"} and run["job_type"] == scheme
+        assert set(run["tags"]) == {scheme, "lstm", "kjv", "seed-0"} and run["job_type"] == "train"
         history = [r["history"]["item"] for r in records if r["type"] == "history"]
         assert any("val/ppl" in h for h in history) and any("test/ppl" in h for h in history)
         assert any("probe/growth_per_step" in h for h in history)

@@ -1,0 +1,133 @@
+"""W&B tracking as W&B users expect it, read back from real offline runs.
+
+The per-epoch curves are declared against ``epoch``, ``val/ppl``'s summary is its minimum
+over epochs and ``test/*``'s the last value, and ``job_type`` names the kind of job. All of
+it is checked in what the real ``wandb`` wrote (read back with ``wandb leet inspect``), both
+for a tracker fed known events and for a real training job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY, cli_env
+from runners.tracking import WandbTracker
+from test_cli import leet_records
+
+# A job's events as the training loop emits them; validation gets worse at epoch 3, so the
+# last value (45) and the best one (40) differ and the summary shows which one W&B kept.
+EVENTS = [
+    {"epoch": 1, "step": 5, "split": "train", "scope": "interval", "loss": 4.2, "ppl": 66.7, "grad_norm": 1.5},
+    {"epoch": 1, "step": 10, "split": "train", "scope": "epoch", "loss": 4.1, "ppl": 60.3},
+    {"epoch": 1, "step": 10, "split": "val", "loss": 3.91, "ppl": 50.0},
+    {"epoch": 2, "step": 20, "split": "train", "scope": "epoch", "loss": 3.8, "ppl": 44.7},
+    {"epoch": 2, "step": 20, "split": "val", "loss": 3.69, "ppl": 40.0},
+    {"epoch": 3, "step": 30, "split": "train", "scope": "epoch", "loss": 3.7, "ppl": 40.4},
+    {"epoch": 3, "step": 30, "split": "val", "loss": 3.81, "ppl": 45.0},
+    {"epoch": 3, "step": 30, "split": "test", "loss": 3.71, "ppl": 41.0},
+]
+SUMMARY = {"status": "finished", "scheme": "naive", "cell": "lstm", "best_val_ppl": 40.0, "test_ppl": 41.0,
+           "mc_test_ppl": None}
+
+
+def leet_summary(run_dir: Path) -> dict:
+    """The run's summary as W&B computed it, read with W&B's own reader."""
+    proc = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)], capture_output=True,
+                          text=True, timeout=60, check=True)
+    return json.loads(proc.stdout)["summary"]
+
+
+def metric_definitions(records: list[dict]) -> dict[str, dict]:
+    """The run's ``define_metric`` records, by metric name or glob."""
+    return {r["metric"].get("name") or r["metric"]["glob_name"]: r["metric"] for r in records if r["type"] == "metric"}
+
+
+def track(tmp_path: Path, monkeypatch, **kwargs) -> Path:
+    """Run the real tracker over ``EVENTS``, offline in ``tmp_path``; return the offline run's directory."""
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        monkeypatch.delenv(key)  # no account: exactly the settings the CLI tests use
+    for key, value in cli_env(tmp_path).items():
+        if key.startswith("WANDB_"):
+            monkeypatch.setenv(key, value)
+    job = tmp_path / "job"
+    job.mkdir()
+    tracker = WandbTracker(project="rnn-dropout", entity=None, mode="auto", job_dir=job, name="naive-lstm-s0",
+                           group="sweep", tags=["naive", "lstm", "kjv", "seed-0"],
+                           config={"scheme": {"name": "naive"}, "model": {"cell": "lstm"}}, **kwargs)
+    assert tracker.run is not None, "W&B must start offline without an account"
+    for event in EVENTS:
+        tracker.log(event)
+    tracker.close(SUMMARY)
+    (run_dir,) = (job / "wandb").glob("offline-run-*")
+    return run_dir
+
+
+def test_epoch_curves_are_declared_against_epoch_and_summaries_are_best_val_and_last_test(tmp_path, monkeypatch):
+    run_dir = track(tmp_path, monkeypatch)
+    records = leet_records(run_dir)
+
+    defined = metric_definitions(records)
+    assert defined["val/*"]["step_metric"] == "epoch" and defined["train_epoch/*"]["step_metric"] == "epoch"
+    assert defined["val/ppl"]["step_metric"] == "epoch" and defined["val/ppl"]["summary"] == {"min": True}
+    assert defined["test/*"]["summary"] == {"last": True}
+    assert "epoch" in defined and "train/*" not in defined, "per-step curves keep W&B's step"
+
+    summary = leet_summary(run_dir)
+    assert summary["val/ppl"] == {"min": 40.0}, "the best epoch, not the last (45)"
+    assert summary["val/loss"] == {"min": 3.69}
+    assert summary["test/ppl"] == {"last": 41.0}
+    assert summary["best_val_ppl"] == 40.0 and summary["test_ppl"] == 41.0 and "mc_test_ppl" not in summary
+
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    val = [(h["epoch"], h["val/ppl"]) for h in history if "val/ppl" in h]
+    assert val == [(1, 50.0), (2, 40.0), (3, 45.0)], "each validation point carries its epoch"
+
+    (run,) = [r["run"] for r in records if r["type"] == "run"]
+    assert run["job_type"] == "train"
+    assert set(run["tags"]) == {"naive", "lstm", "kjv", "seed-0"}
+    assert run["config"]["update"]["scheme"]["name"] == "naive"
+
+
+def test_a_job_type_that_is_not_a_kind_of_job_is_logged_as_train_with_a_warning(tmp_path, monkeypatch, caplog):
+    with caplog.at_level(logging.WARNING, logger="runners.tracking"):
+        run_dir = track(tmp_path, monkeypatch, job_type="naive")
+    assert [r.getMessage() for r in caplog.records] == [
+        "W&B job_type='naive' is not a kind of job (train, eval); logging this run as 'train'"]
+    (run,) = [r["run"] for r in leet_records(run_dir) if r["type"] == "run"]
+    assert run["job_type"] == "train"
+
+
+def test_an_eval_job_is_logged_as_eval(tmp_path, monkeypatch, caplog):
+    with caplog.at_level(logging.WARNING, logger="runners.tracking"):
+        run_dir = track(tmp_path, monkeypatch, job_type="eval")
+    assert not caplog.records
+    (run,) = [r["run"] for r in leet_records(run_dir) if r["type"] == "run"]
+    assert run["job_type"] == "eval"
+
+
+def test_a_training_job_logs_a_train_run_whose_summary_is_its_best_epoch(run_cli, tmp_path):
+    job = tmp_path / "job"
+    run_cli("scheme=naive", *TINY, "model.num_layers=1", "train.epochs=3", "logger=wandb", f"hydra.run.dir={job}")
+    summary = json.loads((job / "summary.json").read_text())
+    assert summary["status"] == "finished"
+    (run_dir,) = (job / "wandb").glob("offline-run-*")
+    records = leet_records(run_dir)
+    (run,) = [r["run"] for r in records if r["type"] == "run"]
+    assert run["job_type"] == "train", "the kind of job, not the scheme"
+    assert {"naive", "lstm"} <= set(run["tags"]) and run["config"]["update"]["scheme"]["name"] == "naive"
+    assert run["config"]["update"]["model"]["cell"] == "lstm"
+
+    history = [r["history"]["item"] for r in records if r["type"] == "history"]
+    val = [h["val/ppl"] for h in history if "val/ppl" in h]
+    assert [h["epoch"] for h in history if "val/ppl" in h] == [1, 2, 3]
+    wandb_summary = leet_summary(run_dir)
+    assert wandb_summary["val/ppl"] == {"min": pytest.approx(min(val))}
+    assert wandb_summary["val/ppl"]["min"] == pytest.approx(summary["best_val_ppl"])
+    assert wandb_summary["test/ppl"] == {"last": pytest.approx(summary["test_ppl"])}
+    assert metric_definitions(records)["val/ppl"]["summary"] == {"min": True}
