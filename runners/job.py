@@ -182,7 +182,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                 tracker = WandbTracker(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
                                        job_dir=ctx.job_dir, name=cfg.run_name, group=ctx.group,
                                        tags=[cfg.scheme.name, cfg.model.cell, cfg.data.name, f"seed-{cfg.seed}"],
-                                       job_type=cfg.scheme.name, config=config, run_id=wandb_run_id(ctx.job_dir))
+                                       job_type="train", config=config, run_id=wandb_run_id(ctx.job_dir))
             dev = build.device(cfg)
             model = build.model(cfg, data.vocab_size)
             log.info("%s | %s | %s, %s params, device %s%s", cfg.run_name, data.describe(), model.rnn,
