@@ -210,6 +210,13 @@ def _interval(low: float, high: float, signed: bool = False) -> str:
     return "-" if math.isnan(low) else f"[{fmt(low)}, {fmt(high)}]"
 
 
+def _difference(diff: float, low: float, high: float) -> str:
+    """``-29.2 [-36.2, -22.2]``; ``no finished pair`` when one side never finished."""
+    if math.isnan(diff):
+        return "no finished pair"
+    return f"{_signed(diff)} {_interval(low, high, True)}"
+
+
 def headline_markdown(table: pd.DataFrame) -> str:
     lines = ["| cell | scheme | rate | test ppl, mean ± sd | 95 % CI | vs none: Δ ppl [95 % CI] | p | finished |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -217,7 +224,7 @@ def headline_markdown(table: pd.DataFrame) -> str:
         name = f"**{r.scheme}**" if r.best else r.scheme
         score = "diverged" if r.finished == 0 else f"{_f(r.test_mean)} ± {_f(r.test_sd)}"
         status = f"{r.finished}/{r.seeds}" + (f" ({r.diverged} diverged)" if r.diverged else "")
-        vs = "" if r.scheme == "none" else f"{_signed(r.vs_none_diff)} {_interval(r.vs_none_low, r.vs_none_high, True)}"
+        vs = "" if r.scheme == "none" else _difference(r.vs_none_diff, r.vs_none_low, r.vs_none_high)
         lines.append(f"| {r.cell} | {name} | {'' if r.scheme == 'none' else _f(r.rate, 2)} | {score} | "
                      f"{_interval(r.test_ci_low, r.test_ci_high)} | {vs} | {'' if r.scheme == 'none' else _p(r.vs_none_p)} | "
                      f"{status} |")
@@ -228,7 +235,7 @@ def paired_markdown(table: pd.DataFrame) -> str:
     lines = ["| cell | scheme | against | Δ test ppl, mean [95 % CI] | p (paired t) | seeds won | pairs |",
              "|---|---|---|---:|---:|---:|---:|"]
     for r in table.itertuples():
-        lines.append(f"| {r.cell} | {r.scheme} | {r.against} | {_signed(r.diff)} {_interval(r.diff_low, r.diff_high, True)} "
+        lines.append(f"| {r.cell} | {r.scheme} | {r.against} | {_difference(r.diff, r.diff_low, r.diff_high)} "
                      f"| {_p(r.p)} | {r.wins}/{r.pairs} | {r.pairs} |")
     return "\n".join(lines) + "\n"
 
@@ -270,7 +277,8 @@ def rate_figure(trials: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Pat
     import matplotlib.pyplot as plt
 
     cells = ordered(trials.cell, CELL_ORDER)
-    fig, axes = plt.subplots(1, len(cells), figsize=(5.2 * len(cells), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(cells), figsize=(5.0 * len(cells) + 1.6, 4.4), squeeze=False,
+                             layout="constrained")
     colours = plt.get_cmap("tab10")
     schemes = ordered(trials.scheme, SCHEME_ORDER)
     finite = trials[trials.status == "finished"].best_val_ppl
@@ -286,7 +294,8 @@ def rate_figure(trials: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Pat
             ok = rows[rows.status == "finished"]
             ax.plot(ok.dropout, ok.best_val_ppl, "o-", color=colour, label=scheme, markersize=4)
             bad = rows[rows.status != "finished"]
-            ax.plot(bad.dropout, [top] * len(bad), "x", color=colour, markersize=8, clip_on=False)
+            if len(bad):  # an empty unclipped line would stretch the layout to the figure's origin
+                ax.plot(bad.dropout, [top] * len(bad), "x", color=colour, markersize=8, clip_on=False)
             chosen = runs[(runs.cell == cell) & (runs.scheme == scheme)].dropout
             if len(chosen):
                 at = ok[np.isclose(ok.dropout, chosen.iloc[0])]
@@ -294,13 +303,14 @@ def rate_figure(trials: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Pat
         if cell in none_val:
             ax.axhline(none_val[cell], color="black", linestyle="--", linewidth=1, label="none (seeds' mean)")
         ax.set_ylim(bottom, top)
+        ax.set_xticks(sorted(trials.dropout.unique()))
         ax.set_title(f"{cell.upper()}: tuning trials (seed {int(trials.seed.iloc[0])})")
         ax.set_xlabel("dropout rate")
         ax.set_ylabel("best validation perplexity")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.text(0.01, 0.01, "circled: the rate re-run with seeds; x: diverged at that rate", fontsize=8)
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
+    # how to read it (circled: the rate re-run with seeds; x: diverged) is in the page's caption
     paths = []
     for suffix in ("png", "svg", "pdf"):
         path = out / f"ppl_vs_rate.{suffix}"

@@ -53,15 +53,18 @@ def test_the_slurm_preset_composes_with_one_gpu_per_job_and_requeues_on_timeout(
 
 
 def test_a_job_that_raises_is_recorded_as_failed_and_the_sweep_goes_on(run_cli, tmp_path):
-    """A test batch larger than the test split makes batching raise inside training: a real failure."""
+    """A model far too large for memory makes the job raise once it has started: a real failure.
+
+    (Bad values are refused before any job starts; this is what is left: a fault inside a job.)
+    """
     sweep = tmp_path / "sweep"
-    proc = run_cli("-m", "train.test_batch_size=4,10000000", *TINY, "train.epochs=1", "logger=none",
+    proc = run_cli("-m", *TINY, "model.hidden_size=16,3000000", "train.epochs=1", "logger=none",
                    f"hydra.sweep.dir={sweep}")
-    by_batch = {yaml.safe_load((p.parent / "config.yaml").read_text())["train"]["test_batch_size"]:
+    by_width = {yaml.safe_load((p.parent / "config.yaml").read_text())["model"]["hidden_size"]:
                 json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
-    assert by_batch[4]["status"] == "finished"
-    failed = by_batch[10000000]
-    assert failed["status"] == "failed" and "too few for batch_size" in failed["error"]
+    assert by_width[16]["status"] == "finished"
+    failed = by_width[3000000]
+    assert failed["status"] == "failed" and failed["error"].startswith("RuntimeError")
     assert "1 failed, 1 finished" in proc.stdout + proc.stderr
 
 
