@@ -173,6 +173,10 @@ def test_a_number_edited_by_hand_is_caught(tmp_path):
     assert report.check(results, readme) == []
     assert "rest" in readme.read_text() and "old" not in readme.read_text()
 
+    page = (results / "README.md").read_text()
+    (results / "README.md").write_text(page.replace("154.0 ± 2.0", "153.0 ± 2.0"))
+    assert report.check(results, readme) == ["README.md"]
+    (results / "README.md").write_text(page)
     table = (results / "headline.md").read_text()
     (results / "headline.md").write_text(table.replace("154.0 ± 2.0", "153.0 ± 2.0"))
     assert report.check(results, readme) == ["headline.md"]
