@@ -109,7 +109,7 @@ class Row:
     hidden: int
     cell: str
     scheme: str
-    path: str  # native | kernel | loop: what runs the recurrence in training
+    path: str  # torch.nn (the baseline) | native | segment: what runs the recurrence in training
     step_ms: float  # median
     step_ms_runs: list[float]
     tokens_per_s: float
@@ -132,8 +132,8 @@ def build(scheme: str, cell: str, hidden: int, s: Settings, device: torch.device
 
 def path_of(model: nn.Module) -> str:
     if isinstance(model, NativeLM):
-        return NATIVE
-    return "loop" if model.rnn.plan.needs_loop(True) else "kernel"
+        return "torch.nn"
+    return model.rnn.path(True)
 
 
 class Stepper:
@@ -264,8 +264,8 @@ def target_for(scheme: str, path: str, width: str, device: str) -> float | None:
     if width != TARGET_WIDTH or scheme == NATIVE:
         return None
     if device == "cuda":
-        return CUDA_LOOP_TARGET if path == "loop" else None
-    return LOOP_TARGET if path == "loop" else KERNEL_TARGET
+        return CUDA_LOOP_TARGET if path == "segment" else None
+    return LOOP_TARGET if path == "segment" else KERNEL_TARGET
 
 
 def log(msg: str) -> None:

@@ -54,7 +54,7 @@ def grads_of(module, x, hx, out, h, c):
     return torch.autograd.grad(loss, leaves)
 
 
-@pytest.mark.parametrize("impl", ["auto", "loop", "reference"])
+@pytest.mark.parametrize("impl", ["auto", "segment", "reference"])
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("layers", [1, 2, 3])
 @pytest.mark.parametrize("scheme", list(SCHEMES))

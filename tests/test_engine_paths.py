@@ -1,8 +1,8 @@
 """Which path runs: the speed contract of the engine.
 
-``none``, ``naive`` and ``weightdrop`` must run on the native fused kernel (dropout stays
+``none``, ``naive`` and ``weightdrop`` must run on the native kernel (dropout stays
 outside the recurrence, DropConnect hands a dropped weight in); in-loop schemes use the
-reference loop only while they sample (and in eval for zoneout / ``test`` scaling).
+hand-written segment only while they sample (and in eval for zoneout / ``test`` scaling).
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.engine import GRU, LSTM, SCHEMES, kernels
-from benchmark.engine import cells as cells_mod
+from benchmark.engine import GRU, LSTM, SCHEMES, gru, lstm, native
 
 D, H, T, B = 3, 4, 5, 2
 IN_LOOP = {"variational", "moon", "semeniuta", "zoneout", "state_dropout"}
@@ -21,7 +20,7 @@ IN_LOOP = {"variational", "moon", "semeniuta", "zoneout", "state_dropout"}
 
 @pytest.fixture
 def calls(monkeypatch):
-    counts = {"fused": 0, "loop": 0}
+    counts = {"native": 0, "segment": 0}
 
     def counting(fn, key):
         def wrapper(*args, **kwargs):
@@ -30,9 +29,9 @@ def calls(monkeypatch):
         return wrapper
 
     for name in ("lstm_layer", "gru_layer"):
-        monkeypatch.setattr(kernels, name, counting(getattr(kernels, name), "fused"))
-    for name in ("lstm_loop", "gru_loop"):
-        monkeypatch.setattr(cells_mod, name, counting(getattr(cells_mod, name), "loop"))
+        monkeypatch.setattr(native, name, counting(getattr(native, name), "native"))
+    monkeypatch.setattr(lstm, "lstm_segment", counting(lstm.lstm_segment, "segment"))
+    monkeypatch.setattr(gru, "gru_segment", counting(gru.gru_segment, "segment"))
     return counts
 
 
@@ -45,32 +44,33 @@ def test_path_choice(cls, scheme, training, calls):
     # In eval, zoneout's expectation and test scaling (moon's default: x keep every step) act in the loop.
     evaluates_in_loop = scheme == "zoneout" or SCHEMES[scheme].options.get("scaling") == "test"
     loop = scheme in IN_LOOP and (training or evaluates_in_loop)
-    assert calls == ({"fused": 0, "loop": 2} if loop else {"fused": 2, "loop": 0})
+    assert calls == ({"native": 0, "segment": 2} if loop else {"native": 2, "segment": 0})
+    assert module.path(training) == ("segment" if loop else "native")
 
 
 def test_untied_input_masks_alone_still_need_the_loop(calls):
     LSTM(D, H, scheme="variational", dropout={"x": 0.3})(torch.randn(T, B, D))
-    assert calls["loop"] == 1
+    assert calls["segment"] == 1
     LSTM(D, H, scheme="variational", dropout={"x": 0.3}, gate_masks="tied")(torch.randn(T, B, D))
-    assert calls["fused"] == 1
+    assert calls["native"] == 1
 
 
 def test_test_scaling_in_eval_needs_the_loop_only_inside_the_recurrence(calls):
     LSTM(D, H, scheme="semeniuta", dropout=0.3, scaling="test").eval()(torch.randn(T, B, D))
-    assert calls == {"fused": 0, "loop": 1}
+    assert calls == {"native": 0, "segment": 1}
     LSTM(D, H, scheme="weightdrop", dropout=0.3, scaling="test").eval()(torch.randn(T, B, D))
-    assert calls == {"fused": 1, "loop": 1}
+    assert calls == {"native": 1, "segment": 1}
 
 
 def test_pack_like_relays_replacements_at_the_flat_offsets():
     """The CUDA-only packing, checked on CPU: same offsets, padding kept, gradients flow."""
     storage = torch.zeros(40)
     params = [storage[0:12].view(3, 4), storage[16:28].view(3, 4), storage[28:31], storage[32:35]]
-    assert kernels.is_flat(params) and not kernels.is_flat([torch.zeros(2), torch.zeros(2)])
+    assert native.is_flat(params) and not native.is_flat([torch.zeros(2), torch.zeros(2)])
     replacements = [torch.randn(3, 4, requires_grad=True), torch.randn(3, 4, requires_grad=True),
                     torch.randn(3, requires_grad=True), torch.randn(3, requires_grad=True)]
-    packed = kernels.pack_like(params, replacements)
-    assert kernels.is_flat(packed)
+    packed = native.pack_like(params, replacements)
+    assert native.is_flat(packed)
     for orig, new, rep in zip(params, packed, replacements):
         assert new.storage_offset() == orig.storage_offset() and new.shape == orig.shape
         assert torch.equal(new, rep)

@@ -130,7 +130,7 @@ def test_training_forward_matches_the_gate_level_oracle(cell, scheme, options):
 def test_fused_kernel_and_reference_loop_agree_under_one_seed(cell, scheme):
     """haste's rule: the fast path and its pure reference draw the same masks and agree."""
     results = []
-    for impl in ("auto", "loop"):
+    for impl in ("auto", "segment"):
         torch.manual_seed(0)
         module = (LSTM if cell == "lstm" else GRU)(D, H, 2, scheme=scheme, dropout=0.3, impl=impl).double()
         x = torch.randn(T, B, D, dtype=torch.double, requires_grad=True)
@@ -193,7 +193,7 @@ def test_multilayer_masks_each_layer_boundary_once():
     torch.testing.assert_close(out, inp, **TOL)
 
 
-@pytest.mark.parametrize("impl", ["loop", "reference"])
+@pytest.mark.parametrize("impl", ["segment", "reference"])
 @pytest.mark.parametrize(
     "cell,scheme,options",
     [(cell, s, o) for cell in ("lstm", "gru") for s, o in CASES if cell == "lstm" or not o.get("drop_cell")],

@@ -62,7 +62,7 @@ def test_a_site_the_scheme_does_not_use():
         (LSTM, {"scheme": "zoneout", "scaling": "test"}, ["'scaling'", "granularity"]),
         (LSTM, {"bidirectional": True}, ["bidirectional", "False"]),
         (LSTM, {"proj_size": 2}, ["proj_size", "0"]),
-        (LSTM, {"impl": "cuda"}, ["'cuda'", "auto, loop"]),
+        (LSTM, {"impl": "cuda"}, ["'cuda'", "auto, segment"]),
     ],
 )
 def test_bad_options(cls, kw, fragments):

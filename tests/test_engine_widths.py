@@ -28,7 +28,7 @@ def _state_h(cell, state):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("scheme,impl", [("none", "auto"), ("weightdrop", "auto"), ("variational", "loop"),
+@pytest.mark.parametrize("scheme,impl", [("none", "auto"), ("weightdrop", "auto"), ("variational", "segment"),
                                          ("variational", "reference"), ("zoneout", "auto")])
 def test_ragged_widths_give_per_layer_shapes_on_every_path(cell, scheme, impl):
     torch.manual_seed(0)
@@ -76,7 +76,7 @@ def test_ragged_widths_unbatched_and_batch_first(cell):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_loop_and_reference_agree_with_ragged_widths_values_and_gradients(cell):
     results = []
-    for impl in ("loop", "reference"):
+    for impl in ("segment", "reference"):
         torch.manual_seed(0)
         module = CLS[cell](D, WIDTHS, 3, scheme="variational", dropout=0.3, impl=impl).double()
         x = torch.randn(T, B, D, dtype=torch.double, requires_grad=True)
@@ -100,7 +100,7 @@ def test_loop_and_reference_agree_with_ragged_widths_values_and_gradients(cell):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_kernel_and_loop_agree_with_ragged_widths(cell):
     results = []
-    for impl in ("auto", "loop"):
+    for impl in ("auto", "segment"):
         torch.manual_seed(0)
         module = CLS[cell](D, WIDTHS, 3, scheme="weightdrop", dropout=0.3, impl=impl).double()
         x = torch.randn(T, B, D, dtype=torch.double, requires_grad=True)
@@ -245,7 +245,7 @@ def test_between_has_its_own_rate(cell):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("impl", ["auto", "loop", "reference"])
+@pytest.mark.parametrize("impl", ["auto", "segment", "reference"])
 @pytest.mark.parametrize("options", [{}, {"granularity": "step"}])
 def test_float_rate_weightdrop_draws_what_x_on_every_layer_drew(cell, impl, options):
     """A float rate gives `between` the same rate as `x`: same RNG calls, same masks, same output.
@@ -290,7 +290,7 @@ def test_between_follows_the_gate_masks_rule_of_x(cell):
     from benchmark.engine.schemes import SiteConfig
 
     results = []
-    for impl in ("auto", "loop", "reference"):
+    for impl in ("auto", "segment", "reference"):
         torch.manual_seed(0)
         module = CLS[cell](D, WIDTHS, 3, scheme="variational", dropout=0.3, impl=impl).double()
         plan = module.plan

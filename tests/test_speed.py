@@ -46,8 +46,8 @@ def test_every_scheme_and_cell_has_a_row_with_the_expected_fields(result):
         assert r["peak_mem_mb"] is None  # --quick skips memory unless --memory
         assert r["target"] is None and r["status"] == "-"  # width 16 is not the target width
     paths = {r["scheme"]: r["path"] for r in rows if r["cell"] == "lstm"}
-    assert paths["native"] == "native" and paths["naive"] == "kernel" and paths["weightdrop"] == "kernel"
-    assert paths["variational"] == "loop" and paths["zoneout"] == "loop"
+    assert paths["native"] == "torch.nn" and paths["naive"] == "native" and paths["weightdrop"] == "native"
+    assert paths["variational"] == "segment" and paths["zoneout"] == "segment"
     assert {"cpu", "cores", "torch", "threads"} <= data["machine"].keys()
     assert data["machine"]["threads"] == 1
     assert data["command"].startswith("python -m benchmark.speed --quick")
@@ -63,10 +63,10 @@ def test_markdown_table_has_the_command_the_machine_and_one_line_per_row(result)
 
 
 def test_targets_apply_at_medium_width_only():
-    assert speed.target_for("variational", "loop", "medium", "cpu") == speed.LOOP_TARGET
-    assert speed.target_for("weightdrop", "kernel", "medium", "cpu") == speed.KERNEL_TARGET
-    assert speed.target_for("zoneout", "loop", "medium", "cuda") == speed.CUDA_LOOP_TARGET
-    assert speed.target_for("variational", "loop", "small", "cpu") is None
+    assert speed.target_for("variational", "segment", "medium", "cpu") == speed.LOOP_TARGET
+    assert speed.target_for("weightdrop", "native", "medium", "cpu") == speed.KERNEL_TARGET
+    assert speed.target_for("zoneout", "segment", "medium", "cuda") == speed.CUDA_LOOP_TARGET
+    assert speed.target_for("variational", "segment", "small", "cpu") is None
     assert speed.target_for("native", "native", "medium", "cpu") is None
 
 

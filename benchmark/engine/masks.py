@@ -1,9 +1,9 @@
 """Dropout primitives: rate checks, mask shapes, mask sampling, word-type embedding dropout.
 
-Why one sampler for everything: the fused path (native kernel, layer by layer) and the
+Why one sampler for everything: the native-kernel path, the hand-written segments and the
 reference loop must draw the *same* masks from the same RNG calls, so that under one seed
-the two can be compared exactly (lmnt-com/haste keeps a pure reference beside every fast
-path). Masks are therefore drawn here, outside both paths, and handed in.
+they can be compared exactly (lmnt-com/haste keeps a pure reference beside every fast
+path). Masks are therefore drawn here, outside every path, and handed in.
 
 Conventions (shared by ``LSTM.last_masks``):
 
@@ -18,25 +18,17 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmark.engine.sites import SITE_SPECS, SITE_TABLE
+
 GRANULARITIES: tuple[str, ...] = ("step", "sequence", "batch")
 SCALINGS: tuple[str, ...] = ("inverted", "test")
-
-# The order in which a layer's masks are drawn. Fixed, so that the fused path and the
-# reference loop consume the RNG identically. A layer's input is masked by ``x`` or by
-# ``between`` (never both: ``DropoutPlan.layer_sites``), so both sit first: with one rate
-# for every site, a scheme with ``between`` draws exactly what it drew with ``x`` there.
-DRAW_ORDER: tuple[str, ...] = ("x", "between", "h_in", "g", "c", "state", "zoneout", "w_hh", "out")
-# Sites that mask a layer's input as it enters W (masks as wide as the input): ``x`` on the
-# module's input (and on the inner boundaries unless the scheme lists ``between``),
-# ``between`` on the inner boundaries. And the sites whose masks may be untied per gate.
-INPUT_SITES: tuple[str, ...] = ("x", "between")
-GATE_MASK_SITES: tuple[str, ...] = ("x", "between", "h_in")
 
 Mask = Tensor | float
 
@@ -76,10 +68,9 @@ def bernoulli_mask(shape: tuple[int, ...], prob: float, like: Tensor) -> Tensor:
     """A {0, 1} mask with ``P(1) = prob``, in ``like``'s dtype and device: ``uniform < prob``.
 
     Why not ``bernoulli_``: on a CPU it costs about twice as much as drawing the uniforms
-    and comparing them (8.5 ms against 4.5 ms for a (35, 20, 650) step mask, one thread),
-    and a step-granularity scheme draws several such masks per segment (issue 7). The
-    uniforms are float32 whatever ``like``'s dtype, so ``prob`` resolves to 2^-24 on every
-    dtype (a half-precision uniform would round it to 2^-11).
+    and comparing them, and a step-granularity scheme draws several (T, B, H) masks per
+    segment. The uniforms are float32 whatever ``like``'s dtype, so ``prob`` resolves to
+    2^-24 on every dtype (a half-precision uniform would round it to 2^-11).
     """
     mask = torch.rand(shape, device=like.device).lt_(prob)  # float32 {0., 1.}, in place
     return mask if like.dtype == torch.float32 else mask.to(like.dtype)
@@ -103,54 +94,56 @@ def draw_layer_masks(
     sites: Mapping[str, Any],
     training: bool,
     *,
-    cell: str,
     steps: int,
     batch: int,
     input_width: int,
     hidden: int,
     gates: int,
     weight_hh_shape: tuple[int, ...],
-    drop_cell: bool,
+    options: Mapping[str, Any],
+    cell: str,
     like: Tensor,
 ) -> dict[str, Mask]:
     """Every mask one layer needs for one forward call, drawn before the layer runs.
 
-    ``sites`` maps a site name to an object with ``rate``, ``granularity``, ``scaling``
-    and ``gate_masks`` (``schemes.SiteConfig``): the sites acting on this layer
-    (``DropoutPlan.layer_sites``). ``input_width`` is the layer's input width (the ``x`` /
-    ``between`` masks), ``hidden`` the layer's own width (every other site). Returns ``{key: mask}`` where key is a
-    site name, or ``"state.c"`` / ``"zoneout.c"`` for the LSTM memory's own mask.
-    In eval, a dropout site under ``test`` scaling yields the float ``keep`` (multiply by
-    the keep-probability, as the drop-rnn code does) and zoneout yields the float ``p``
-    (the expectation, Krueger et al. 2016); an inverted dropout site yields nothing.
-    Sites with rate 0 take the fast path: nothing is drawn.
+    ``sites`` maps a site name to its ``schemes.SiteConfig`` (rate, granularity, scaling,
+    gate masks): the sites acting on this layer (``DropoutPlan.layer_sites``). What each
+    mask is comes from the site's record (``sites.SITE_SPECS``): its width (``input``: the
+    layer's input; ``weight``: U's shape; else the layer's own width), how it is drawn and
+    whether the LSTM memory gets a mask of its own (key ``"<site>.c"``). Returns
+    ``{key: mask}`` in the table's order. In eval, a dropout site under ``test`` scaling
+    yields the float ``keep`` (multiply by the keep-probability, as the drop-rnn code does),
+    zoneout yields the float ``p`` (the expectation, Krueger et al. 2016), and an inverted
+    dropout site yields nothing. Sites with rate 0 take the fast path: nothing is drawn.
     """
     masks: dict[str, Mask] = {}
-    for name in DRAW_ORDER:
-        cfg = sites.get(name)
+    for spec in SITE_TABLE:
+        cfg = sites.get(spec.name)
         if cfg is None or cfg.rate == 0.0:
             continue
         p = cfg.rate
-        keys = [name]
-        if name == "zoneout" and cell == "lstm":
-            keys.append("zoneout.c")  # separate draws for h and c, as in the paper
-        if name == "state" and drop_cell:
-            keys.append("state.c")  # TF < 1.4 dropped the whole LSTMStateTuple
-        width = input_width if name in INPUT_SITES else hidden
+        keys = [spec.name]
+        if cell == "lstm" and spec.memory_mask is not None and (
+                spec.memory_mask == "always" or options.get(spec.memory_mask, False)):
+            keys.append(f"{spec.name}.c")  # zoneout: separate draws for h and c; state: TF < 1.4's drop_cell
+        width = {"input": input_width, "hidden": hidden}.get(spec.width)
         for key in keys:
-            if name == "zoneout":
-                shape = mask_shape(cfg.granularity, steps, batch, width)
-                masks[key] = zoneout_mask(shape, p, like) if training else p
-            elif not training:
-                if cfg.scaling == "test":
+            rule = spec.eval_rule(cfg.scaling)
+            if not training:
+                if rule == "scale_by_keep":
                     masks[key] = 1.0 - p
-            elif name == "w_hh":
+                elif rule == "expectation":
+                    masks[key] = p
+            elif spec.width == "weight":
                 # DropConnect: one mask on the weight's elements per forward call (AWD-LSTM).
                 masks[key] = dropout_mask(weight_hh_shape, p, cfg.scaling, like)  # (G*H, H)
             else:
-                untied = cfg.gate_masks == "untied" and name in GATE_MASK_SITES
+                untied = spec.gate_masks and cfg.gate_masks == "untied"
                 shape = mask_shape(cfg.granularity, steps, batch, width, gates if untied else 0)
-                masks[key] = dropout_mask(shape, p, cfg.scaling, like)
+                if spec.draw == "zoneout":
+                    masks[key] = zoneout_mask(shape, p, like)
+                else:
+                    masks[key] = dropout_mask(shape, p, cfg.scaling, like)
     return masks
 
 
@@ -166,6 +159,61 @@ def per_step(mask: Mask | None, steps: int, step_axis: int | None) -> list[Mask]
     if isinstance(mask, Tensor) and step_axis is not None:
         return list(mask.unbind(step_axis))
     return [mask] * steps
+
+
+StepMasks = Sequence["Tensor | float"] | None  # one entry per time step, or None when the site is inactive
+
+
+@dataclass(frozen=True)
+class SegmentMasks:
+    """The per-step masks of the sites inside the recurrence, for one layer and segment.
+
+    Each is a list over steps (a tensor, or a float in eval) or None when inactive;
+    ``x``: the layer's input mask (``x`` or ``between``), which the reference step applies
+    and the segments apply in their input projection; ``*_untied``: the entries are
+    ``(G, B|1, D)``, one mask per gate; ``output_pre_mask``: the step outputs the state
+    before the ``state`` mask (TensorFlow).
+    """
+
+    x: StepMasks = None
+    x_untied: bool = False
+    h_in: StepMasks = None
+    h_in_untied: bool = False
+    g: StepMasks = None
+    c: StepMasks = None  # LSTM only
+    zoneout: StepMasks = None
+    zoneout_c: StepMasks = None  # LSTM only
+    state: StepMasks = None
+    state_c: StepMasks = None  # LSTM only
+    output_pre_mask: bool = False
+
+    @property
+    def untied(self) -> bool:
+        """One ``h_in`` mask per gate (a float in eval is one factor for every gate)."""
+        return self.h_in is not None and self.h_in_untied and isinstance(self.h_in[0], Tensor)
+
+
+def segment_masks(masks: Mapping[str, Mask], sites: Mapping[str, Any], steps: int, output_pre_mask: bool) -> SegmentMasks:
+    """A layer's drawn masks (``draw_layer_masks``) as the per-step lists the recurrence indexes."""
+    def split(key: str) -> list[Mask] | None:
+        mask = masks.get(key)
+        if mask is None:
+            return None
+        cfg = sites[key.split(".")[0]]
+        if cfg.granularity != "step":
+            return per_step(mask, steps, None)
+        untied = isinstance(mask, Tensor) and cfg.gate_masks == "untied"
+        return per_step(mask, steps, 1 if untied else 0)
+
+    h_in = split("h_in")
+    input_key = next((key for key in masks if SITE_SPECS[key.split(".")[0]].width == "input"), None)
+    x = split(input_key) if input_key is not None else None
+    return SegmentMasks(
+        x=x, x_untied=x is not None and isinstance(x[0], Tensor) and sites[input_key].gate_masks == "untied",
+        h_in=h_in, h_in_untied=h_in is not None and sites["h_in"].gate_masks == "untied", g=split("g"),
+        c=split("c"), zoneout=split("zoneout"), zoneout_c=split("zoneout.c"), state=split("state"),
+        state_c=split("state.c"), output_pre_mask=output_pre_mask,
+    )
 
 
 def embedding_dropout(

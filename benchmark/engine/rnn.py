@@ -1,13 +1,12 @@
 """``LSTM`` and ``GRU``: drop-in ``torch.nn.LSTM`` / ``torch.nn.GRU`` with a dropout scheme.
 
 One engine for both cells and every scheme: the scheme is resolved into a ``DropoutPlan``
-(``schemes.py``), each layer's masks are drawn up front (``masks.py``), and the layer runs
-either on the native fused kernel (``kernels.py``: ``none``, ``naive``, ``weightdrop``,
-and any scheme in eval whose sites are then the identity) or on the time loop (``cells.py``:
-sites inside the recurrence while they sample), which runs each layer's segment as one
-autograd node with a hand-written backward (``fused.py``) and keeps the plain autograd loop
-beside it as the reference (``impl="reference"``, and ``trace``). All paths draw the same
-masks in the same order, so under one seed they agree exactly.
+(``schemes.py``, reading the site table in ``sites.py``), each layer's masks are drawn up
+front (``masks.py``), and each layer runs on one of three paths of its cell's file
+(``lstm.py``, ``gru.py``): the native kernel (``native.py``) when every active site acts
+outside the recurrence, the hand-written segment when one acts inside it, or the plain
+autograd reference (``impl="reference"``, and ``trace``). All paths draw the same masks in
+the same order, so under one seed they agree exactly.
 
 Parameters carry ``nn.LSTM``'s names and shapes and are registered directly on the
 module, so a ``state_dict`` moves between this module and ``torch.nn`` unchanged.
@@ -33,14 +32,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from benchmark.engine import cells, kernels
-from benchmark.engine.fused import LoopMasks
-from benchmark.engine.masks import INPUT_SITES, Mask, draw_layer_masks, per_step
-from benchmark.engine.schemes import DropoutPlan, SiteConfig, resolve
+from benchmark.engine import gru, lstm, native
+from benchmark.engine.masks import Mask, draw_layer_masks
+from benchmark.engine.schemes import DropoutPlan, resolve
+from benchmark.engine.sites import SITE_SPECS
 
-# ``auto``: the native kernel where the scheme allows, else the fused time loop; ``loop``: always
-# the fused time loop; ``reference``: always the plain autograd loop (what the fast paths are tested against).
-IMPLS: tuple[str, ...] = ("auto", "loop", "reference")
+# ``auto``: the native kernel where the plan allows, else the hand-written segment; ``segment``:
+# always the segment; ``reference``: always the plain autograd reference (what the others are tested against).
+IMPLS: tuple[str, ...] = ("auto", "segment", "reference")
+RUNNERS = {"lstm": lstm.run_layer, "gru": gru.run_layer}
 
 
 def _positive_int(value: Any) -> bool:
@@ -162,7 +162,7 @@ class _DropoutRNN(nn.Module):
         layer by layer and cuDNN checks contiguity from the start of the storage.
         """
         for layer in range(self.num_layers):
-            kernels.flatten_layer(self._layer_params(layer), self._mode, self._input_width(layer),
+            native.flatten_layer(self._layer_params(layer), self._mode, self._input_width(layer),
                                   self.layer_sizes[layer])
 
     def _apply(self, fn: Any, recurse: bool = True) -> "_DropoutRNN":
@@ -327,7 +327,8 @@ class _DropoutRNN(nn.Module):
 
         training = self.training
         plan = self.plan
-        use_loop = self.impl != "auto" or self._trace is not None or plan.needs_loop(training)
+        path = self.path(training)
+        run_layer = RUNNERS[self._cell]
         if training:
             self.last_masks = {}
         h_n, c_n = [], []
@@ -342,14 +343,14 @@ class _DropoutRNN(nn.Module):
             masks = held if held is not None else draw_layer_masks(
                 sites,
                 training,
-                cell=self._cell,
                 steps=steps,
                 batch=batch,
                 input_width=x.shape[2],
                 hidden=self.layer_sizes[layer],
                 gates=self._gates,
                 weight_hh_shape=tuple(params[1].shape),
-                drop_cell=plan.drop_cell,
+                options=plan.options,
+                cell=self._cell,
                 like=x,
             )
             if self._held_masks is not None:
@@ -357,16 +358,16 @@ class _DropoutRNN(nn.Module):
             if training:
                 for key, mask in masks.items():
                     self.last_masks[(layer, key)] = mask
-            c_layer = c0[layer] if c0 is not None else None
-            if use_loop:
-                trace = self._trace.setdefault(layer, []) if self._trace is not None else None
-                x, h, c = self._loop_layer(x, h0[layer], c_layer, params, masks, sites, trace)
-            else:
-                x, h, c = self._fused_layer(x, h0[layer], c_layer, params, masks)
+            trace = self._trace.setdefault(layer, []) if self._trace is not None else None
+            output_keys = {k for k in masks if SITE_SPECS[k.split(".")[0]].placement == "module_output"}
+            out_mask = next((masks[k] for k in output_keys), None)
+            layer_masks = {k: v for k, v in masks.items() if k not in output_keys}
+            x, h, c = run_layer(x, h0[layer], c0[layer] if c0 is not None else None, params, layer_masks, sites,
+                                path=path, output_pre_mask=plan.state_output == "pre_mask", trace=trace)
             if layer == self.num_layers - 1 and training:
                 self.last_raw_output = x  # (T, B, H): before `out`, for AWD-LSTM's TAR
-            if "out" in masks:
-                x = x * masks["out"]  # (T, B, H) * (T|B|1, ..., H)
+            if out_mask is not None:
+                x = x * out_mask  # (T, B, H) * (T|B|1, ..., H)
             h_n.append(h)  # (B, H_l)
             c_n.append(c)
 
@@ -376,70 +377,17 @@ class _DropoutRNN(nn.Module):
             return output, h_out
         return output, (h_out, self._final_state(c_n, unbatched))
 
-    def _fused_layer(self, x: Tensor, h0: Tensor, c0: Tensor | None, params: list[Tensor], masks: dict[str, Mask]) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Dropout outside the recurrence + DropConnect weight, then the native kernel."""
-        in_site = _input_site(masks)
-        if in_site is not None:
-            x = x * masks[in_site]  # (T, B, D) * (T|B|1, ..., D)
-        weights = params
-        if "w_hh" in masks:
-            w_hh = params[1] * masks["w_hh"]  # (G*H, H): fresh each call, grad flows to the raw weight
-            weights = [params[0], w_hh, *params[2:]]
-            if w_hh.is_cuda and kernels.is_flat(params):
-                weights = kernels.pack_like(params, weights)
-        if self._cell == "lstm":
-            return kernels.lstm_layer(x, h0, c0, weights, self.bias)
-        out, h = kernels.gru_layer(x, h0, weights, self.bias)
-        return out, h, None
+    def path(self, training: bool) -> str:
+        """Which path the layers run in this mode: ``native``, ``segment`` or ``reference``.
 
-    def _loop_layer(self, x: Tensor, h0: Tensor, c0: Tensor | None, params: list[Tensor], masks: dict[str, Mask],
-                    sites: Mapping[str, SiteConfig], trace: list | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
-        """The time loop (fused or reference): project the segment once, split masks per step, then loop.
-
-        ``sites`` are the sites acting on this layer (``DropoutPlan.layer_sites``).
+        ``trace`` and ``impl="reference"`` run the reference; otherwise the native kernel
+        wherever the plan allows (``DropoutPlan.needs_loop``), else the hand-written segment.
         """
-        plan = self.plan
-        steps = x.shape[0]
-        w_ih, w_hh = params[0], params[1]
-        b_ih, b_hh = (params[2], params[3]) if self.bias else (None, None)
-        if "w_hh" in masks:
-            w_hh = w_hh * masks["w_hh"]  # dropped once for the whole segment
-        in_site = _input_site(masks)
-        x_mask = masks[in_site] if in_site is not None else None
-        x_untied = isinstance(x_mask, Tensor) and sites[in_site].gate_masks == "untied"
-        if self._cell == "lstm":
-            bias = b_ih + b_hh if self.bias else None  # both biases add before the gates
-        else:
-            bias = b_ih  # b_hh's n-part is gated by r, so it stays in the recurrence
-        xw = cells.project_inputs(x, w_ih, bias, x_mask, self._gates, x_untied)  # (T, B, G*H)
-
-        def split(key: str) -> list[Mask] | None:
-            mask = masks.get(key)
-            if mask is None:
-                return None
-            site = key.split(".")[0]
-            cfg = sites[site]
-            if cfg.granularity != "step":
-                return per_step(mask, steps, None)
-            untied = isinstance(mask, Tensor) and cfg.gate_masks == "untied"
-            return per_step(mask, steps, 1 if untied else 0)
-
-        h_in = split("h_in")
-        loop_masks = LoopMasks(
-            h_in=h_in, h_in_untied=h_in is not None and sites["h_in"].gate_masks == "untied", g=split("g"),
-            c=split("c"), zoneout=split("zoneout"), zoneout_c=split("zoneout.c"), state=split("state"),
-            state_c=split("state.c"), output_pre_mask=plan.state_output == "pre_mask",
-        )
-        fused = self.impl != "reference"  # trace always runs the reference loop (see cells.lstm_loop)
-        if self._cell == "lstm":
-            return cells.lstm_loop(xw, h0, c0, w_hh, loop_masks, trace=trace, fused=fused)
-        out, h = cells.gru_loop(xw, h0, w_hh, b_hh, loop_masks, trace=trace, fused=fused)
-        return out, h, None
-
-
-def _input_site(masks: Mapping[str, Mask]) -> str | None:
-    """The site masking the layer's input, if any: ``x``, or ``between`` on the inner layers of a scheme that has it."""
-    return next((site for site in INPUT_SITES if site in masks), None)
+        if self._trace is not None or self.impl == "reference":
+            return "reference"
+        if self.impl == "segment" or self.plan.needs_loop(training):
+            return "segment"
+        return "native"
 
 
 class LSTM(_DropoutRNN):
@@ -449,8 +397,8 @@ class LSTM(_DropoutRNN):
     options (``granularity``, ``gate_masks``, ``scaling``, ``drop_cell``) are keywords.
     ``hidden_size`` is an int, or one width per layer (then ``hx`` and the returned state are
     lists of per-layer ``(B, H_l)`` tensors; see the module docstring).
-    ``impl="loop"`` forces the (fused) time loop and ``impl="reference"`` the plain autograd
-    loop, for tests comparing the paths; ``"auto"`` picks the fastest path that is exact.
+    ``impl="segment"`` forces the hand-written segment and ``impl="reference"`` the plain autograd
+    reference, for tests comparing the paths; ``"auto"`` picks the fastest path that is exact.
 
     After a training forward, ``last_masks[(layer, key)]`` holds the masks it used (eval
     forwards leave it alone). ``key`` is a site name (``"between"`` for an inner layer's input

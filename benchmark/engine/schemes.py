@@ -22,34 +22,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from benchmark.engine.masks import GATE_MASK_SITES, GRANULARITIES, INPUT_SITES, SCALINGS, check_rate
+from benchmark.engine.masks import GRANULARITIES, SCALINGS, check_rate
+from benchmark.engine.sites import CELL_SITES, CELLS, SITE_DOCS, SITE_SPECS, SITES, SiteSpec
 
-SITES: tuple[str, ...] = ("emb", "x", "between", "h_in", "g", "c", "state", "out", "w_hh", "zoneout")
-# The site table: what each site masks (README, "The sites").
-SITE_DOCS: Mapping[str, str] = MappingProxyType({
-    "emb": "rows of the embedding matrix: every occurrence of a dropped word type (applied by the language model)",
-    "x": "each layer's input as it enters W (the module's input included); where the scheme lists `between`, "
-         "only the module's input",
-    "between": "a layer's input when it is the output of the layer below (the boundaries inside the stack); "
-               "when a scheme lists it, it takes the place of `x` there, same granularity rules as `x`",
-    "h_in": "h_{t-1} as it enters U only; the carried state is untouched",
-    "g": "the candidate (g in the LSTM, n in the GRU) before it is mixed into the memory",
-    "c": "the LSTM memory after its update; the masked value is carried on",
-    "state": "the carried state after each step; the step's output is the value before the mask, as in TensorFlow",
-    "out": "the module's output",
-    "w_hh": "elements of U itself (DropConnect)",
-    "zoneout": "per unit, keep h_{t-1} (and c_{t-1}) instead of the new value; eval uses the expectation",
-})
+__all__ = ["CELLS", "CELL_SITES", "GATE_MASKS", "SCHEMES", "SITES", "SITE_DOCS", "DropoutPlan", "Scheme", "Site",
+           "SiteConfig", "resolve", "scheme_names"]
 
-CELLS: tuple[str, ...] = ("lstm", "gru")
-CELL_SITES: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"lstm": SITES, "gru": tuple(s for s in SITES if s != "c")}  # a GRU has no separate memory
-)
 GATE_MASKS: tuple[str, ...] = ("untied", "tied")
-# Sites that act inside the recurrence: they need the reference loop while they sample.
-LOOP_SITES: frozenset[str] = frozenset({"h_in", "g", "c", "state", "zoneout"})
-# Sites whose granularity is fixed by their definition: one draw per forward call.
-FIXED_GRANULARITY: Mapping[str, str] = MappingProxyType({"emb": "batch", "w_hh": "batch"})
 OPTION_NAMES: tuple[str, ...] = ("granularity", "gate_masks", "scaling", "drop_cell")
 
 
@@ -174,12 +153,26 @@ SCHEMES: Mapping[str, Scheme] = MappingProxyType(
 
 @dataclass(frozen=True)
 class SiteConfig:
-    """A site as the engine applies it."""
+    """A site as the engine applies it: its record in the site table, resolved for one scheme."""
 
     rate: float
     granularity: str
     scaling: str = "inverted"
-    gate_masks: str | None = None  # only for the GATE_MASK_SITES (x, between, h_in)
+    gate_masks: str | None = None  # only for sites whose record allows gate masks (x, between, h_in)
+
+    def describe(self, spec: SiteSpec) -> dict[str, Any]:
+        """The site as a run records it (``summary.json``'s ``plan``): plain JSON values."""
+        return {
+            "rate": self.rate,
+            "granularity": self.granularity,
+            "scaling": self.scaling,
+            "gate_masks": self.gate_masks,
+            "in_recurrence": spec.in_recurrence,
+            "carried": spec.carried,
+            "compounds": spec.compounds(self.scaling),
+            "eval": spec.eval_rule(self.scaling),
+            "draw": spec.draw,
+        }
 
 
 @dataclass(frozen=True)
@@ -202,10 +195,6 @@ class DropoutPlan:
         return {name: cfg.rate for name, cfg in self.sites.items()}
 
     @property
-    def drop_cell(self) -> bool:
-        return bool(self.options.get("drop_cell", False))
-
-    @property
     def per_step_sites(self) -> list[str]:
         """Active sites whose masks are redrawn every step: nothing of them can be held over a pass."""
         return [name for name, cfg in self.sites.items() if cfg.granularity == "step" and cfg.rate]
@@ -213,36 +202,55 @@ class DropoutPlan:
     def layer_sites(self, layer: int, num_layers: int) -> dict[str, SiteConfig]:
         """The sites that act on layer ``layer`` of a ``num_layers`` stack: ``{site: config}``.
 
-        ``out`` acts on the last layer only (one mask per boundary between stacked layers,
-        as in Zaremba's, Gal's and AWD-LSTM's code: the upper layer's input mask masks it).
-        A layer's input is masked by ``x`` on layer 0, and on the layers above by ``between``
-        when the plan has it, else by ``x``; ``emb`` acts outside the stack.
+        Placed by each site's record: a ``module_output`` site acts on the last layer only
+        (one mask per boundary between stacked layers, as in Zaremba's, Gal's and AWD-LSTM's
+        code: the upper layer's input mask masks it); a layer's input is masked by the
+        ``module_input`` site on layer 0, and on the layers above by the ``inner_input`` site
+        when the plan has one, else by the ``module_input`` site; ``embedding`` sites act
+        outside the stack.
         """
-        sites = {k: v for k, v in self.sites.items() if k != "emb"}
-        if layer != num_layers - 1:
-            sites.pop("out", None)
-        if layer == 0:
-            sites.pop("between", None)
-        elif "between" in sites:
-            sites.pop("x", None)
-        return sites
+        placed = {name: SITE_SPECS[name].placement for name in self.sites}
+        has_inner = "inner_input" in placed.values()
+        keep = {
+            "embedding": False,
+            "module_input": layer == 0 or not has_inner,
+            "inner_input": layer != 0,
+            "module_output": layer == num_layers - 1,
+        }
+        return {name: cfg for name, cfg in self.sites.items() if keep.get(placed[name], True)}
 
     def needs_loop(self, training: bool) -> bool:
-        """Whether this mode needs the reference loop instead of the fused kernel.
+        """Whether this mode needs the time loop instead of the native kernel.
 
-        In-loop sites act between time steps, which the native kernel cannot do; they
-        matter while sampling, and in eval only for zoneout (the expectation) and
-        ``test`` scaling (multiply by keep). Untied input masks give each gate its own
-        masked input, which the kernel cannot take either.
+        Sites inside the recurrence act between time steps, which the native kernel cannot
+        do; they matter while sampling, and in eval where their rule is not the identity
+        (zoneout's expectation, ``test`` scaling's multiply by keep). Untied input masks give
+        each gate its own masked input, which the kernel cannot take either.
         """
         for name, cfg in self.sites.items():
             if cfg.rate == 0.0:
                 continue
-            if name in LOOP_SITES and (training or name == "zoneout" or cfg.scaling == "test"):
+            spec = SITE_SPECS[name]
+            if spec.in_recurrence and (training or spec.eval_rule(cfg.scaling) != "identity"):
                 return True
-            if name in INPUT_SITES and training and cfg.gate_masks == "untied":
+            if spec.width == "input" and training and cfg.gate_masks == "untied":
                 return True
         return False
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved plan as plain JSON: what a run records so analysis need not re-derive it.
+
+        ``sites`` holds every site of the scheme with its rate, granularity, scaling, gate
+        masks, whether it acts inside the recurrence, whether its masked value is carried and
+        compounds by 1/keep per step, its evaluation rule and how its mask is drawn.
+        """
+        return {
+            "scheme": self.scheme,
+            "cell": self.cell,
+            "options": dict(self.options),
+            "state_output": self.state_output,
+            "sites": {name: cfg.describe(SITE_SPECS[name]) for name, cfg in self.sites.items()},
+        }
 
 
 def resolve(scheme: str, cell: str, dropout: float | Mapping[str, float] = 0.0, **options: Any) -> DropoutPlan:
@@ -298,8 +306,9 @@ def resolve(scheme: str, cell: str, dropout: float | Mapping[str, float] = 0.0, 
 
     sites: dict[str, SiteConfig] = {}
     for name, default_granularity in used.items():
-        if name in FIXED_GRANULARITY:
-            granularity = FIXED_GRANULARITY[name]
+        site = SITE_SPECS[name]
+        if site.fixed_granularity is not None:
+            granularity = site.fixed_granularity
         elif name in spec.granularity_sites:
             granularity = opts.get("granularity", default_granularity)
         else:
@@ -308,7 +317,7 @@ def resolve(scheme: str, cell: str, dropout: float | Mapping[str, float] = 0.0, 
             rate=rates[name],
             granularity=granularity,
             scaling=opts.get("scaling", "inverted"),
-            gate_masks=opts.get("gate_masks", "tied") if name in GATE_MASK_SITES else None,
+            gate_masks=opts.get("gate_masks", "tied") if site.gate_masks else None,
         )
     return DropoutPlan(
         scheme=scheme,

@@ -1,7 +1,9 @@
-"""One layer on the native fused RNN kernel (``torch._VF.lstm`` / ``torch._VF.gru``).
+"""One layer on the native RNN kernel (``torch._VF.lstm`` / ``torch._VF.gru``: oneDNN on a CPU, cuDNN on CUDA).
 
 Why layer by layer: masks between layers (``x``, ``out``) and a dropped ``weight_hh``
 must be applied outside the kernel; regularisation never goes into the kernel itself.
+The schemes whose sites all act outside the recurrence (``none``, ``naive``,
+``weightdrop``, and any scheme in eval whose sites are then the identity) run here.
 
 Why the weights are passed in, never swapped on the module: AWD-LSTM's WeightDrop
 replaced ``nn.Parameter``s on a cuDNN module and broke with nearly every PyTorch release
@@ -20,8 +22,12 @@ The CUDA branch is not exercised by the CPU test suite.
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torch import Tensor, _VF
+
+from benchmark.engine.sites import SITE_SPECS
 
 
 def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, weights: list[Tensor], has_biases: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -38,6 +44,48 @@ def gru_layer(x: Tensor, h0: Tensor, weights: list[Tensor], has_biases: bool) ->
     """``(T, B, D), (B, H) -> (T, B, H), (B, H)`` on the fused kernel."""
     out, h = _VF.gru(x, h0.unsqueeze(0), weights, has_biases, 1, 0.0, torch.is_grad_enabled(), False, False)
     return out, h[0]
+
+
+def input_mask(masks: Mapping[str, Any], sites: Mapping[str, Any] | None = None) -> tuple[Any, bool]:
+    """The mask on the layer's input (the site as wide as the input: ``x`` or ``between``) and whether it is untied.
+
+    ``sites`` (the layer's site configs) tells untied masks apart; without it the mask is taken as tied.
+    """
+    for key, mask in masks.items():
+        if SITE_SPECS[key.split(".")[0]].width == "input":
+            untied = sites is not None and isinstance(mask, Tensor) and sites[key].gate_masks == "untied"
+            return mask, untied
+    return None, False
+
+
+def dropped_weight_hh(weight_hh: Tensor, masks: Mapping[str, Any]) -> Tensor:
+    """``U`` with its DropConnect mask applied when a ``weight`` site drew one (fresh each call; grad reaches U)."""
+    for key, mask in masks.items():
+        if SITE_SPECS[key.split(".")[0]].width == "weight":
+            return weight_hh * mask  # (G*H, H)
+    return weight_hh
+
+
+def run_layer(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, params: list[Tensor],
+              masks: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Input mask and DropConnect weight outside the kernel, then the kernel: ``(out, h_T, c_T or None)``.
+
+    ``mode`` is ``"LSTM"`` or ``"GRU"``; ``params`` ``[W, U]`` or ``[W, U, b_ih, b_hh]``.
+    """
+    x_mask, _ = input_mask(masks)
+    if x_mask is not None:
+        x = x * x_mask  # (T, B, D) * (T|B|1, ..., D)
+    weights = params
+    w_hh = dropped_weight_hh(params[1], masks)
+    if w_hh is not params[1]:
+        weights = [params[0], w_hh, *params[2:]]
+        if w_hh.is_cuda and is_flat(params):
+            weights = pack_like(params, weights)
+    has_biases = len(params) == 4
+    if mode == "LSTM":
+        return lstm_layer(x, h0, c0, weights, has_biases)
+    out, h = gru_layer(x, h0, weights, has_biases)
+    return out, h, None
 
 
 def is_flat(params: list[Tensor]) -> bool:

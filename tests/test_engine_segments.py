@@ -1,11 +1,11 @@
-"""The fused time loop (one autograd node per layer, backward by hand) against the reference loop.
+"""The hand-written segments (one autograd node per layer, backward by hand) against the reference.
 
 haste's rule: every fast path has a pure-PyTorch reference beside it, compared under one
-seed. Here the reference is the plain autograd loop (``impl="reference"``); the fast path is
-what training runs (``impl="auto"`` / ``"loop"``). Both draw the same masks from the same RNG
-calls, so outputs, final states and the gradients of every parameter, the input and the
-initial state must agree to float64 rounding, for every in-loop scheme and option.
-``gradcheck`` then checks the hand-written backward against finite differences directly.
+seed. Here the reference is plain autograd through the reference step (``impl="reference"``);
+the fast path is what training runs (``impl="auto"`` / ``"segment"``). Both draw the same
+masks from the same RNG calls, so outputs, final states and the gradients of every parameter,
+the input and the initial state must agree to float64 rounding, for every in-loop scheme and
+option. ``gradcheck`` then checks the hand-written backward against finite differences directly.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from benchmark.engine import GRU, LSTM
-from benchmark.engine import cells, fused
+from benchmark.engine import gemm, gru, lstm
+from benchmark.engine.masks import SegmentMasks
 
 TOL = dict(rtol=1e-10, atol=1e-12)
 D, H, T, B = 3, 5, 6, 4
@@ -79,7 +80,7 @@ def assert_same(a, b, **tol):
 
 
 @pytest.mark.parametrize("cell,scheme,options", CELL_CASES)
-def test_fused_loop_matches_the_reference_loop_values_and_gradients(cell, scheme, options):
+def test_segment_matches_the_reference_values_and_gradients(cell, scheme, options):
     results = []
     for impl in ("auto", "reference"):
         module = make(cell, impl, scheme=scheme, dropout=0.4, **options)
@@ -89,36 +90,47 @@ def test_fused_loop_matches_the_reference_loop_values_and_gradients(cell, scheme
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_fused_loop_matches_the_reference_with_every_site_at_once(cell):
+def test_segment_matches_the_reference_with_every_site_at_once(cell):
     """Sites stacked in one step (not a registered scheme, but the step math must compose)."""
     from benchmark.engine.masks import dropout_mask, zoneout_mask
 
     torch.manual_seed(0)
     G = 4 if cell == "lstm" else 3
-    xw = torch.randn(T, B, G * H, dtype=torch.double, requires_grad=True)
+    x = torch.randn(T, B, D, dtype=torch.double, requires_grad=True)
     h0, c0 = (torch.randn(B, H, dtype=torch.double, requires_grad=True) for _ in range(2))
+    w = torch.randn(G * H, D, dtype=torch.double, requires_grad=True)
     u = torch.randn(G * H, H, dtype=torch.double, requires_grad=True)
-    b = torch.randn(G * H, dtype=torch.double, requires_grad=True)
-    like = xw
+    b_ih, b_hh = (torch.randn(G * H, dtype=torch.double, requires_grad=True) for _ in range(2))
+    like = x
     for untied, pre_mask in [(True, False), (False, True)]:
+        x_mask = dropout_mask((G, T, B, D) if untied else (T, B, D), 0.3, "inverted", like)
         h_in = dropout_mask((G, B, H) if untied else (B, H), 0.3, "inverted", like)
-        kw = dict(h_in=[h_in] * T, h_in_untied=untied, g=list(dropout_mask((T, B, H), 0.3, "inverted", like).unbind(0)),
+        kw = dict(x=list(x_mask.unbind(1 if untied else 0)), x_untied=untied, h_in=[h_in] * T, h_in_untied=untied,
+                  g=list(dropout_mask((T, B, H), 0.3, "inverted", like).unbind(0)),
                   zoneout=list(zoneout_mask((T, B, H), 0.3, like).unbind(0)),
                   state=[dropout_mask((B, H), 0.3, "inverted", like)] * T, output_pre_mask=pre_mask)
         if cell == "lstm":
             kw.update(c=[dropout_mask((B, H), 0.3, "inverted", like)] * T,
                       zoneout_c=list(zoneout_mask((T, B, H), 0.3, like).unbind(0)),
                       state_c=[dropout_mask((B, H), 0.3, "inverted", like)] * T)
+        m = SegmentMasks(**kw)
         results = []
-        for use_fused in (True, False):
+        for path in ("segment", "reference"):
             if cell == "lstm":
-                out, h, c = cells.lstm_loop(xw, h0, c0, u, fused.LoopMasks(**kw), fused=use_fused)
+                if path == "segment":
+                    xw = gemm.project(x, w, b_ih + b_hh, x_mask, G, untied)
+                    out, h, c = lstm.lstm_segment(xw, h0, c0, u, m)
+                else:
+                    out, h, c = lstm.lstm_reference(x, h0, c0, w, u, b_ih, b_hh, m)
                 loss = (out * out.detach().cos()).sum() + h.sum() * 1.1 + c.sum() * 0.9
-                leaves = [xw, h0, c0, u]
+                leaves = [x, h0, c0, w, u, b_ih, b_hh]
             else:
-                out, h = cells.gru_loop(xw, h0, u, b, fused.LoopMasks(**kw), fused=use_fused)
+                if path == "segment":
+                    out, h = gru.gru_segment(gemm.project(x, w, b_ih, x_mask, G, untied), h0, u, b_hh, m)
+                else:
+                    out, h = gru.gru_reference(x, h0, w, u, b_ih, b_hh, m)
                 loss = (out * out.detach().cos()).sum() + h.sum() * 1.1
-                leaves = [xw, h0, u, b]
+                leaves = [x, h0, w, u, b_ih, b_hh]
             results.append((out, h, torch.autograd.grad(loss, leaves)))
         (o1, h1, g1), (o2, h2, g2) = results
         torch.testing.assert_close(o1, o2, **TOL)
@@ -131,18 +143,18 @@ def test_fused_loop_matches_the_reference_with_every_site_at_once(cell):
     ("lstm", "zoneout", {}), ("gru", "zoneout", {}),  # eval: the expectation (a float) inside the loop
     ("lstm", "variational", {"scaling": "test"}), ("gru", "semeniuta", {"scaling": "test"}),  # eval: x keep
 ])
-def test_fused_loop_matches_the_reference_in_eval_with_float_masks(cell, scheme, options):
+def test_segment_matches_the_reference_in_eval_with_float_masks(cell, scheme, options):
     results = []
-    for impl in ("loop", "reference"):
+    for impl in ("segment", "reference"):
         module = make(cell, impl, scheme=scheme, dropout=0.3, **options).eval()
         results.append(run(module, cell, *inputs(cell, 2)))
     assert_same(*results, **TOL)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_fused_loop_under_no_grad_and_with_frozen_weights(cell):
-    """MC-dropout evaluation (train mode under no_grad) and a frozen U take the fused path too."""
-    module = make(cell, "loop", scheme="variational", dropout=0.3)
+def test_segment_under_no_grad_and_with_frozen_weights(cell):
+    """MC-dropout evaluation (train mode under no_grad) and a frozen U take the segment too."""
+    module = make(cell, "segment", scheme="variational", dropout=0.3)
     x, h0, c0 = inputs(cell, 2)
     hx = (h0, c0) if cell == "lstm" else h0
     torch.manual_seed(3)
@@ -161,7 +173,7 @@ def test_fused_loop_under_no_grad_and_with_frozen_weights(cell):
 
 def test_backward_twice_with_retain_graph_gives_the_same_gradients():
     """The hand-written backward must not consume or overwrite what it saved."""
-    module = make("lstm", "loop", scheme="zoneout", dropout=0.3)
+    module = make("lstm", "segment", scheme="zoneout", dropout=0.3)
     x, h0, c0 = inputs("lstm", 2)
     torch.manual_seed(3)
     out, (h, c) = module(x, (h0, c0))
@@ -174,10 +186,10 @@ def test_backward_twice_with_retain_graph_gives_the_same_gradients():
 
 def test_in_place_edit_of_the_output_is_caught():
     """The output is saved for backward: editing it in place must raise, not give wrong gradients."""
-    module = make("lstm", "loop", scheme="moon", dropout=0.3)
+    module = make("lstm", "segment", scheme="moon", dropout=0.3)
     x, h0, c0 = inputs("lstm", 2)
     out, _ = module(x, (h0, c0))
-    raw = module.last_raw_output  # the last layer's output straight from the fused function
+    raw = module.last_raw_output  # the last layer's output straight from the segment
     raw.mul_(2)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
@@ -193,22 +205,22 @@ def _mask_sets(cell, G):
     step = lambda: list(dropout_mask((4, 2, 3), 0.3, "inverted", like).unbind(0))  # noqa: E731
     zone = lambda: list(zoneout_mask((4, 2, 3), 0.4, like).unbind(0))  # noqa: E731
     sets = {
-        "plain": fused.LoopMasks(),
-        "h_in tied": fused.LoopMasks(h_in=seq()),
-        "h_in untied": fused.LoopMasks(h_in=[dropout_mask((G, 2, 3), 0.3, "inverted", like)] * 4, h_in_untied=True),
-        "g": fused.LoopMasks(g=step()),
-        "zoneout": fused.LoopMasks(zoneout=zone(), zoneout_c=zone() if cell == "lstm" else None),
-        "state": fused.LoopMasks(state=seq(), state_c=seq() if cell == "lstm" else None),
-        "state pre-mask": fused.LoopMasks(state=seq(), output_pre_mask=True),
-        "eval floats": fused.LoopMasks(h_in=[0.7] * 4, zoneout=[0.3] * 4, zoneout_c=[0.3] * 4 if cell == "lstm" else None),
+        "plain": SegmentMasks(),
+        "h_in tied": SegmentMasks(h_in=seq()),
+        "h_in untied": SegmentMasks(h_in=[dropout_mask((G, 2, 3), 0.3, "inverted", like)] * 4, h_in_untied=True),
+        "g": SegmentMasks(g=step()),
+        "zoneout": SegmentMasks(zoneout=zone(), zoneout_c=zone() if cell == "lstm" else None),
+        "state": SegmentMasks(state=seq(), state_c=seq() if cell == "lstm" else None),
+        "state pre-mask": SegmentMasks(state=seq(), output_pre_mask=True),
+        "eval floats": SegmentMasks(h_in=[0.7] * 4, zoneout=[0.3] * 4, zoneout_c=[0.3] * 4 if cell == "lstm" else None),
     }
     if cell == "lstm":
-        sets["c"] = fused.LoopMasks(c=seq())
+        sets["c"] = SegmentMasks(c=seq())
     return sets
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_gradcheck_of_the_fused_functions(cell):
+def test_gradcheck_of_the_segments(cell):
     G = 4 if cell == "lstm" else 3
     torch.manual_seed(0)
     xw = torch.randn(4, 2, G * 3, dtype=torch.double, requires_grad=True)  # (T, B, G*H), T=4, B=2, H=3
@@ -218,11 +230,26 @@ def test_gradcheck_of_the_fused_functions(cell):
     b = torch.randn(G * 3, dtype=torch.double, requires_grad=True)
     for name, masks in _mask_sets(cell, G).items():
         if cell == "lstm":
-            ok = torch.autograd.gradcheck(lambda *a: fused.lstm_segment(*a, masks), (xw, h0, c0, u))
+            ok = torch.autograd.gradcheck(lambda *a: lstm.lstm_segment(*a, masks), (xw, h0, c0, u))
         else:
-            ok = torch.autograd.gradcheck(lambda *a: fused.gru_segment(*a, masks), (xw, h0, u, b))
-            ok = ok and torch.autograd.gradcheck(lambda *a: fused.gru_segment(*a, None, masks), (xw, h0, u))
+            ok = torch.autograd.gradcheck(lambda *a: gru.gru_segment(*a, masks), (xw, h0, u, b))
+            ok = ok and torch.autograd.gradcheck(lambda *a: gru.gru_segment(*a, None, masks), (xw, h0, u))
         assert ok, name
+
+
+def test_gradcheck_of_the_input_projection_tied_and_untied():
+    """``gemm.project``'s hand-written backward (dX and dW on the fast GEMMs, one block per gate when untied)."""
+    from benchmark.engine.masks import dropout_mask
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 2, 3, dtype=torch.double, requires_grad=True)  # (T, B, D)
+    w = torch.randn(4 * 5, 3, dtype=torch.double, requires_grad=True)  # (G*H, D)
+    b = torch.randn(4 * 5, dtype=torch.double, requires_grad=True)
+    for mask, untied in [(None, False), (dropout_mask((4, 2, 3), 0.3, "inverted", x), False),
+                         (dropout_mask((4, 2, 3), 0.3, "inverted", x), True),  # untied, sequence: (G, B, D)
+                         (dropout_mask((4, 4, 2, 3), 0.3, "inverted", x), True)]:  # untied, step: (G, T, B, D)
+        assert torch.autograd.gradcheck(lambda *a: gemm.project(*a, mask, 4, untied), (x, w, b)), (mask is None, untied)
+        assert torch.autograd.gradcheck(lambda *a: gemm.project(*a, None, mask, 4, untied), (x, w))
 
 
 # ----------------------------------------------------------------------------- float32 / oneDNN
@@ -233,10 +260,10 @@ def test_gradcheck_of_the_fused_functions(cell):
 ])
 def test_float32_fast_path_matches_the_reference(cell, scheme, options, onednn, monkeypatch):
     """float32 on CPU runs the forward product on oneDNN's prepacked linear where torch has it."""
-    if onednn and not fused._use_onednn(torch.zeros(1)):
+    if onednn and not gemm.use_onednn(torch.zeros(1)):
         pytest.skip("this torch has no oneDNN prepacked linear")
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)  # restored after the test
-    assert fused._use_onednn(torch.zeros(1)) is onednn
+    assert gemm.use_onednn(torch.zeros(1)) is onednn
     results = []
     for impl in ("auto", "reference"):
         module = make(cell, impl, dtype=torch.float32, scheme=scheme, dropout=0.3, **options)
@@ -245,26 +272,27 @@ def test_float32_fast_path_matches_the_reference(cell, scheme, options, onednn, 
 
 
 def test_onednn_is_used_only_for_float32_cpu(monkeypatch):
-    assert not fused._use_onednn(torch.zeros(1, dtype=torch.double))
+    assert not gemm.use_onednn(torch.zeros(1, dtype=torch.double))
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
-    assert not fused._use_onednn(torch.zeros(1))
+    assert not gemm.use_onednn(torch.zeros(1))
 
 
 # ----------------------------------------------------------------------------- which loop runs
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_impl_selects_the_fused_or_the_reference_loop_and_trace_uses_the_reference(cell, monkeypatch):
-    calls = {"fused": 0, "reference": 0}
-    for name, key in ((f"{cell}_segment", "fused"), (f"{cell}_reference", "reference")):
-        original = getattr(cells, name)
+def test_impl_selects_the_segment_or_the_reference_and_trace_uses_the_reference(cell, monkeypatch):
+    module = lstm if cell == "lstm" else gru
+    calls = {"segment": 0, "reference": 0}
+    for name, key in ((f"{cell}_segment", "segment"), (f"{cell}_reference", "reference")):
+        original = getattr(module, name)
 
         def counting(*a, _orig=original, _key=key, **kw):
             calls[_key] += 1
             return _orig(*a, **kw)
-        monkeypatch.setattr(cells, name, counting)
+        monkeypatch.setattr(module, name, counting)
     x = torch.randn(T, B, D)
     make(cell, "auto", dtype=torch.float32, scheme="zoneout", dropout=0.3)(x)
-    assert calls == {"fused": 2, "reference": 0}
+    assert calls == {"segment": 2, "reference": 0}
     make(cell, "reference", dtype=torch.float32, scheme="zoneout", dropout=0.3)(x)
-    assert calls == {"fused": 2, "reference": 2}
+    assert calls == {"segment": 2, "reference": 2}
     make(cell, "auto", dtype=torch.float32, scheme="zoneout", dropout=0.3).trace(x)
-    assert calls == {"fused": 2, "reference": 4}
+    assert calls == {"segment": 2, "reference": 4}

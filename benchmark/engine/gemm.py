@@ -1,0 +1,210 @@
+"""The matrix products of the hand-written segments, on the fastest GEMM the CPU has.
+
+Why this module: a segment's time is almost all GEMMs (per step, the recurrent product
+forward and its transpose backward; per segment, the input projection, its two gradients
+and ``dU``), and on a CPU the library that runs them matters more than anything else in
+the loop. ``torch.nn.LSTM`` runs oneDNN's RNN there, whose GEMMs are oneDNN's own; a plain
+``mm``/``addmm`` goes to MKL, which on some CPUs (AMD EPYC with AVX-512 among them, as
+profiled for issue 16) is markedly slower for these shapes, above all for a transposed left
+operand (``dA^T H``) and for the small-batch products of the recurrence. So:
+
+* every product whose weight is fixed for the segment (``U`` forward, ``U^T`` backward, one
+  block per gate under untied masks) is reordered once into oneDNN's blocked layout and
+  run through oneDNN's prepacked linear, with the addition of the step's input term fused
+  in (``PackedLinear``);
+* the segment-wide products go through oneDNN's linear (``linear``), and a weight gradient
+  ``D^T X`` is computed as ``(X^T D)^T`` (``weight_grad``), the orientation both libraries
+  run fastest.
+
+Everything falls back to ``mm``/``addmm`` where oneDNN's prepacked linear is missing or does
+not apply (other dtypes, CUDA). Results are the same products up to summation order.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import Tensor
+
+_linear = torch.ops.mkldnn._linear_pointwise if hasattr(torch.ops, "mkldnn") else None
+
+
+@functools.lru_cache(maxsize=None)
+def _onednn_linear_works() -> bool:
+    """Whether this torch has oneDNN's prepacked linear (``torch.ops.mkldnn``), checked once on a tiny case."""
+    try:
+        w = torch.ops.mkldnn._reorder_linear_weight(torch.ones(2, 3), 1)
+        y = torch.ops.mkldnn._linear_pointwise.binary(torch.ones(1, 3), torch.ones(1, 2), w, None, "add")
+        return bool(torch.equal(y, torch.full((1, 2), 4.0)))
+    except Exception:  # noqa: BLE001 - any failure means: use the plain matmul
+        return False
+
+
+def use_onednn(t: Tensor) -> bool:
+    """oneDNN's linear for float32 CPU tensors, when torch has it and it is enabled."""
+    return (t.device.type == "cpu" and t.dtype == torch.float32 and torch.backends.mkldnn.is_available()
+            and torch.backends.mkldnn.enabled and _onednn_linear_works())
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``x @ weight^T (+ bias)``: ``(M, K), (N, K) -> (M, N)``."""
+    if use_onednn(x):
+        return _linear(x, weight.contiguous(), bias, "none", [], "")
+    return torch.nn.functional.linear(x, weight, bias)
+
+
+def weight_grad(grad: Tensor, x: Tensor) -> Tensor:
+    """``grad^T @ x``: ``(M, N), (M, K) -> (N, K)``, the gradient of a linear's weight.
+
+    Computed as ``(x^T grad)^T`` and laid out contiguously, as the parameter is.
+    """
+    return (x.t() @ grad).t().contiguous()
+
+
+class PackedLinear:
+    """``x @ weight^T (+ add)`` for a weight fixed over many calls: reordered once for oneDNN.
+
+    ``rows`` is the batch the calls will have (oneDNN picks its blocking for it). ``add`` is
+    a ``(M, N)`` tensor added inside the GEMM, or a bias broadcast over the rows.
+    """
+
+    def __init__(self, weight: Tensor, rows: int) -> None:
+        self.weight = weight  # (N, K)
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows) if use_onednn(weight) else None
+
+    def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
+        if self.packed is not None:
+            if add is not None and add.dim() == 2:
+                return _linear.binary(x, add, self.packed, None, "add")
+            return _linear(x, self.packed, add, "none", [], "")
+        if add is None:
+            return x @ self.weight.t()
+        return torch.addmm(add, x, self.weight.t())
+
+
+class Recurrent:
+    """The per-step recurrent product ``base_t + (h * m_t) U^T`` and ``d h_{t-1}``, set up once per segment.
+
+    Tied (or no) ``h_in`` masks: one (B, H) x (H, G*H) product per step. Untied masks (one
+    per gate, Gal & Ghahramani 2016): one (B, H) x (H, H) product per gate, each with its
+    own masked copy of h. ``masks`` is the per-step list of ``h_in`` masks (or None);
+    ``untied`` says whether its entries carry a leading gate axis.
+    """
+
+    def __init__(self, weight: Tensor, gates: int, masks, untied: bool, batch: int, forward: bool) -> None:
+        self.gates, self.hidden, self.untied, self.masks = gates, weight.size(1), untied, masks
+        blocks = weight.split(self.hidden) if untied else (weight,)  # (G*H, H) or G x (H, H)
+        if forward:
+            self.products = [PackedLinear(u, batch) for u in blocks]
+        else:  # d h_{t-1} = dA_t U: a linear with weight U^T
+            self.products = [PackedLinear(u.t(), batch) for u in blocks]
+
+    def forward(self, h: Tensor, base: Tensor | None, t: int) -> Tensor:
+        """``base + (h * m_t) U^T`` as a fresh (B, G*H) tensor; ``base`` is (B, G*H), (G*H,) or None."""
+        if not self.untied:
+            hm = h if self.masks is None else h * self.masks[t]
+            return self.products[0](hm, base)
+        m = self.masks[t]  # (G, B|1, H)
+        out = torch.cat([product(h * m[g]) for g, product in enumerate(self.products)], 1)  # (B, G*H)
+        return out if base is None else out.add_(base)
+
+    def grad_h(self, da: Tensor, t: int) -> Tensor:
+        """``d h_{t-1}`` through the product: ``(dA_t U) * m_t`` (untied: summed over gates), a fresh tensor."""
+        if not self.untied:
+            dh = self.products[0](da)
+            return dh if self.masks is None else dh.mul_(self.masks[t])
+        m, hidden = self.masks[t], self.hidden
+        dh = self.products[0](da[:, :hidden]).mul_(m[0])
+        for g in range(1, self.gates):
+            dh.addcmul_(self.products[g](da[:, g * hidden:(g + 1) * hidden]), m[g])
+        return dh
+
+    def masked_input(self, h: Tensor, t: int) -> Tensor:
+        """``h_{t-1}`` as it entered U at step ``t``: (B, H), or (G, B, H) untied (for ``dU``)."""
+        if self.masks is None:
+            return h
+        return h * self.masks[t]
+
+
+def recurrent_weight_grad(da: Tensor, inputs: Tensor, gates: int, untied: bool) -> Tensor:
+    """``dU = sum_t dA_t^T h_in_t`` in one product over all ``T*B`` rows (untied: one per gate).
+
+    ``da`` is (T, B, G*H); ``inputs`` the h that entered U at every step: (T, B, H), or
+    (G, T, B, H) with untied masks.
+    """
+    steps, batch, gh = da.shape
+    hidden = gh // gates
+    rows = da.reshape(steps * batch, gh)
+    if not untied:
+        return weight_grad(rows, inputs.reshape(steps * batch, hidden))  # (G*H, H)
+    return torch.cat([weight_grad(rows[:, g * hidden:(g + 1) * hidden], inputs[g].reshape(steps * batch, hidden))
+                      for g in range(gates)])  # (G*H, H)
+
+
+class _Projection(torch.autograd.Function):
+    """``x (T, B, D) -> x W^T + b (T, B, G*H)``, with untied input masks ``(G, T|1, B|1, D)`` per gate.
+
+    Why a function of its own: its backward (``dX`` and ``dW``) are two of the largest
+    products of a training step, and autograd's ``addmm`` backward runs ``dW`` as
+    ``dY^T X`` (see the module doc). Untied masks give every gate its own masked copy of
+    ``x`` (Gal & Ghahramani 2016), so each gate's block of ``W`` is one product.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, gate_masks: Tensor | None, gates: int):  # type: ignore[override]
+        steps, batch, width = x.shape
+        flat = x.reshape(steps * batch, width)  # (T*B, D)
+        if gate_masks is None:
+            out = linear(flat, weight, bias)
+            masked = flat
+        else:
+            masked = (x.unsqueeze(0) * gate_masks).reshape(gates, steps * batch, width)  # (G, T*B, D)
+            blocks = weight.split(weight.size(0) // gates)
+            out = torch.cat([linear(masked[g], blocks[g]) for g in range(gates)], 1)
+            if bias is not None:
+                out.add_(bias)
+        ctx.gates = gates
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(masked, weight, gate_masks)
+        return out.view(steps, batch, -1)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        masked, weight, gate_masks = ctx.saved_tensors
+        steps, batch, gh = grad.shape
+        rows = grad.reshape(steps * batch, gh)  # (T*B, G*H)
+        gates, width = ctx.gates, weight.size(1)
+        d_x = d_w = d_b = None
+        if gate_masks is None:
+            if ctx.needs_input_grad[0]:
+                d_x = linear(rows, weight.t()).view(steps, batch, width)
+            if ctx.needs_input_grad[1]:
+                d_w = weight_grad(rows, masked)
+        else:
+            hidden = gh // gates
+            blocks = weight.split(hidden)
+            if ctx.needs_input_grad[0]:
+                per_gate = torch.stack([linear(rows[:, g * hidden:(g + 1) * hidden], blocks[g].t())
+                                        for g in range(gates)]).view(gates, steps, batch, width)
+                d_x = (per_gate * gate_masks).sum(0)
+            if ctx.needs_input_grad[1]:
+                d_w = torch.cat([weight_grad(rows[:, g * hidden:(g + 1) * hidden], masked[g]) for g in range(gates)])
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            d_b = rows.sum(0)
+        return d_x, d_w, d_b, None, None
+
+
+def project(x: Tensor, weight: Tensor, bias: Tensor | None, x_mask: Tensor | float | None, gates: int,
+            untied: bool) -> Tensor:
+    """All input projections of a segment at once: ``(T, B, D) -> (T, B, G*H)``.
+
+    ``x_mask`` masks the input (a tensor, or a float in eval); with ``untied`` it carries a
+    gate axis ``(G, T|B|1, ..., D)`` and every gate sees its own masked copy.
+    """
+    if untied and isinstance(x_mask, Tensor):
+        mask = x_mask if x_mask.dim() == 4 else x_mask.unsqueeze(1)  # (G, T|1, B|1, D)
+        return _Projection.apply(x, weight, bias, mask, gates)
+    if x_mask is not None:
+        x = x * x_mask  # (T, B, D)
+    return _Projection.apply(x, weight, bias, None, gates)

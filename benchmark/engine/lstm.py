@@ -1,0 +1,221 @@
+"""The LSTM: its reference step (the specification), its hand-written segment, and the layer runner.
+
+PyTorch's gate conventions, so ``nn.LSTM`` weights load unchanged: gates ``i, f, g, o``,
+``a_t = W x_t + b_ih + U h_{t-1} + b_hh``, ``c_t = f*c_{t-1} + i*g``, ``h_t = o*tanh(c_t)``.
+
+Where each site acts inside a step (each scheme uses one or two of them): ``x`` on the input
+entering W -> ``h_in`` on h entering U -> ``g`` on the candidate -> memory update -> ``c``
+on the new memory (Moon: h is computed from the masked c) -> ``zoneout`` -> ``state`` on the
+carried state (TensorFlow: the step's output is taken before this mask).
+
+Three ways to run a layer, chosen by ``run_layer``'s ``path``, all with the same masks:
+
+* ``native``: the native kernel (``native.py``), when every site acts outside the recurrence;
+* ``segment``: ``lstm_segment``, one autograd node per layer and segment with the backward
+  written by hand, what training runs when a site acts inside the recurrence;
+* ``reference``: ``lstm_reference``, plain autograd through ``lstm_reference_step``. It is
+  the specification: no gradient tricks, and the tests hold the other two to it in float64,
+  values and every gradient (tests/test_engine_segments.py).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from benchmark.engine import gemm, native
+from benchmark.engine.masks import Mask, SegmentMasks, segment_masks
+from benchmark.engine.segment import output_grads, recurrent_inputs, sigmoid_backward, tanh_backward
+
+GATES = 4
+
+
+def gate_product(v: Tensor, weight: Tensor, mask: Mask | None, untied: bool) -> Tensor:
+    """``(v * mask) W^T``: ``(B, D) -> (B, G*H)``; with untied masks ``(G, B|1, D)`` each gate's rows see their own."""
+    if mask is None:
+        return v @ weight.t()
+    if not untied:
+        return (v * mask) @ weight.t()
+    blocks = weight.chunk(mask.size(0), 0)
+    return torch.cat([(v * mask[g]) @ block.t() for g, block in enumerate(blocks)], 1)
+
+
+def lstm_reference_step(x: Tensor, h: Tensor, c: Tensor, weight_ih: Tensor, weight_hh: Tensor,
+                        bias_ih: Tensor | None, bias_hh: Tensor | None, m: SegmentMasks,
+                        t: int) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM step with the masks of step ``t``: ``x (B, D), h, c (B, H) -> (out, h_t, c_t)``."""
+    a = gate_product(x, weight_ih, m.x[t] if m.x else None, m.x_untied) + gate_product(
+        h, weight_hh, m.h_in[t] if m.h_in else None, m.untied)  # (B, 4H)
+    if bias_ih is not None:
+        a = a + bias_ih + bias_hh
+    i, f, g, o = a.chunk(4, 1)
+    i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+    if m.g is not None:
+        g = g * m.g[t]  # Semeniuta: only the new information is dropped
+    c_new = f * c + i * g
+    if m.c is not None:
+        c_new = c_new * m.c[t]  # Moon: the masked memory makes h and is carried
+    h_new = o * c_new.tanh()
+    if m.zoneout is not None:  # Krueger et al.: h zones out towards h_{t-1}, c towards c_{t-1}
+        h_new = m.zoneout[t] * h + (1 - m.zoneout[t]) * h_new
+        c_new = m.zoneout_c[t] * c + (1 - m.zoneout_c[t]) * c_new
+    out = h_new
+    if m.state is not None:
+        h_new = h_new * m.state[t]
+        if m.state_c is not None:
+            c_new = c_new * m.state_c[t]  # TensorFlow before 1.4 masked the whole state tuple
+        if not m.output_pre_mask:
+            out = h_new
+    return out, h_new, c_new
+
+
+def lstm_reference(x: Tensor, h: Tensor, c: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None,
+                   bias_hh: Tensor | None, m: SegmentMasks, trace: list | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """The reference layer: ``lstm_reference_step`` over ``x (T, B, D)`` under autograd; ``(out (T, B, H), h_T, c_T)``.
+
+    ``trace`` receives the carried ``(h, c)`` of every step, as the next step receives it.
+    """
+    outputs = []
+    for t in range(x.size(0)):
+        out, h, c = lstm_reference_step(x[t], h, c, weight_ih, weight_hh, bias_ih, bias_hh, m, t)
+        outputs.append(out)
+        if trace is not None:
+            trace.append((h, c))
+    return torch.stack(outputs), h, c
+
+
+class _LSTMSegment(torch.autograd.Function):
+    """``(xw (T, B, 4H), h0, c0 (B, H), U (4H, H)) -> (out (T, B, H), h_T, c_T)`` under ``SegmentMasks``.
+
+    ``xw`` is the input projection with both biases (``gemm.project``). Forward: one GEMM and
+    about ten in-place element-wise operations per step, activations kept per step.
+    Backward: one GEMM and about a dozen element-wise operations per step, every step's
+    pre-activation gradient written into one (T, B, 4H) buffer, which is ``d xw`` and gives
+    ``dU`` in one product.
+    """
+
+    @staticmethod
+    def forward(ctx, xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, m: SegmentMasks):  # type: ignore[override]
+        steps, batch, gh = xw.shape
+        hidden = gh // GATES
+        rec = gemm.Recurrent(weight_hh, GATES, m.h_in, m.untied, batch, forward=True)
+        acts = []  # per step (B, 4H): i, f, tanh(g) before its mask, o
+        cs = xw.new_empty(steps + 1, batch, hidden)  # carried c_0 .. c_T
+        cs[0] = c0
+        tanh_c = xw.new_empty(steps, batch, hidden)  # tanh of the memory that makes h
+        out = xw.new_empty(steps, batch, hidden)  # (T, B, H)
+        # The carried h is the output, unless the output is taken before the state mask.
+        carried = xw.new_empty(steps, batch, hidden) if m.state is not None and m.output_pre_mask else out
+        # Per-step views made once: indexing a Python list is free, indexing a tensor is not.
+        bases, c_t, tanh_t, out_t = xw.unbind(0), cs.unbind(0), tanh_c.unbind(0), out.unbind(0)
+        hp, cp = h0, c_t[0]
+        for t in range(steps):
+            a = rec.forward(hp, bases[t], t)  # (B, 4H)
+            a[:, : 2 * hidden].sigmoid_()
+            a[:, 3 * hidden :].sigmoid_()
+            a[:, 2 * hidden : 3 * hidden].tanh_()
+            acts.append(a)
+            i, f, cand, o = a.chunk(4, 1)
+            if m.g is not None:
+                cand = cand * m.g[t]
+            c = torch.mul(f, cp, out=c_t[t + 1]).addcmul_(i, cand)  # c = f*c + i*g
+            if m.c is not None:
+                c.mul_(m.c[t])
+            h = torch.mul(o, torch.tanh(c, out=tanh_t[t]), out=out_t[t])
+            if m.zoneout is not None:
+                h.lerp_(hp, m.zoneout[t])
+                c.lerp_(cp, m.zoneout_c[t])
+            if m.state is not None:
+                if carried is out:
+                    h.mul_(m.state[t])
+                else:
+                    h = torch.mul(h, m.state[t], out=carried[t])
+                if m.state_c is not None:
+                    c.mul_(m.state_c[t])
+            hp, cp = h, c
+        ctx.m = m
+        # Everything through save_for_backward: freed after backward, and in-place edits of
+        # ``out`` (an output) are caught by autograd's version check.
+        ctx.save_for_backward(h0, weight_hh, out, cs, tanh_c, None if carried is out else carried, *acts)
+        ctx.set_materialize_grads(False)
+        return out, hp.clone(), cp.clone()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out: Tensor | None, d_h: Tensor | None, d_c: Tensor | None):  # type: ignore[override]
+        h0, u, out, cs, tanh_c, carried, *acts = ctx.saved_tensors
+        carried = out if carried is None else carried
+        m: SegmentMasks = ctx.m
+        steps, batch, hidden = out.shape
+        need_h0 = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        rec = gemm.Recurrent(u, GATES, m.h_in, m.untied, batch, forward=False) if steps > 1 or need_h0 else None
+        da = out.new_empty(steps, batch, 4 * hidden)  # (T, B, 4H): the pre-activation gradient of every step
+        dh = torch.zeros_like(h0) if d_h is None else d_h
+        dc = torch.zeros_like(h0) if d_c is None else d_c
+        da_t, c_t, tanh_t = da.unbind(0), cs.unbind(0), tanh_c.unbind(0)
+        d_outs = [None] * steps if d_out is None else d_out.unbind(0)
+        for t in range(steps - 1, -1, -1):
+            i, f, cand, o = acts[t].chunk(4, 1)
+            d_i, d_f, d_g, d_o = da_t[t].chunk(4, 1)
+            dh = output_grads(m, dh, d_outs[t], t)  # d h_t before the state mask
+            if m.state_c is not None:
+                dc = dc * m.state_c[t]
+            dh_z = dc_z = None
+            if m.zoneout is not None:  # h = lerp(h_new, h_prev, d): d of it goes straight back
+                dh_z, dc_z = dh * m.zoneout[t], dc * m.zoneout_c[t]
+                dh, dc = dh - dh_z, dc - dc_z
+            th = tanh_t[t]
+            sigmoid_backward(torch.mul(dh, th, out=d_o), o, grad_input=d_o)
+            through = dh * o
+            dc = tanh_backward(through, th, grad_input=through).add_(dc)  # through h = o*tanh(c)
+            if m.c is not None:
+                dc.mul_(m.c[t])
+            sigmoid_backward(torch.mul(dc, c_t[t], out=d_f), f, grad_input=d_f)
+            if m.g is None:
+                sigmoid_backward(torch.mul(dc, cand, out=d_i), i, grad_input=d_i)
+                tanh_backward(torch.mul(dc, i, out=d_g), cand, grad_input=d_g)
+            else:
+                sigmoid_backward(torch.mul(dc, cand * m.g[t], out=d_i), i, grad_input=d_i)
+                tanh_backward(torch.mul(dc, i, out=d_g).mul_(m.g[t]), cand, grad_input=d_g)
+            dc = dc * f
+            if dc_z is not None:
+                dc.add_(dc_z)
+            if t == 0 and not need_h0:
+                break
+            dh = rec.grad_h(da_t[t], t)
+            if dh_z is not None:
+                dh.add_(dh_z)
+        d_u = None
+        if ctx.needs_input_grad[3]:
+            d_u = gemm.recurrent_weight_grad(da, recurrent_inputs(m, h0, carried), GATES, m.untied)
+        d_xw = da if ctx.needs_input_grad[0] else None
+        return d_xw, (dh if need_h0 else None), (dc if need_h0 else None), d_u, None
+
+
+def lstm_segment(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, masks: SegmentMasks) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM layer over the segment as one autograd node: ``(out (T, B, H), h_T, c_T)``."""
+    return _LSTMSegment.apply(xw, h0, c0, weight_hh, masks)
+
+
+def run_layer(x: Tensor, h0: Tensor, c0: Tensor, params: list[Tensor], masks: Mapping[str, Mask],
+              sites: Mapping, *, path: str, output_pre_mask: bool,
+              trace: list | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM layer over ``x (T, B, D)`` with its drawn masks: ``(out (T, B, H), h_T, c_T)``.
+
+    ``params``: ``[W, U]`` or ``[W, U, b_ih, b_hh]``; ``sites``: the layer's site configs
+    (``DropoutPlan.layer_sites``); ``path``: ``native``, ``segment`` or ``reference`` (see the
+    module doc). ``out`` is the layer's output before the ``out`` mask, which the caller applies.
+    """
+    if path == "native":
+        return native.run_layer("LSTM", x, h0, c0, params, masks)
+    m = segment_masks(masks, sites, x.size(0), output_pre_mask)
+    weight_ih, weight_hh = params[0], native.dropped_weight_hh(params[1], masks)
+    bias_ih, bias_hh = (params[2], params[3]) if len(params) == 4 else (None, None)
+    if path == "reference":
+        return lstm_reference(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, m, trace)
+    x_mask, untied = native.input_mask(masks, sites)
+    xw = gemm.project(x, weight_ih, None if bias_ih is None else bias_ih + bias_hh, x_mask, GATES, untied)
+    return lstm_segment(xw, h0, c0, weight_hh, m)

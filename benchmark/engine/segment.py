@@ -1,0 +1,47 @@
+"""What the two hand-written segments (``lstm.py``, ``gru.py``) share.
+
+A segment is one layer over one BPTT segment as a single autograd node, as in
+lmnt-com/haste: the forward runs the recurrence without autograd and keeps each step's
+activations, the backward runs back through time by hand and writes every step's
+pre-activation gradient into one (T, B, G*H) buffer, whose products with the inputs give
+the weights their gradients in one GEMM each (``gemm.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from benchmark.engine.masks import SegmentMasks
+
+sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # (grad, y, *, grad_input): grad * y * (1 - y)
+tanh_backward = torch.ops.aten.tanh_backward.grad_input  # (grad, y, *, grad_input): grad * (1 - y^2)
+
+
+def output_grads(m: SegmentMasks, dh: Tensor, d_out: Tensor | None, t: int) -> Tensor:
+    """Gradient reaching the step's h before the ``state`` mask, from the carried h and the output ``d_out``."""
+    if m.state is None:
+        return dh if d_out is None else dh + d_out
+    if m.output_pre_mask:  # out_t = h before the mask; carried = h * mask
+        dh = dh * m.state[t]
+        return dh if d_out is None else dh.add_(d_out)
+    if d_out is not None:  # out_t = carried = h * mask
+        dh = dh + d_out
+    return dh * m.state[t]
+
+
+def recurrent_inputs(m: SegmentMasks, h0: Tensor, carried: Tensor) -> Tensor:
+    """Every h that entered U, for ``dU``: ``h_{t-1} * m_t`` as (T, B, H), or (G, T, B, H) with untied masks.
+
+    Recomputed in backward from the carried states and the masks instead of kept from the
+    forward: one vectorised product instead of a (G, T, B, H) buffer held over the step.
+    """
+    previous = torch.cat([h0.unsqueeze(0), carried[:-1]])  # h_0 .. h_{T-1}: (T, B, H)
+    if m.h_in is None:
+        return previous
+    if not isinstance(m.h_in[0], Tensor):
+        return previous * m.h_in[0]  # eval under test scaling: one factor
+    masks = torch.stack(list(m.h_in))  # (T, B|1, H) or (T, G, B|1, H)
+    if m.untied:
+        return previous.unsqueeze(0) * masks.transpose(0, 1)  # (G, T, B, H)
+    return previous * masks
