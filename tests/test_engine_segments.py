@@ -59,7 +59,7 @@ def run(module, cell, x, h0, c0, seed=7):
     out, state = module(x, (h0, c0) if cell == "lstm" else h0)
     h, c = state if cell == "lstm" else (state, None)
     g = torch.Generator().manual_seed(2)
-    loss = (out * torch.randn(out.shape, dtype=out.dtype, generator=g)).sum() + (h * 1.3).sum()
+    loss = (out * torch.randn(out.shape, dtype=out.dtype, generator=g).to(out.device)).sum() + (h * 1.3).sum()
     leaves = [x, h0, *module.parameters()]
     if c is not None:
         loss = loss + (c * 0.7).sum()
@@ -296,3 +296,55 @@ def test_impl_selects_the_segment_or_the_reference_and_trace_uses_the_reference(
     assert calls == {"segment": 2, "reference": 2}
     make(cell, "auto", dtype=torch.float32, scheme="zoneout", dropout=0.3).trace(x)
     assert calls == {"segment": 2, "reference": 4}
+
+
+# ----------------------------------------------------------------------------- CUDA graphs
+@pytest.fixture
+def staged_graphs(monkeypatch):
+    """The CUDA-graph plumbing (static buffers, compacted masks, cloned outputs) on the CPU, without capture."""
+    from benchmark.engine import cuda_graphs
+
+    caches = {fn: cuda_graphs.GraphCache(fn, capture=False) for fn in (
+        lstm.lstm_forward_steps, lstm.lstm_backward_steps, gru.gru_forward_steps, gru.gru_backward_steps)}
+    monkeypatch.setattr(cuda_graphs, "graphs_apply", lambda t: True)
+    monkeypatch.setattr(cuda_graphs, "_caches", caches)
+    return caches
+
+
+@pytest.mark.parametrize("cell,scheme,options", CELL_CASES)
+def test_the_graphed_loops_match_the_reference(cell, scheme, options, staged_graphs):
+    """What CUDA replays is the same function on static copies of its inputs: same values and gradients."""
+    results = []
+    for impl in ("auto", "reference"):
+        module = make(cell, impl, scheme=scheme, dropout=0.4, **options)
+        results.append(run(module, cell, *inputs(cell, 2)))
+    assert_same(*results, **TOL)
+    forward = staged_graphs[lstm.lstm_forward_steps if cell == "lstm" else gru.gru_forward_steps]
+    assert len(forward.entries) == 1, "both layers have one signature: one graph, replayed"
+
+
+def test_a_graph_is_replayed_with_new_inputs_and_its_outputs_are_copies(staged_graphs):
+    module = make("gru", "auto", scheme="state_dropout", dropout=0.3)
+    x, h0, _ = inputs("gru", 2)
+    torch.manual_seed(1)
+    first, _ = module(x, h0)
+    torch.manual_seed(2)
+    second, _ = module(x * 2, h0)  # new masks and inputs through the same graph
+    reference = make("gru", "reference", scheme="state_dropout", dropout=0.3)
+    torch.manual_seed(2)
+    expected, _ = reference(x * 2, h0)
+    torch.testing.assert_close(second, expected, **TOL)
+    assert not torch.equal(first, second), "a replay must not hand back the previous call's buffers"
+    assert len(staged_graphs[gru.gru_forward_steps].entries) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graphs_match_the_reference_on_the_gpu():
+    """Every in-loop case, captured and replayed on the GPU, against the reference there (float64)."""
+    for cell, scheme, options in CELL_CASES:
+        results = []
+        for impl in ("auto", "reference"):
+            module = make(cell, impl, scheme=scheme, dropout=0.4, **options).cuda()
+            x, h0, c0 = (t.detach().cuda().requires_grad_() for t in inputs(cell, 2))
+            results.append(run(module, cell, x, h0, c0))
+        assert_same(*results, rtol=1e-9, atol=1e-11)

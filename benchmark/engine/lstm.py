@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from benchmark.engine import gemm, native
+from benchmark.engine.cuda_graphs import run_steps
 from benchmark.engine.masks import Mask, SegmentMasks, segment_masks
 from benchmark.engine.segment import output_grads, recurrent_inputs, sigmoid_backward, tanh_backward
 
@@ -87,6 +88,98 @@ def lstm_reference(x: Tensor, h: Tensor, c: Tensor, weight_ih: Tensor, weight_hh
     return torch.stack(outputs), h, c
 
 
+def lstm_forward_steps(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, m: SegmentMasks):
+    """The segment's forward recurrence, no autograd: what the backward needs, every step's activations kept.
+
+    Returns ``(out (T, B, H), cs (T+1, B, H): c_0 .. c_T, tanh_c (T, B, H), carried (T, B, H) or
+    None when it is ``out``, acts (T, B, 4H): i, f, tanh(g) before its mask, o, h_T, c_T)``.
+    """
+    steps, batch, gh = xw.shape
+    hidden = gh // GATES
+    rec = gemm.Recurrent(weight_hh, GATES, m.h_in, m.untied, batch, forward=True)
+    acts = xw.new_empty(steps, batch, gh)
+    cs = xw.new_empty(steps + 1, batch, hidden)
+    cs[0] = c0
+    tanh_c = xw.new_empty(steps, batch, hidden)  # tanh of the memory that makes h
+    out = xw.new_empty(steps, batch, hidden)
+    # The carried h is the output, unless the output is taken before the state mask.
+    carried = xw.new_empty(steps, batch, hidden) if m.state is not None and m.output_pre_mask else out
+    # Per-step views made once: indexing a Python list is free, indexing a tensor is not.
+    bases, acts_t, c_t, tanh_t, out_t = xw.unbind(0), acts.unbind(0), cs.unbind(0), tanh_c.unbind(0), out.unbind(0)
+    hp, cp = h0, c_t[0]
+    for t in range(steps):
+        a = rec.forward(hp, bases[t], t)  # (B, 4H)
+        act = acts_t[t]
+        torch.sigmoid(a[:, : 2 * hidden], out=act[:, : 2 * hidden])
+        torch.tanh(a[:, 2 * hidden : 3 * hidden], out=act[:, 2 * hidden : 3 * hidden])
+        torch.sigmoid(a[:, 3 * hidden :], out=act[:, 3 * hidden :])
+        i, f, cand, o = act.chunk(4, 1)
+        if m.g is not None:
+            cand = cand * m.g[t]
+        c = torch.mul(f, cp, out=c_t[t + 1]).addcmul_(i, cand)  # c = f*c + i*g
+        if m.c is not None:
+            c.mul_(m.c[t])
+        h = torch.mul(o, torch.tanh(c, out=tanh_t[t]), out=out_t[t])
+        if m.zoneout is not None:
+            h.lerp_(hp, m.zoneout[t])
+            c.lerp_(cp, m.zoneout_c[t])
+        if m.state is not None:
+            if carried is out:
+                h.mul_(m.state[t])
+            else:
+                h = torch.mul(h, m.state[t], out=carried[t])
+            if m.state_c is not None:
+                c.mul_(m.state_c[t])
+        hp, cp = h, c
+    return out, cs, tanh_c, None if carried is out else carried, acts, hp.clone(), cp.clone()
+
+
+def lstm_backward_steps(out: Tensor, h0: Tensor, u: Tensor, cs: Tensor, tanh_c: Tensor, carried: Tensor | None,
+                        acts: Tensor, d_out: Tensor | None, d_h: Tensor | None, d_c: Tensor | None,
+                        m: SegmentMasks, need_h0: bool):
+    """Back through time by hand: ``(da (T, B, 4H), d h_0, d c_0)``; ``da`` is every step's pre-activation gradient."""
+    steps, batch, hidden = out.shape
+    carried = out if carried is None else carried
+    rec = gemm.Recurrent(u, GATES, m.h_in, m.untied, batch, forward=False)
+    da = out.new_empty(steps, batch, GATES * hidden)
+    dh = torch.zeros_like(h0) if d_h is None else d_h
+    dc = torch.zeros_like(h0) if d_c is None else d_c
+    da_t, c_t, tanh_t, acts_t = da.unbind(0), cs.unbind(0), tanh_c.unbind(0), acts.unbind(0)
+    d_outs = [None] * steps if d_out is None else d_out.unbind(0)
+    for t in range(steps - 1, -1, -1):
+        i, f, cand, o = acts_t[t].chunk(4, 1)
+        d_i, d_f, d_g, d_o = da_t[t].chunk(4, 1)
+        dh = output_grads(m, dh, d_outs[t], t)  # d h_t before the state mask
+        if m.state_c is not None:
+            dc = dc * m.state_c[t]
+        dh_z = dc_z = None
+        if m.zoneout is not None:  # h = lerp(h_new, h_prev, d): d of it goes straight back
+            dh_z, dc_z = dh * m.zoneout[t], dc * m.zoneout_c[t]
+            dh, dc = dh - dh_z, dc - dc_z
+        th = tanh_t[t]
+        sigmoid_backward(torch.mul(dh, th, out=d_o), o, grad_input=d_o)
+        through = dh * o
+        dc = tanh_backward(through, th, grad_input=through).add_(dc)  # through h = o*tanh(c)
+        if m.c is not None:
+            dc.mul_(m.c[t])
+        sigmoid_backward(torch.mul(dc, c_t[t], out=d_f), f, grad_input=d_f)
+        if m.g is None:
+            sigmoid_backward(torch.mul(dc, cand, out=d_i), i, grad_input=d_i)
+            tanh_backward(torch.mul(dc, i, out=d_g), cand, grad_input=d_g)
+        else:
+            sigmoid_backward(torch.mul(dc, cand * m.g[t], out=d_i), i, grad_input=d_i)
+            tanh_backward(torch.mul(dc, i, out=d_g).mul_(m.g[t]), cand, grad_input=d_g)
+        dc = dc * f
+        if dc_z is not None:
+            dc.add_(dc_z)
+        if t == 0 and not need_h0:
+            break
+        dh = rec.grad_h(da_t[t], t)
+        if dh_z is not None:
+            dh.add_(dh_z)
+    return da, dh, dc
+
+
 class _LSTMSegment(torch.autograd.Function):
     """``(xw (T, B, 4H), h0, c0 (B, H), U (4H, H)) -> (out (T, B, H), h_T, c_T)`` under ``SegmentMasks``.
 
@@ -94,103 +187,31 @@ class _LSTMSegment(torch.autograd.Function):
     about ten in-place element-wise operations per step, activations kept per step.
     Backward: one GEMM and about a dozen element-wise operations per step, every step's
     pre-activation gradient written into one (T, B, 4H) buffer, which is ``d xw`` and gives
-    ``dU`` in one product.
+    ``dU`` in one product. On CUDA both loops run as replayed CUDA graphs (``cuda_graphs``).
     """
 
     @staticmethod
     def forward(ctx, xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, m: SegmentMasks):  # type: ignore[override]
-        steps, batch, gh = xw.shape
-        hidden = gh // GATES
-        rec = gemm.Recurrent(weight_hh, GATES, m.h_in, m.untied, batch, forward=True)
-        acts = []  # per step (B, 4H): i, f, tanh(g) before its mask, o
-        cs = xw.new_empty(steps + 1, batch, hidden)  # carried c_0 .. c_T
-        cs[0] = c0
-        tanh_c = xw.new_empty(steps, batch, hidden)  # tanh of the memory that makes h
-        out = xw.new_empty(steps, batch, hidden)  # (T, B, H)
-        # The carried h is the output, unless the output is taken before the state mask.
-        carried = xw.new_empty(steps, batch, hidden) if m.state is not None and m.output_pre_mask else out
-        # Per-step views made once: indexing a Python list is free, indexing a tensor is not.
-        bases, c_t, tanh_t, out_t = xw.unbind(0), cs.unbind(0), tanh_c.unbind(0), out.unbind(0)
-        hp, cp = h0, c_t[0]
-        for t in range(steps):
-            a = rec.forward(hp, bases[t], t)  # (B, 4H)
-            a[:, : 2 * hidden].sigmoid_()
-            a[:, 3 * hidden :].sigmoid_()
-            a[:, 2 * hidden : 3 * hidden].tanh_()
-            acts.append(a)
-            i, f, cand, o = a.chunk(4, 1)
-            if m.g is not None:
-                cand = cand * m.g[t]
-            c = torch.mul(f, cp, out=c_t[t + 1]).addcmul_(i, cand)  # c = f*c + i*g
-            if m.c is not None:
-                c.mul_(m.c[t])
-            h = torch.mul(o, torch.tanh(c, out=tanh_t[t]), out=out_t[t])
-            if m.zoneout is not None:
-                h.lerp_(hp, m.zoneout[t])
-                c.lerp_(cp, m.zoneout_c[t])
-            if m.state is not None:
-                if carried is out:
-                    h.mul_(m.state[t])
-                else:
-                    h = torch.mul(h, m.state[t], out=carried[t])
-                if m.state_c is not None:
-                    c.mul_(m.state_c[t])
-            hp, cp = h, c
+        out, cs, tanh_c, carried, acts, h_n, c_n = run_steps(lstm_forward_steps, (xw, h0, c0, weight_hh), m)
         ctx.m = m
         # Everything through save_for_backward: freed after backward, and in-place edits of
         # ``out`` (an output) are caught by autograd's version check.
-        ctx.save_for_backward(h0, weight_hh, out, cs, tanh_c, None if carried is out else carried, *acts)
+        ctx.save_for_backward(h0, weight_hh, out, cs, tanh_c, carried, acts)
         ctx.set_materialize_grads(False)
-        return out, hp.clone(), cp.clone()
+        return out, h_n, c_n
 
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out: Tensor | None, d_h: Tensor | None, d_c: Tensor | None):  # type: ignore[override]
-        h0, u, out, cs, tanh_c, carried, *acts = ctx.saved_tensors
-        carried = out if carried is None else carried
+        h0, u, out, cs, tanh_c, carried, acts = ctx.saved_tensors
         m: SegmentMasks = ctx.m
-        steps, batch, hidden = out.shape
         need_h0 = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-        rec = gemm.Recurrent(u, GATES, m.h_in, m.untied, batch, forward=False) if steps > 1 or need_h0 else None
-        da = out.new_empty(steps, batch, 4 * hidden)  # (T, B, 4H): the pre-activation gradient of every step
-        dh = torch.zeros_like(h0) if d_h is None else d_h
-        dc = torch.zeros_like(h0) if d_c is None else d_c
-        da_t, c_t, tanh_t = da.unbind(0), cs.unbind(0), tanh_c.unbind(0)
-        d_outs = [None] * steps if d_out is None else d_out.unbind(0)
-        for t in range(steps - 1, -1, -1):
-            i, f, cand, o = acts[t].chunk(4, 1)
-            d_i, d_f, d_g, d_o = da_t[t].chunk(4, 1)
-            dh = output_grads(m, dh, d_outs[t], t)  # d h_t before the state mask
-            if m.state_c is not None:
-                dc = dc * m.state_c[t]
-            dh_z = dc_z = None
-            if m.zoneout is not None:  # h = lerp(h_new, h_prev, d): d of it goes straight back
-                dh_z, dc_z = dh * m.zoneout[t], dc * m.zoneout_c[t]
-                dh, dc = dh - dh_z, dc - dc_z
-            th = tanh_t[t]
-            sigmoid_backward(torch.mul(dh, th, out=d_o), o, grad_input=d_o)
-            through = dh * o
-            dc = tanh_backward(through, th, grad_input=through).add_(dc)  # through h = o*tanh(c)
-            if m.c is not None:
-                dc.mul_(m.c[t])
-            sigmoid_backward(torch.mul(dc, c_t[t], out=d_f), f, grad_input=d_f)
-            if m.g is None:
-                sigmoid_backward(torch.mul(dc, cand, out=d_i), i, grad_input=d_i)
-                tanh_backward(torch.mul(dc, i, out=d_g), cand, grad_input=d_g)
-            else:
-                sigmoid_backward(torch.mul(dc, cand * m.g[t], out=d_i), i, grad_input=d_i)
-                tanh_backward(torch.mul(dc, i, out=d_g).mul_(m.g[t]), cand, grad_input=d_g)
-            dc = dc * f
-            if dc_z is not None:
-                dc.add_(dc_z)
-            if t == 0 and not need_h0:
-                break
-            dh = rec.grad_h(da_t[t], t)
-            if dh_z is not None:
-                dh.add_(dh_z)
+        da, dh, dc = run_steps(lstm_backward_steps, (out, h0, u, cs, tanh_c, carried, acts, d_out, d_h, d_c), m,
+                               (need_h0,))
         d_u = None
         if ctx.needs_input_grad[3]:
-            d_u = gemm.recurrent_weight_grad(da, recurrent_inputs(m, h0, carried), GATES, m.untied)
+            d_u = gemm.recurrent_weight_grad(da, recurrent_inputs(m, h0, out if carried is None else carried),
+                                             GATES, m.untied)
         d_xw = da if ctx.needs_input_grad[0] else None
         return d_xw, (dh if need_h0 else None), (dc if need_h0 else None), d_u, None
 
