@@ -1,7 +1,7 @@
 """Stability probes: how the carried state grows over a long sequence, with masks on.
 
 Why: the GRU under TensorFlow-style state dropout blows up because a kept unit of the
-carried state is multiplied by ``1/keep`` at every step (DESIGN notes; tensorflow issue
+carried state is multiplied by ``1/keep`` at every step (README, "Why the GRU explodes"; tensorflow issue
 11650 for the LSTM's memory). Perplexity only says that a run diverged; the probe says
 how fast the state grew and where, so a report can put the measured growth per step
 beside ``1/keep``.

@@ -105,7 +105,7 @@ def test_segment_matches_the_reference_with_every_site_at_once(cell):
     for untied, pre_mask in [(True, False), (False, True)]:
         x_mask = dropout_mask((G, T, B, D) if untied else (T, B, D), 0.3, "inverted", like)
         h_in = dropout_mask((G, B, H) if untied else (B, H), 0.3, "inverted", like)
-        kw = dict(x=list(x_mask.unbind(1 if untied else 0)), x_untied=untied, h_in=[h_in] * T, h_in_untied=untied,
+        kw = dict(input=list(x_mask.unbind(1 if untied else 0)), input_untied=untied, h_in=[h_in] * T, h_in_untied=untied,
                   g=list(dropout_mask((T, B, H), 0.3, "inverted", like).unbind(0)),
                   zoneout=list(zoneout_mask((T, B, H), 0.3, like).unbind(0)),
                   state=[dropout_mask((B, H), 0.3, "inverted", like)] * T, output_pre_mask=pre_mask)

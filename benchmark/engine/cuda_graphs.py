@@ -29,11 +29,11 @@ import torch
 from torch import Tensor
 from torch.utils._pytree import tree_map
 
-from benchmark.engine.masks import SegmentMasks
+from benchmark.engine.masks import STEP_FIELDS, SegmentMasks
 
 ENABLED = True
 WARMUP_CALLS = 2  # before capture, on a side stream, as the CUDA graphs documentation asks
-MASK_FIELDS: tuple[str, ...] = ("h_in", "g", "c", "zoneout", "zoneout_c", "state", "state_c")
+MASK_FIELDS: tuple[str, ...] = STEP_FIELDS[1:]  # not the input mask: the segments apply it in their projection
 
 
 def compact_masks(m: SegmentMasks) -> tuple[tuple, list[Tensor]]:

@@ -32,7 +32,7 @@ GATES = 3
 def gru_reference_step(x: Tensor, h: Tensor, weight_ih: Tensor, weight_hh: Tensor, bias_ih: Tensor | None,
                        bias_hh: Tensor | None, m: SegmentMasks, t: int) -> tuple[Tensor, Tensor]:
     """One GRU step with the masks of step ``t``: ``x (B, D), h (B, H) -> (out, h_t)``."""
-    gx = gate_product(x, weight_ih, m.x[t] if m.x else None, m.x_untied)  # (B, 3H)
+    gx = gate_product(x, weight_ih, m.input[t] if m.input else None, m.input_untied)  # (B, 3H)
     gh = gate_product(h, weight_hh, m.h_in[t] if m.h_in else None, m.untied)  # (B, 3H)
     if bias_ih is not None:
         gx, gh = gx + bias_ih, gh + bias_hh

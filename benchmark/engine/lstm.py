@@ -48,7 +48,7 @@ def lstm_reference_step(x: Tensor, h: Tensor, c: Tensor, weight_ih: Tensor, weig
                         bias_ih: Tensor | None, bias_hh: Tensor | None, m: SegmentMasks,
                         t: int) -> tuple[Tensor, Tensor, Tensor]:
     """One LSTM step with the masks of step ``t``: ``x (B, D), h, c (B, H) -> (out, h_t, c_t)``."""
-    a = gate_product(x, weight_ih, m.x[t] if m.x else None, m.x_untied) + gate_product(
+    a = gate_product(x, weight_ih, m.input[t] if m.input else None, m.input_untied) + gate_product(
         h, weight_hh, m.h_in[t] if m.h_in else None, m.untied)  # (B, 4H)
     if bias_ih is not None:
         a = a + bias_ih + bias_hh

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -140,7 +139,7 @@ def draw_layer_masks(
             else:
                 untied = spec.gate_masks and cfg.gate_masks == "untied"
                 shape = mask_shape(cfg.granularity, steps, batch, width, gates if untied else 0)
-                if spec.draw == "zoneout":
+                if spec.draw == "keep_previous":
                     masks[key] = zoneout_mask(shape, p, like)
                 else:
                     masks[key] = dropout_mask(shape, p, cfg.scaling, like)
@@ -163,29 +162,35 @@ def per_step(mask: Mask | None, steps: int, step_axis: int | None) -> list[Mask]
 
 StepMasks = Sequence["Tensor | float"] | None  # one entry per time step, or None when the site is inactive
 
+# The per-step mask lists a segment reads, named after the site table: every site inside the
+# recurrence (and ``<site>_c`` for the LSTM memory's own mask), plus ``input``, the layer's input mask.
+STEP_FIELDS: tuple[str, ...] = ("input", *(
+    name for spec in SITE_TABLE if spec.in_recurrence
+    for name in ((spec.name, f"{spec.name}_c") if spec.memory_mask else (spec.name,))))
 
-@dataclass(frozen=True)
+
 class SegmentMasks:
-    """The per-step masks of the sites inside the recurrence, for one layer and segment.
+    """The per-step masks of one layer and segment, one list per ``STEP_FIELDS`` entry.
 
-    Each is a list over steps (a tensor, or a float in eval) or None when inactive;
-    ``x``: the layer's input mask (``x`` or ``between``), which the reference step applies
-    and the segments apply in their input projection; ``*_untied``: the entries are
-    ``(G, B|1, D)``, one mask per gate; ``output_pre_mask``: the step outputs the state
-    before the ``state`` mask (TensorFlow).
+    Each is a list over steps (a tensor, or a float in eval) or None when inactive (an
+    absent field reads as None). ``input`` is the layer's input mask (site ``x`` or ``between``),
+    which the reference step applies and the segments apply in their input projection;
+    ``input_untied`` / ``h_in_untied``: the entries are ``(G, B|1, D)``, one mask per gate;
+    ``output_pre_mask``: the step outputs the state before the ``state`` mask (TensorFlow).
     """
 
-    x: StepMasks = None
-    x_untied: bool = False
-    h_in: StepMasks = None
-    h_in_untied: bool = False
-    g: StepMasks = None
-    c: StepMasks = None  # LSTM only
-    zoneout: StepMasks = None
-    zoneout_c: StepMasks = None  # LSTM only
-    state: StepMasks = None
-    state_c: StepMasks = None  # LSTM only
-    output_pre_mask: bool = False
+    def __init__(self, *, input_untied: bool = False, h_in_untied: bool = False, output_pre_mask: bool = False,
+                 **steps: StepMasks) -> None:
+        unknown = set(steps) - set(STEP_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown per-step masks {sorted(unknown)}; known: {', '.join(STEP_FIELDS)}")
+        self.steps = {k: v for k, v in steps.items() if v is not None}
+        self.input_untied, self.h_in_untied, self.output_pre_mask = input_untied, h_in_untied, output_pre_mask
+
+    def __getattr__(self, name: str) -> StepMasks:
+        if name in STEP_FIELDS:
+            return self.__dict__["steps"].get(name)
+        raise AttributeError(name)
 
     @property
     def untied(self) -> bool:
@@ -195,25 +200,20 @@ class SegmentMasks:
 
 def segment_masks(masks: Mapping[str, Mask], sites: Mapping[str, Any], steps: int, output_pre_mask: bool) -> SegmentMasks:
     """A layer's drawn masks (``draw_layer_masks``) as the per-step lists the recurrence indexes."""
-    def split(key: str) -> list[Mask] | None:
-        mask = masks.get(key)
-        if mask is None:
-            return None
-        cfg = sites[key.split(".")[0]]
-        if cfg.granularity != "step":
-            return per_step(mask, steps, None)
+    lists: dict[str, list[Mask]] = {}
+    flags = {"input_untied": False, "h_in_untied": False}
+    for key, mask in masks.items():
+        site = key.split(".")[0]
+        spec, cfg = SITE_SPECS[site], sites[site]
+        if not (spec.in_recurrence or spec.width == "input"):
+            continue
         untied = isinstance(mask, Tensor) and cfg.gate_masks == "untied"
-        return per_step(mask, steps, 1 if untied else 0)
-
-    h_in = split("h_in")
-    input_key = next((key for key in masks if SITE_SPECS[key.split(".")[0]].width == "input"), None)
-    x = split(input_key) if input_key is not None else None
-    return SegmentMasks(
-        x=x, x_untied=x is not None and isinstance(x[0], Tensor) and sites[input_key].gate_masks == "untied",
-        h_in=h_in, h_in_untied=h_in is not None and sites["h_in"].gate_masks == "untied", g=split("g"),
-        c=split("c"), zoneout=split("zoneout"), zoneout_c=split("zoneout.c"), state=split("state"),
-        state_c=split("state.c"), output_pre_mask=output_pre_mask,
-    )
+        step_axis = (1 if untied else 0) if cfg.granularity == "step" else None
+        field = "input" if spec.width == "input" else key.replace(".", "_")
+        lists[field] = per_step(mask, steps, step_axis)
+        if f"{field}_untied" in flags:
+            flags[f"{field}_untied"] = untied
+    return SegmentMasks(**lists, **flags, output_pre_mask=output_pre_mask)
 
 
 def embedding_dropout(

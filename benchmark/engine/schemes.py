@@ -1,8 +1,9 @@
 """The one registry of dropout schemes, each a set of mask sites (data, not subclasses).
 
-Why data: adding a scheme must mean adding an entry here and its tests, never a new cell
-class (docs: shared/DESIGN.md, "The one idea the architecture rests on"). The engine in
-``rnn.py`` reads a resolved ``DropoutPlan`` and nothing else.
+Why data: adding a scheme from existing sites must mean one entry here (plus its generated
+config and its tests), never a new cell class (README, "Adding a scheme"). The engine in
+``rnn.py`` reads a resolved ``DropoutPlan`` and nothing else, and the plan reads the site
+table (``sites.py``) for everything it knows about a site.
 
 How rates derive from ``dropout``: a float is applied to *every* site the scheme uses for
 the cell (``emb`` included: the language model reads it from ``plan.rate("emb")``); a

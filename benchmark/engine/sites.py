@@ -43,8 +43,8 @@ class SiteSpec:
     samples. ``carried``: the masked value is carried to the next step, so under inverted
     scaling a kept unit is multiplied by 1/keep at every step (the compounding that makes the
     GRU explode, tensorflow issue 11650). ``draw``: ``dropout`` (Bernoulli(keep), divided by
-    keep under inverted scaling) or ``zoneout`` (Bernoulli(p), 1 = keep the previous value,
-    Krueger et al. 2016; evaluated as its expectation). ``gate_masks``: may take one mask per
+    keep under inverted scaling) or ``keep_previous`` (zoneout's Bernoulli(p), 1 = keep the
+    previous value, Krueger et al. 2016; evaluated as its expectation). ``gate_masks``: may take one mask per
     gate (Gal & Ghahramani 2016's untied variant). ``fixed_granularity``: one draw per
     forward call by definition. ``memory_mask``: when the LSTM also masks its memory ``c``
     with a mask of its own (key ``"<site>.c"``): ``always``, or the name of the option that
@@ -65,7 +65,7 @@ class SiteSpec:
 
     def eval_rule(self, scaling: str) -> str:
         """What the site does in evaluation: ``identity``, ``scale_by_keep`` or ``expectation``."""
-        if self.draw == "zoneout":
+        if self.draw == "keep_previous":
             return "expectation"
         return "scale_by_keep" if scaling == "test" else "identity"
 
@@ -92,7 +92,7 @@ SITE_TABLE: tuple[SiteSpec, ...] = (
              "TensorFlow", width="hidden", placement="recurrence", in_recurrence=True, carried=True,
              memory_mask="drop_cell"),
     SiteSpec("zoneout", "per unit, keep h_{t-1} (and c_{t-1}) instead of the new value; eval uses the expectation",
-             width="hidden", placement="recurrence", in_recurrence=True, draw="zoneout", memory_mask="always"),
+             width="hidden", placement="recurrence", in_recurrence=True, draw="keep_previous", memory_mask="always"),
     SiteSpec("w_hh", "elements of U itself (DropConnect)", width="weight", placement="weight",
              fixed_granularity="batch"),
     SiteSpec("out", "the module's output", width="hidden", placement="module_output"),
