@@ -2,7 +2,9 @@
 
     python -m runners.study experiment=study_cpu [key=value ...] [--jobs N] [--out DIR]
 
-A preset's ``study`` block names the schemes, cells, rate grid and seeds (issue 14). For
+A preset's ``study`` block names the schemes, cells, rate grid and seeds (issue 14);
+``schemes: null`` means every scheme of the registry (``benchmark.engine.SCHEMES``) but
+``none``, so a scheme added there joins the study without editing a preset (issue 16). For
 every scheme x cell the driver runs one Optuna grid search over the dropout rate
 (``hparams_search=dropout``, the same grid for every scheme, on the validation split with
 ``study.tuning_seed``), then re-runs the best rate with every seed in ``study.seeds``;
@@ -41,6 +43,7 @@ from typing import Any, Sequence
 import yaml
 from omegaconf import DictConfig
 
+from benchmark.engine import SCHEMES
 from runners.hydra_task import CONF_DIR, check_overrides, group_options
 
 DONE_STATES = ("COMPLETE", "FAIL", "PRUNED")
@@ -48,6 +51,11 @@ DONE_STATES = ("COMPLETE", "FAIL", "PRUNED")
 
 class StudyError(ValueError):
     """A study that cannot start: no ``study`` block, or a bad one."""
+
+
+def default_schemes() -> tuple[str, ...]:
+    """What ``study.schemes: null`` compares: every registry scheme but ``none``, in registry order."""
+    return tuple(name for name in SCHEMES if name != "none")
 
 
 @dataclass(frozen=True)
@@ -69,9 +77,10 @@ class StudySpec:
                        if "study" in (yaml.safe_load((CONF_DIR / "experiment" / f"{p}.yaml").read_text()) or {})]
             raise StudyError(f"this configuration defines no study; choose a preset that does: "
                              f"{', '.join('experiment=' + p for p in presets)}")
-        spec = cls(name=str(block.name), schemes=tuple(block.schemes), cells=tuple(block.cells),
-                   rates=tuple(float(r) for r in block.rates), tuning_seed=int(block.tuning_seed),
-                   seeds=tuple(int(s) for s in block.seeds))
+        schemes = block.get("schemes")
+        spec = cls(name=str(block.name), schemes=default_schemes() if schemes is None else tuple(schemes),
+                   cells=tuple(block.cells), rates=tuple(float(r) for r in block.rates),
+                   tuning_seed=int(block.tuning_seed), seeds=tuple(int(s) for s in block.seeds))
         allowed = group_options("scheme")
         for scheme in spec.schemes:
             if scheme not in allowed or scheme == "none":

@@ -9,18 +9,43 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from benchmark.engine import SCHEMES
-from runners import build
+from runners import build, scheme_configs
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
 
-def test_scheme_group_matches_the_registry():
+def test_scheme_group_is_what_the_generator_writes_from_the_registry():
+    """A registry entry added, changed or removed without regenerating conf/scheme/ fails here."""
+    assert scheme_configs.SCHEME_DIR == CONF / "scheme"
+    assert scheme_configs.problem() is None, scheme_configs.problem()
     files = {p.stem: yaml.safe_load(p.read_text()) for p in (CONF / "scheme").glob("*.yaml")}
-    assert set(files) == set(SCHEMES), "conf/scheme/ and benchmark.engine.SCHEMES list different schemes"
+    assert list(files) and set(files) == set(SCHEMES)
     for name, body in files.items():
-        assert body["name"] == name
-        options = {k: v for k, v in body.items() if k != "name"}
-        assert options == dict(SCHEMES[name].options), f"conf/scheme/{name}.yaml options differ from the registry"
+        assert body == {"name": name, **SCHEMES[name].options}, f"conf/scheme/{name}.yaml differs from the registry"
+
+
+def test_the_generator_names_stale_missing_and_extra_files_and_writes_only_what_differs(tmp_path, capsys):
+    group = tmp_path / "scheme"
+    assert scheme_configs.main(["--dir", str(group)]) == 0
+    assert sorted(p.name for p in group.iterdir()) == sorted(f"{s}.yaml" for s in SCHEMES)  # no temporary left
+    assert scheme_configs.main(["--check", "--dir", str(group)]) == 0
+    assert scheme_configs.main(["--dir", str(group)]) == 0 and "wrote 0 of" in capsys.readouterr().out
+
+    (group / "naive.yaml").write_text((group / "naive.yaml").read_text().replace("step", "sequence"))
+    (group / "moon.yaml").unlink()
+    (group / "gone.yaml").write_text(scheme_configs.render(SCHEMES["none"]).replace("none", "gone"))
+    (group / "mine.yaml").write_text("name: naive\ngranularity: batch\n")  # a user's own variant
+    capsys.readouterr()
+    assert scheme_configs.main(["--check", "--dir", str(group)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.rstrip().endswith("run python -m runners.scheme_configs"), err
+    assert "stale: naive.yaml; missing: moon.yaml; extra: gone.yaml, mine.yaml" in err
+
+    assert scheme_configs.main(["--dir", str(group)]) == 0
+    out, err = capsys.readouterr()
+    assert "moon.yaml, naive.yaml" in out and "mine.yaml" in err  # the user's file is named and kept
+    assert sorted(p.name for p in group.iterdir()) == sorted([*(f"{s}.yaml" for s in SCHEMES), "mine.yaml"])
+    assert scheme_configs.differences(group) == {"stale": [], "missing": [], "extra": ["mine.yaml"]}
 
 
 @pytest.mark.parametrize("scheme", sorted(SCHEMES))
@@ -33,25 +58,57 @@ def test_every_scheme_composes_and_passes_the_checks_on_both_cells(scheme):
             assert model.rnn.scheme == scheme and model.cell == cell
 
 
-def _sweep_jobs(cfg) -> list[list[str]]:
-    """The override lists of a preset's own sweep (``hydra.sweeper.params``), as Hydra expands them."""
-    from itertools import product
+def _sweep_jobs(experiment: str) -> list[list[str]]:
+    """The override lists of a preset's own sweep (``hydra.sweeper.params``), expanded by the
+    code ``run.py -m`` runs: Hydra's override parser with its config loader (so ``glob(*)``
+    lists the group's options) and the basic sweeper's split. Call inside ``initialize_config_dir``."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.get("params") or {}
-    axes = [[f"{key}={value.strip()}" for value in str(values).split(",")] for key, values in params.items()]
-    return [list(combo) for combo in product(*axes)] if axes else [[]]
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    (batch,) = BasicSweeper.split_arguments(parser.parse_overrides([f"{k}={v}" for k, v in params.items()]), None)
+    return [list(job) for job in batch]
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
 def test_every_preset_and_each_job_of_its_sweep_composes_and_passes_the_checks(experiment):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        base = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
-        jobs = _sweep_jobs(base)
+        jobs = _sweep_jobs(experiment)
         for job in jobs:
             cfg = compose("config", overrides=[f"experiment={experiment}", *job])
             build.check_config(cfg)
             model = build.model(cfg, vocab_size=50)
             assert model.rnn.scheme == cfg.scheme.name
+
+
+
+@pytest.mark.parametrize("experiment", ["quickstart", "synthetic"])
+def test_presets_that_compare_every_scheme_sweep_exactly_the_registry(experiment):
+    """Issue 16: no preset lists the schemes; ``scheme: glob(*)`` expands to the scheme group,
+    which the generator keeps equal to the registry, so a new scheme is swept by itself."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        jobs = _sweep_jobs(experiment)
+    swept = [o.split("=", 1)[1] for job in jobs for o in job if o.startswith("scheme=")]
+    cells = {o for job in jobs for o in job if o.startswith("model=")} or {None}
+    assert sorted(set(swept)) == sorted(SCHEMES), "conf/scheme/ differs from the registry: run python -m runners.scheme_configs"
+    assert len(swept) == len(jobs) == len(SCHEMES) * len(cells)  # every scheme once per cell
+
+
+def test_a_generated_scheme_file_joins_the_preset_sweeps_without_editing_them(tmp_path):
+    """What a new registry entry does once its file is generated: the quickstart's sweep has it."""
+    import shutil
+    from dataclasses import replace
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "scheme" / "brand_new.yaml").write_text(scheme_configs.render(replace(SCHEMES["naive"], name="brand_new")))
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        jobs = _sweep_jobs("quickstart")
+    assert sorted({o for job in jobs for o in job if o.startswith("scheme=")}) == sorted(
+        f"scheme={s}" for s in [*SCHEMES, "brand_new"])
 
 
 PUBLISHED = {  # preset -> (config selecting a variant, test perplexity the paper reports)
@@ -81,9 +138,8 @@ def test_gal_presets_pick_the_reference_of_their_gate_masks_and_evaluate_with_mc
 
 def test_the_stability_study_covers_its_cases():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        base = compose("config", overrides=["experiment=gru_explosion"], return_hydra_config=True)
         seen = set()
-        for job in _sweep_jobs(base):
+        for job in _sweep_jobs("gru_explosion"):
             cfg = compose("config", overrides=["experiment=gru_explosion", *job])
             seen.add((cfg.scheme.name, cfg.model.cell, bool(cfg.scheme.get("drop_cell", False))))
     assert seen == {("state_dropout", "gru", False), ("state_dropout", "lstm", False), ("state_dropout", "lstm", True),

@@ -91,6 +91,17 @@ def test_a_configuration_without_a_study_or_with_a_bad_one_is_one_line(tmp_path)
         assert not (ROOT / "outputs" / "studies" / "nope").exists()
 
 
+@pytest.mark.parametrize("preset", ["study_cpu", "study_ptb_medium"])
+def test_a_study_compares_every_registry_scheme_unless_it_lists_its_own(preset):
+    """Issue 16: the presets list no schemes, so a scheme added to the registry joins the study."""
+    from benchmark.engine import SCHEMES
+
+    spec = driver.StudySpec.from_config(driver.compose([f"experiment={preset}"]))
+    assert spec.schemes == tuple(s for s in SCHEMES if s != "none") == driver.default_schemes()
+    mine = driver.StudySpec.from_config(driver.compose([f"experiment={preset}", "study.schemes=[moon,naive]"]))
+    assert mine.schemes == ("moon", "naive")
+
+
 @pytest.mark.slow
 def test_one_command_tunes_reruns_the_best_rate_with_seeds_reports_and_resumes(tmp_path, cache_dir):
     proc = run_study(tmp_path, cache_dir)
