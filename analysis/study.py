@@ -276,6 +276,8 @@ def rate_figure(trials: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from analysis.plotting import scheme_colour
+
     cells = ordered(trials.cell, CELL_ORDER)
     fig, axes = plt.subplots(1, len(cells), figsize=(5.0 * len(cells) + 1.6, 4.4), squeeze=False,
                              layout="constrained")
@@ -286,11 +288,13 @@ def rate_figure(trials: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Pat
     top = float(max(finite.max(), none_val.max() if len(none_val) else 0) * 1.08) if len(finite) else 1.0
     bottom = float(finite.min() * 0.95) if len(finite) else 0.0
     for ax, cell in zip(axes[0], cells):
-        for i, scheme in enumerate(schemes):
+        for scheme in schemes:
             rows = trials[(trials.cell == cell) & (trials.scheme == scheme)].sort_values("dropout")
             if rows.empty:
                 continue
-            colour = colours(SCHEME_ORDER.index(scheme) % 10 if scheme in SCHEME_ORDER else i)
+            # a scheme the suite does not ship: the reports' colour for it (their fallback palette, none
+            # of it among the eight tab10 colours above), not a tab10 entry another scheme may hold
+            colour = colours(SCHEME_ORDER.index(scheme) % 10) if scheme in SCHEME_ORDER else scheme_colour(scheme)
             ok = rows[rows.status == "finished"]
             ax.plot(ok.dropout, ok.best_val_ppl, "o-", color=colour, label=scheme, markersize=4)
             bad = rows[rows.status != "finished"]

@@ -17,9 +17,10 @@ import torch
 
 from analysis.store_reader import collect
 from analysis.figures import write_figures
-from analysis.plotting import FORMATS, SavedFigure, group_label, short_variant
+from analysis.plotting import FORMATS, SCHEME_COLOURS, SavedFigure, group_label, scheme_colour, short_variant
 from analysis.stability import (COMPOUNDING_SITES, fit_growth, probe_records, reference_line, site_rate)
-from test_report import FINISHED, KEEP, PROBE_STEPS, build_sweep, exploding_probe, write_job
+from test_report import (FINISHED, KEEP, NEW_SCHEME, PROBE_STEPS, add_new_scheme, build_sweep, exploding_probe,
+                         write_job)
 
 ALL = ("val_ppl", "test_ppl", "train_vs_val_ppl", "train_ppl_steps", "state_norm", "grad_norm", "divergence",
        "explosion")
@@ -169,6 +170,24 @@ def test_all_runs_diverged(tmp_path: Path) -> None:
     for figure in figures:
         assert all(p.is_file() for p in figure.files)
 
+
+def test_a_scheme_the_suite_does_not_ship_is_in_every_figure_after_the_others_in_its_colour(tmp_path: Path) -> None:
+    """Issue 16: a scheme added to the registry needs no change in analysis: every figure draws
+    it, after the shipped schemes, in a colour no shipped scheme has."""
+    build_sweep(tmp_path / "sweep")
+    add_new_scheme(tmp_path / "sweep")
+    figures = {f.name: f for f in write_figures(collect([tmp_path / "sweep"]), tmp_path / "figures")}
+    assert tuple(figures) == ALL
+    for name in ("val_ppl", "test_ppl", "train_vs_val_ppl"):
+        for panel, groups in figures[name].drawn["panels"].items():
+            assert list(groups)[-1] == NEW_SCHEME and set(list(groups)[:-1]) <= set(SCHEME_COLOURS), (name, panel)
+    assert figures["train_ppl_steps"].drawn["groups"].count(NEW_SCHEME) == 4
+    for name, key in (("state_norm", "lines"), ("grad_norm", "lines"), ("divergence", "runs"), ("explosion", "cases")):
+        assert any(r["run"].startswith(f"{NEW_SCHEME}-") for r in figures[name].drawn[key]), name
+    colour = scheme_colour(NEW_SCHEME)
+    assert colour not in SCHEME_COLOURS.values()
+    for name, figure in figures.items():
+        assert colour in figure.path.with_suffix(".svg").read_text(encoding="utf-8"), name
 
 def test_compounding_sites_match_the_scheme_registry() -> None:
     """analysis may not import the engine, so it lists the sites that multiply the carried

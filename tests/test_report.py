@@ -137,6 +137,21 @@ def build_sweep(sweep: Path) -> dict[str, Path]:
     return {"failed": failed, "torn": torn, "diverged": diverged}
 
 
+
+# A scheme the suite does not ship (not in analysis.runs.SCHEME_ORDER), as a scheme added to
+# the registry appears in a sweep: analysis must show it everywhere without being told of it.
+# It sorts before every shipped name, so finding it after them shows the order rule, not the alphabet.
+NEW_SCHEME = "a_brand_new"
+
+
+def add_new_scheme(sweep: Path) -> None:
+    """Two LSTM seeds, one GRU run and one diverged GRU run of ``NEW_SCHEME`` into a sweep."""
+    for i, (cell, seed) in enumerate((("lstm", 0), ("lstm", 1), ("gru", 0))):
+        write_job(sweep / f"new-{i}", scheme=NEW_SCHEME, cell=cell, seed=seed, val=[330.0, 200.0, 190.0 + seed],
+                  test=185.0 + seed, hydra=[f"scheme={NEW_SCHEME}", f"model={cell}", f"seed={seed}"])
+    write_job(sweep / "new-3", scheme=NEW_SCHEME, cell="gru", seed=1, val=[300.0], test=None, status="diverged",
+              diverged_step=6)
+
 class TableReader(HTMLParser):
     """Reads the page back as a browser's DOM would hold it: the scheme table's cells by
     (scheme, cell, column heading), the run rows, skipped paths, every ``<img src>``,
@@ -455,6 +470,42 @@ def test_collect_tolerates_torn_metrics_and_ignores_failed_scores(tmp_path: Path
     assert table.loc[0, "finished"] == 1 and table.loc[0, "n"] == 2
     assert table.loc[0, "test_mean"] == 139.0 and table.loc[0, "test_n"] == 1
 
+
+def test_a_scheme_the_suite_does_not_ship_is_in_every_table_and_the_page(tmp_path: Path) -> None:
+    """Issue 16: a scheme added to the registry reaches the report with no change to analysis:
+    after the shipped schemes, in the scheme table, the runs, the filters (with its colour),
+    report.md and the CSV tables."""
+    import pandas as pd
+
+    sweep, out = tmp_path / "sweep", tmp_path / "out"
+    build_sweep(sweep)
+    add_new_scheme(sweep)
+    assert report_main([str(sweep), "--out", str(out)]) == 0
+    page = (out / "index.html").read_text(encoding="utf-8")
+    reader = TableReader()
+    reader.feed(page)
+
+    rows = list(dict.fromkeys((scheme, cell) for scheme, cell, _heading in reader.cells))
+    for cell in ("lstm", "gru"):  # rows by cell, then scheme: the new one closes each cell's block
+        schemes = [s for s, c in rows if c == cell]
+        assert schemes[-1] == NEW_SCHEME and set(schemes[:-1]) <= set(SCHEME_COLOURS), (cell, schemes)
+    assert sum(a["data-scheme"] == NEW_SCHEME for a in reader.run_attrs) == 4
+    colour = scheme_colour(NEW_SCHEME)
+    assert colour not in SCHEME_COLOURS.values()
+    assert (f'value="{NEW_SCHEME}" checked><span class="swatch" style="background:{colour}"></span>'
+            f'{NEW_SCHEME}</label></fieldset>') in page  # the last scheme box, with its colour
+
+    md = (out / "report.md").read_text(encoding="utf-8")
+    table_md = md.split("## Runs", 1)[0]
+    assert f"| {NEW_SCHEME} |" in table_md
+    table = pd.read_csv(out / "tables.csv")
+    for cell in ("lstm", "gru"):
+        assert list(table[table.cell == cell].scheme)[-1] == NEW_SCHEME
+    row = table[(table.scheme == NEW_SCHEME) & (table.cell == "lstm")].iloc[0]
+    assert row["test_mean"] == pytest.approx(185.5) and row["test_n"] == 2
+    assert (pd.read_csv(out / "runs.csv").scheme == NEW_SCHEME).sum() == 4
+    for name in ("val_ppl", "test_ppl", "divergence"):  # its colour is drawn (figures: test_figures.py)
+        assert colour in (out / "figures" / f"{name}.svg").read_text(encoding="utf-8"), name
 
 def test_scheme_colours_are_fixed_and_distinct() -> None:
     assert len(set(SCHEME_COLOURS.values())) == len(SCHEME_COLOURS)

@@ -74,6 +74,34 @@ def test_a_diverged_run_is_counted_as_diverged_and_never_wins():
     assert state_vs_none.pairs == 2
 
 
+def test_a_scheme_the_suite_does_not_ship_is_in_the_tables_and_the_rate_figure(tmp_path):
+    """Issue 16: a new registry scheme needs no change in the study's report: its rows follow the
+    shipped schemes in the paired table, and the rate figure draws it in the reports' colour for it."""
+    from analysis.plotting import SCHEME_COLOURS, scheme_colour
+
+    new = "a_brand_new"  # sorts before every shipped name: coming after them is the order rule, not the alphabet
+    rows, trials = [], []
+    for seed in (1, 2, 3):
+        rows.append(("none", "gru", 0.5, seed, "finished", 200.0 + seed, 210.0 + seed))
+        rows.append(("naive", "gru", 0.4, seed, "finished", 180.0 + seed, 190.0 + seed))
+        rows.append((new, "gru", 0.2, seed, "finished", 170.0 + seed, 185.0 - seed))
+    for scheme, base in (("naive", 180.0), (new, 170.0)):
+        for rate in (0.2, 0.4):
+            trials.append((scheme, "gru", rate, 0, "finished", base + 10 * rate, None))
+    runs = _runs(rows)
+    head = report.headline(runs)
+    assert head.scheme.tolist() == [new, "naive", "none"]  # best first: the new scheme wins here
+    assert head.set_index("scheme").loc[new, "best"]
+    paired = report.paired_table(runs)
+    assert paired[["scheme", "against"]].values.tolist() == [["naive", "none"], ["naive", new], [new, "none"]]
+    assert f"| gru | **{new}** |" in report.render_tables(runs)["headline.md"]
+
+    paths = report.rate_figure(_runs(trials), runs, tmp_path)
+    svg = next(p for p in paths if p.suffix == ".svg").read_text()
+    colour = scheme_colour(new)
+    assert colour not in SCHEME_COLOURS.values() and colour in svg and new in svg
+
+
 # --- the driver -------------------------------------------------------------------------
 
 
