@@ -141,4 +141,4 @@ def run_steps(fn: Callable, tensors: Sequence[Tensor | None], m: SegmentMasks, f
     cache = _caches.get(fn)
     if cache is None:
         cache = _caches[fn] = GraphCache(fn)
-    return cache(tensors, m, flags, tensors[0].size(0))
+    return cache(tensors, m, flags, tensors[0].size(-3))  # the first tensor is (..., T, B, X)

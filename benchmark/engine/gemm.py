@@ -23,8 +23,10 @@ not apply (other dtypes, CUDA). Results are the same products up to summation or
 from __future__ import annotations
 
 import functools
+from typing import Sequence
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch import Tensor
 
 _linear = torch.ops.mkldnn._linear_pointwise if hasattr(torch.ops, "mkldnn") else None
@@ -54,12 +56,14 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return torch.nn.functional.linear(x, weight, bias)
 
 
-def weight_grad(grad: Tensor, x: Tensor) -> Tensor:
+def weight_grad(grad: Tensor, x: Tensor, out: Tensor | None = None) -> Tensor:
     """``grad^T @ x``: ``(M, N), (M, K) -> (N, K)``, the gradient of a linear's weight.
 
-    Computed as ``(x^T grad)^T`` and laid out contiguously, as the parameter is.
+    Computed as ``(x^T grad)^T`` and laid out contiguously, as the parameter is (written into
+    ``out``, a contiguous (N, K) block, when given: one gate's rows of a larger weight).
     """
-    return (x.t() @ grad).t().contiguous()
+    product = (x.t() @ grad).t()
+    return product.contiguous() if out is None else out.copy_(product)
 
 
 class PackedLinear:
@@ -88,8 +92,9 @@ class Recurrent:
 
     Tied (or no) ``h_in`` masks: one (B, H) x (H, G*H) product per step. Untied masks (one
     per gate, Gal & Ghahramani 2016): one (B, H) x (H, H) product per gate, each with its
-    own masked copy of h. ``masks`` is the per-step list of ``h_in`` masks (or None);
-    ``untied`` says whether its entries carry a leading gate axis.
+    own masked copy of h, and the step's terms kept per gate (``gate_major``): nothing is
+    concatenated. ``masks`` is the per-step list of ``h_in`` masks (or None); ``untied``
+    says whether its entries carry a leading gate axis.
     """
 
     def __init__(self, weight: Tensor, gates: int, masks, untied: bool, batch: int, forward: bool) -> None:
@@ -100,111 +105,160 @@ class Recurrent:
         else:  # d h_{t-1} = dA_t U: a linear with weight U^T
             self.products = [PackedLinear(u.t(), batch) for u in blocks]
 
+    def gate_terms(self, h: Tensor, base, t: int) -> Sequence[Tensor]:
+        """The G pre-activations ``base_g + (h * m_t[g]) U_g^T``, each (B, H).
+
+        ``base``: tied, a (B, G*H) term, a (G*H,) bias or None; untied, one term per gate
+        (a (G, B, H) tensor or a (G, H) bias) or None.
+        """
+        if not self.untied:
+            hm = h if self.masks is None else h * self.masks[t]
+            return self.products[0](hm, base).chunk(self.gates, 1)
+        m = self.masks[t]  # (G, B|1, H)
+        return [product(h * m[g], None if base is None else base[g]) for g, product in enumerate(self.products)]
+
     def forward(self, h: Tensor, base: Tensor | None, t: int) -> Tensor:
-        """``base + (h * m_t) U^T`` as a fresh (B, G*H) tensor; ``base`` is (B, G*H), (G*H,) or None."""
+        """``base + (h * m_t) U^T`` as one (B, G*H) tensor; ``base`` is a (G*H,) bias or None."""
         if not self.untied:
             hm = h if self.masks is None else h * self.masks[t]
             return self.products[0](hm, base)
-        m = self.masks[t]  # (G, B|1, H)
-        out = torch.cat([product(h * m[g]) for g, product in enumerate(self.products)], 1)  # (B, G*H)
-        return out if base is None else out.add_(base)
+        per_gate = None if base is None else base.view(self.gates, self.hidden)
+        return torch.cat(self.gate_terms(h, per_gate, t), 1)
 
-    def grad_h(self, da: Tensor, t: int) -> Tensor:
-        """``d h_{t-1}`` through the product: ``(dA_t U) * m_t`` (untied: summed over gates), a fresh tensor."""
+    def grad_h(self, da: Tensor | Sequence[Tensor], t: int) -> Tensor:
+        """``d h_{t-1}`` through the product: ``(dA_t U) * m_t`` (untied: summed over gates), a fresh tensor.
+
+        ``da`` is the step's (B, G*H) gradient, or its G per-gate (B, H) pieces when untied.
+        """
         if not self.untied:
             dh = self.products[0](da)
             return dh if self.masks is None else dh.mul_(self.masks[t])
         m, hidden = self.masks[t], self.hidden
-        dh = self.products[0](da[:, :hidden]).mul_(m[0])
+        pieces = da if not isinstance(da, Tensor) else [da[:, g * hidden:(g + 1) * hidden] for g in range(self.gates)]
+        dh = self.products[0](pieces[0]).mul_(m[0])
         for g in range(1, self.gates):
-            dh.addcmul_(self.products[g](da[:, g * hidden:(g + 1) * hidden]), m[g])
+            dh.addcmul_(self.products[g](pieces[g]), m[g])
         return dh
 
-    def masked_input(self, h: Tensor, t: int) -> Tensor:
-        """``h_{t-1}`` as it entered U at step ``t``: (B, H), or (G, B, H) untied (for ``dU``)."""
-        if self.masks is None:
-            return h
-        return h * self.masks[t]
 
-
-def recurrent_weight_grad(da: Tensor, inputs: Tensor, gates: int, untied: bool) -> Tensor:
+def recurrent_weight_grad(da: Tensor, inputs: Tensor, gates: int, untied: bool, gate_major: bool = False) -> Tensor:
     """``dU = sum_t dA_t^T h_in_t`` in one product over all ``T*B`` rows (untied: one per gate).
 
-    ``da`` is (T, B, G*H); ``inputs`` the h that entered U at every step: (T, B, H), or
-    (G, T, B, H) with untied masks.
+    ``da`` is (T, B, G*H), or (G, T, B, H) when ``gate_major``; ``inputs`` the h that entered
+    U at every step: (T, B, H), or (G|1, T, B, H) with untied masks.
     """
-    steps, batch, gh = da.shape
-    hidden = gh // gates
-    rows = da.reshape(steps * batch, gh)
-    if not untied:
-        return weight_grad(rows, inputs.reshape(steps * batch, hidden))  # (G*H, H)
-    return torch.cat([weight_grad(rows[:, g * hidden:(g + 1) * hidden], inputs[g].reshape(steps * batch, hidden))
-                      for g in range(gates)])  # (G*H, H)
+    if gate_major:
+        _, steps, batch, hidden = da.shape
+        rows = [da[g].reshape(steps * batch, hidden) for g in range(gates)]
+    else:
+        steps, batch, gh = da.shape
+        hidden = gh // gates
+        flat = da.reshape(steps * batch, gh)
+        if not untied:
+            return weight_grad(flat, inputs.reshape(steps * batch, hidden))  # (G*H, H)
+        rows = [flat[:, g * hidden:(g + 1) * hidden] for g in range(gates)]
+    grad = da.new_empty(gates * hidden, hidden)
+    for g in range(gates):
+        h_in = inputs[g if inputs.size(0) == gates else 0].reshape(steps * batch, hidden)
+        weight_grad(rows[g], h_in, out=grad[g * hidden:(g + 1) * hidden])
+    return grad  # (G*H, H)
 
 
 class _Projection(torch.autograd.Function):
-    """``x (T, B, D) -> x W^T + b (T, B, G*H)``, with untied input masks ``(G, T|1, B|1, D)`` per gate.
+    """``x (T, B, D) -> x W^T + b``, with untied input masks ``(G, T|1, B|1, D)`` per gate.
 
     Why a function of its own: its backward (``dX`` and ``dW``) are two of the largest
     products of a training step, and autograd's ``addmm`` backward runs ``dW`` as
     ``dY^T X`` (see the module doc). Untied masks give every gate its own masked copy of
-    ``x`` (Gal & Ghahramani 2016), so each gate's block of ``W`` is one product.
+    ``x`` (Gal & Ghahramani 2016), so each gate's block of ``W`` is one product, and with
+    ``gate_major`` each gate's result stays in its own contiguous block: the output is
+    (G, T, B, H) instead of (T, B, G*H), and nothing is concatenated either way.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, gate_masks: Tensor | None, gates: int):  # type: ignore[override]
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, gate_masks: Tensor | None, gates: int,  # type: ignore[override]
+                gate_major: bool):
         steps, batch, width = x.shape
         flat = x.reshape(steps * batch, width)  # (T*B, D)
-        if gate_masks is None:
-            out = linear(flat, weight, bias)
+        hidden = weight.size(0) // gates
+        if gate_masks is None and not gate_major:
+            out = linear(flat, weight, bias).view(steps, batch, -1)
             masked = flat
         else:
-            masked = (x.unsqueeze(0) * gate_masks).reshape(gates, steps * batch, width)  # (G, T*B, D)
-            blocks = weight.split(weight.size(0) // gates)
-            out = torch.cat([linear(masked[g], blocks[g]) for g in range(gates)], 1)
-            if bias is not None:
-                out.add_(bias)
-        ctx.gates = gates
+            if gate_masks is None:
+                masked = flat.expand(gates, -1, -1)  # every gate reads the same x
+            else:
+                masked = (x.unsqueeze(0) * gate_masks).reshape(gates, steps * batch, width)  # (G, T*B, D)
+            blocks = weight.split(hidden)
+            biases = (None,) * gates if bias is None else bias.split(hidden)
+            if gate_major:  # each gate's product straight into its block
+                out = x.new_empty(gates, steps * batch, hidden)
+                for g in range(gates):
+                    if bias is None:
+                        torch.mm(masked[g], blocks[g].t(), out=out[g])
+                    else:
+                        torch.addmm(biases[g], masked[g], blocks[g].t(), out=out[g])
+                out = out.view(gates, steps, batch, hidden)
+            else:
+                parts = [linear(masked[g], blocks[g], biases[g]) for g in range(gates)]
+                out = torch.cat(parts, 1).view(steps, batch, gates * hidden)
+        ctx.gates, ctx.gate_major = gates, gate_major
         ctx.has_bias = bias is not None
         ctx.save_for_backward(masked, weight, gate_masks)
-        return out.view(steps, batch, -1)
+        return out
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
         masked, weight, gate_masks = ctx.saved_tensors
-        steps, batch, gh = grad.shape
-        rows = grad.reshape(steps * batch, gh)  # (T*B, G*H)
         gates, width = ctx.gates, weight.size(1)
-        d_x = d_w = d_b = None
-        if gate_masks is None:
-            if ctx.needs_input_grad[0]:
-                d_x = linear(rows, weight.t()).view(steps, batch, width)
-            if ctx.needs_input_grad[1]:
-                d_w = weight_grad(rows, masked)
+        hidden = weight.size(0) // gates
+        if ctx.gate_major:
+            _, steps, batch, _ = grad.shape
+            rows = [grad[g].reshape(steps * batch, hidden) for g in range(gates)]
         else:
-            hidden = gh // gates
-            blocks = weight.split(hidden)
-            if ctx.needs_input_grad[0]:
-                per_gate = torch.stack([linear(rows[:, g * hidden:(g + 1) * hidden], blocks[g].t())
-                                        for g in range(gates)]).view(gates, steps, batch, width)
-                d_x = (per_gate * gate_masks).sum(0)
-            if ctx.needs_input_grad[1]:
-                d_w = torch.cat([weight_grad(rows[:, g * hidden:(g + 1) * hidden], masked[g]) for g in range(gates)])
+            steps, batch, gh = grad.shape
+            flat = grad.reshape(steps * batch, gh)  # (T*B, G*H)
+            if gate_masks is None:
+                d_x = linear(flat, weight.t()).view(steps, batch, width) if ctx.needs_input_grad[0] else None
+                d_w = weight_grad(flat, masked) if ctx.needs_input_grad[1] else None
+                d_b = flat.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+                return d_x, d_w, d_b, None, None, None
+            rows = [flat[:, g * hidden:(g + 1) * hidden] for g in range(gates)]
+        d_x = d_w = d_b = None
+        blocks = weight.split(hidden)
+        if ctx.needs_input_grad[0]:
+            shape = (steps, batch, width)
+            d_x = linear(rows[0], blocks[0].t()).view(shape)
+            if gate_masks is not None:
+                d_x = d_x * gate_masks[0]
+            for g in range(1, gates):
+                part = linear(rows[g], blocks[g].t()).view(shape)
+                if gate_masks is None:
+                    d_x.add_(part)
+                else:
+                    d_x.addcmul_(part, gate_masks[g])
+        if ctx.needs_input_grad[1]:
+            d_w = weight.new_empty(weight.shape)
+            for g in range(gates):
+                weight_grad(rows[g], masked[g], out=d_w[g * hidden:(g + 1) * hidden])
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            d_b = rows.sum(0)
-        return d_x, d_w, d_b, None, None
+            d_b = torch.cat([r.sum(0) for r in rows])
+        return d_x, d_w, d_b, None, None, None
 
 
 def project(x: Tensor, weight: Tensor, bias: Tensor | None, x_mask: Tensor | float | None, gates: int,
-            untied: bool) -> Tensor:
+            untied: bool, gate_major: bool = False) -> Tensor:
     """All input projections of a segment at once: ``(T, B, D) -> (T, B, G*H)``.
 
     ``x_mask`` masks the input (a tensor, or a float in eval); with ``untied`` it carries a
     gate axis ``(G, T|B|1, ..., D)`` and every gate sees its own masked copy.
+    ``gate_major`` returns the result as (G, T, B, H), one contiguous block per gate, for a
+    segment whose recurrence is untied too.
     """
     if untied and isinstance(x_mask, Tensor):
         mask = x_mask if x_mask.dim() == 4 else x_mask.unsqueeze(1)  # (G, T|1, B|1, D)
-        return _Projection.apply(x, weight, bias, mask, gates)
+        return _Projection.apply(x, weight, bias, mask, gates, gate_major)
     if x_mask is not None:
         x = x * x_mask  # (T, B, D)
-    return _Projection.apply(x, weight, bias, None, gates)
+    return _Projection.apply(x, weight, bias, None, gates, gate_major)

@@ -91,13 +91,16 @@ def lstm_reference(x: Tensor, h: Tensor, c: Tensor, weight_ih: Tensor, weight_hh
 def lstm_forward_steps(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, m: SegmentMasks):
     """The segment's forward recurrence, no autograd: what the backward needs, every step's activations kept.
 
-    Returns ``(out (T, B, H), cs (T+1, B, H): c_0 .. c_T, tanh_c (T, B, H), carried (T, B, H) or
-    None when it is ``out``, acts (T, B, 4H): i, f, tanh(g) before its mask, o, h_T, c_T)``.
+    ``xw`` is (T, B, 4H), or (G, T, B, H) (``gate_major``: one block per gate) when the ``h_in``
+    masks are untied. Returns ``(out (T, B, H), cs (T+1, B, H): c_0 .. c_T, tanh_c (T, B, H),
+    carried (T, B, H) or None when it is ``out``, acts (T, B, 4H): i, f, tanh(g) before its mask, o,
+    h_T, c_T)``.
     """
-    steps, batch, gh = xw.shape
-    hidden = gh // GATES
+    gate_major = xw.dim() == 4
+    steps, batch = xw.shape[-3], xw.shape[-2]
+    hidden = h0.size(1)
     rec = gemm.Recurrent(weight_hh, GATES, m.h_in, m.untied, batch, forward=True)
-    acts = xw.new_empty(steps, batch, gh)
+    acts = xw.new_empty(steps, batch, GATES * hidden)
     cs = xw.new_empty(steps + 1, batch, hidden)
     cs[0] = c0
     tanh_c = xw.new_empty(steps, batch, hidden)  # tanh of the memory that makes h
@@ -105,15 +108,21 @@ def lstm_forward_steps(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, m:
     # The carried h is the output, unless the output is taken before the state mask.
     carried = xw.new_empty(steps, batch, hidden) if m.state is not None and m.output_pre_mask else out
     # Per-step views made once: indexing a Python list is free, indexing a tensor is not.
-    bases, acts_t, c_t, tanh_t, out_t = xw.unbind(0), acts.unbind(0), cs.unbind(0), tanh_c.unbind(0), out.unbind(0)
+    if gate_major:
+        bases = xw.unbind(1)  # (G, B, H) per step
+    elif rec.untied:
+        bases = [b.view(batch, GATES, hidden).transpose(0, 1) for b in xw.unbind(0)]
+    else:
+        bases = xw.unbind(0)  # (B, 4H) per step
+    acts_t, c_t, tanh_t, out_t = acts.unbind(0), cs.unbind(0), tanh_c.unbind(0), out.unbind(0)
     hp, cp = h0, c_t[0]
     for t in range(steps):
-        a = rec.forward(hp, bases[t], t)  # (B, 4H)
-        act = acts_t[t]
-        torch.sigmoid(a[:, : 2 * hidden], out=act[:, : 2 * hidden])
-        torch.tanh(a[:, 2 * hidden : 3 * hidden], out=act[:, 2 * hidden : 3 * hidden])
-        torch.sigmoid(a[:, 3 * hidden :], out=act[:, 3 * hidden :])
-        i, f, cand, o = act.chunk(4, 1)
+        a_i, a_f, a_g, a_o = rec.gate_terms(hp, bases[t], t)  # (B, H) each
+        i, f, cand, o = acts_t[t].chunk(4, 1)
+        torch.sigmoid(a_i, out=i)
+        torch.sigmoid(a_f, out=f)
+        torch.tanh(a_g, out=cand)
+        torch.sigmoid(a_o, out=o)
         if m.g is not None:
             cand = cand * m.g[t]
         c = torch.mul(f, cp, out=c_t[t + 1]).addcmul_(i, cand)  # c = f*c + i*g
@@ -136,19 +145,27 @@ def lstm_forward_steps(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, m:
 
 def lstm_backward_steps(out: Tensor, h0: Tensor, u: Tensor, cs: Tensor, tanh_c: Tensor, carried: Tensor | None,
                         acts: Tensor, d_out: Tensor | None, d_h: Tensor | None, d_c: Tensor | None,
-                        m: SegmentMasks, need_h0: bool):
-    """Back through time by hand: ``(da (T, B, 4H), d h_0, d c_0)``; ``da`` is every step's pre-activation gradient."""
+                        m: SegmentMasks, need_h0: bool, gate_major: bool):
+    """Back through time by hand: ``(da, d h_0, d c_0)``; ``da`` holds every step's pre-activation
+    gradient, (T, B, 4H), or (G, T, B, H) when ``gate_major``."""
     steps, batch, hidden = out.shape
     carried = out if carried is None else carried
     rec = gemm.Recurrent(u, GATES, m.h_in, m.untied, batch, forward=False)
-    da = out.new_empty(steps, batch, GATES * hidden)
+    if gate_major:
+        da = out.new_empty(GATES, steps, batch, hidden)
+        d_gates = [tuple(da[:, t].unbind(0)) for t in range(steps)]  # per step: G contiguous (B, H)
+        da_t = d_gates
+    else:
+        da = out.new_empty(steps, batch, GATES * hidden)
+        da_t = da.unbind(0)
+        d_gates = [d.chunk(4, 1) for d in da_t]
     dh = torch.zeros_like(h0) if d_h is None else d_h
     dc = torch.zeros_like(h0) if d_c is None else d_c
-    da_t, c_t, tanh_t, acts_t = da.unbind(0), cs.unbind(0), tanh_c.unbind(0), acts.unbind(0)
+    c_t, tanh_t, acts_t = cs.unbind(0), tanh_c.unbind(0), acts.unbind(0)
     d_outs = [None] * steps if d_out is None else d_out.unbind(0)
     for t in range(steps - 1, -1, -1):
         i, f, cand, o = acts_t[t].chunk(4, 1)
-        d_i, d_f, d_g, d_o = da_t[t].chunk(4, 1)
+        d_i, d_f, d_g, d_o = d_gates[t]
         dh = output_grads(m, dh, d_outs[t], t)  # d h_t before the state mask
         if m.state_c is not None:
             dc = dc * m.state_c[t]
@@ -183,7 +200,8 @@ def lstm_backward_steps(out: Tensor, h0: Tensor, u: Tensor, cs: Tensor, tanh_c: 
 class _LSTMSegment(torch.autograd.Function):
     """``(xw (T, B, 4H), h0, c0 (B, H), U (4H, H)) -> (out (T, B, H), h_T, c_T)`` under ``SegmentMasks``.
 
-    ``xw`` is the input projection with both biases (``gemm.project``). Forward: one GEMM and
+    ``xw`` is the input projection with both biases (``gemm.project``); with untied ``h_in``
+    masks it may come gate-major, (G, T, B, H), and its gradient goes back in the same layout. Forward: one GEMM and
     about ten in-place element-wise operations per step, activations kept per step.
     Backward: one GEMM and about a dozen element-wise operations per step, every step's
     pre-activation gradient written into one (T, B, 4H) buffer, which is ``d xw`` and gives
@@ -193,7 +211,7 @@ class _LSTMSegment(torch.autograd.Function):
     @staticmethod
     def forward(ctx, xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, m: SegmentMasks):  # type: ignore[override]
         out, cs, tanh_c, carried, acts, h_n, c_n = run_steps(lstm_forward_steps, (xw, h0, c0, weight_hh), m)
-        ctx.m = m
+        ctx.m, ctx.gate_major = m, xw.dim() == 4
         # Everything through save_for_backward: freed after backward, and in-place edits of
         # ``out`` (an output) are caught by autograd's version check.
         ctx.save_for_backward(h0, weight_hh, out, cs, tanh_c, carried, acts)
@@ -206,12 +224,13 @@ class _LSTMSegment(torch.autograd.Function):
         h0, u, out, cs, tanh_c, carried, acts = ctx.saved_tensors
         m: SegmentMasks = ctx.m
         need_h0 = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        gate_major = ctx.gate_major
         da, dh, dc = run_steps(lstm_backward_steps, (out, h0, u, cs, tanh_c, carried, acts, d_out, d_h, d_c), m,
-                               (need_h0,))
+                               (need_h0, gate_major))
         d_u = None
         if ctx.needs_input_grad[3]:
             d_u = gemm.recurrent_weight_grad(da, recurrent_inputs(m, h0, out if carried is None else carried),
-                                             GATES, m.untied)
+                                             GATES, m.untied, gate_major)
         d_xw = da if ctx.needs_input_grad[0] else None
         return d_xw, (dh if need_h0 else None), (dc if need_h0 else None), d_u, None
 
@@ -238,5 +257,6 @@ def run_layer(x: Tensor, h0: Tensor, c0: Tensor, params: list[Tensor], masks: Ma
     if path == "reference":
         return lstm_reference(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, m, trace)
     x_mask, untied = native.input_mask(masks, sites)
-    xw = gemm.project(x, weight_ih, None if bias_ih is None else bias_ih + bias_hh, x_mask, GATES, untied)
+    xw = gemm.project(x, weight_ih, None if bias_ih is None else bias_ih + bias_hh, x_mask, GATES, untied,
+                      gate_major=m.untied)  # untied recurrence: every term kept per gate
     return lstm_segment(xw, h0, c0, weight_hh, m)

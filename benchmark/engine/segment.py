@@ -41,7 +41,9 @@ def recurrent_inputs(m: SegmentMasks, h0: Tensor, carried: Tensor) -> Tensor:
         return previous
     if not isinstance(m.h_in[0], Tensor):
         return previous * m.h_in[0]  # eval under test scaling: one factor
-    masks = torch.stack(list(m.h_in))  # (T, B|1, H) or (T, G, B|1, H)
+    fixed = all(mask is m.h_in[0] for mask in m.h_in)  # one mask for the segment: broadcast it
     if m.untied:
-        return previous.unsqueeze(0) * masks.transpose(0, 1)  # (G, T, B, H)
+        masks = m.h_in[0].unsqueeze(1) if fixed else torch.stack(list(m.h_in), 1)  # (G, T|1, B|1, H)
+        return previous.unsqueeze(0) * masks  # (G, T, B, H)
+    masks = m.h_in[0] if fixed else torch.stack(list(m.h_in))  # (T|., B|1, H)
     return previous * masks
