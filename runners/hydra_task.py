@@ -254,7 +254,27 @@ def check_overrides(argv: list[str], relative_to: Path | None = None) -> None:
             if v not in allowed and v != "null":
                 fail(f"{group}={v} is unknown; choose one of: {', '.join(allowed)}")
     check_option_keys(overrides, tree)
+    check_search_over_a_sweep(overrides, tree)
     check_paths(overrides)
+
+
+def check_search_over_a_sweep(overrides: list[Override], tree: ConfigTree) -> None:
+    """A dropout search over a preset that sweeps schemes with ``glob(*)``, as one line.
+
+    The Optuna sweeper of ``hparams_search`` cannot expand Hydra's ``glob`` and stops with a
+    bare AssertionError; the quickstart and synthetic presets sweep ``scheme: glob(*)``.
+    """
+    chosen = {o.key_or_group: o.get_value_element_as_str() for o in overrides
+              if not o.is_sweep_override() and o.key_or_group in ("experiment", "hparams_search")}
+    if "hparams_search" not in chosen or "experiment" not in chosen:
+        return
+    params = tree.body(f"experiment/{chosen['experiment']}").get("hydra", {}).get("sweeper", {}).get("params", {})
+    given = {o.key_or_group for o in overrides}  # a key set on the command line replaces the preset's sweep of it
+    globbed = sorted(k for k, v in params.items() if "glob(" in str(v) and k not in given)
+    if globbed:
+        fail(f"hparams_search={chosen['hparams_search']} cannot search over experiment={chosen['experiment']}, which "
+             f"sweeps {', '.join(f'{k}: {params[k]}' for k in globbed)}; pick one scheme (scheme=naive) or a preset "
+             "without its own sweep (the study presets run the search per scheme: python -m runners.study)")
 
 
 OUTPUT_KEYS = ("paths.output_dir", "hydra.run.dir", "hydra.sweep.dir")

@@ -106,6 +106,8 @@ def test_logger_none_runs_without_wandb(run_cli, tmp_path):
     ("experiment=semeniuta scheme.gate_masks=tied", "scheme.gate_masks does not apply to scheme=semeniuta"),
     ("model.init_scale=big", "model.init_scale=big must be a number"),
     ("data.vocab_size=abc", "data.vocab_size=abc must be an integer"),
+    ("-m experiment=quickstart hparams_search=dropout",
+     "hparams_search=dropout cannot search over experiment=quickstart, which sweeps scheme: glob(*)"),
 ])
 def test_bad_input_stops_before_training_with_one_line(run_cli, tmp_path, override, needle):
     proc = run_cli(*override.split(), *TINY, f"hydra.run.dir={tmp_path / 'run'}", check=False)

@@ -75,7 +75,8 @@ class PackedLinear:
 
     def __init__(self, weight: Tensor, rows: int) -> None:
         self.weight = weight  # (N, K)
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), rows) if use_onednn(weight) else None
+        # oneDNN reads a transposed view as it is (U^T for the backward): no contiguous copy first.
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows) if use_onednn(weight) else None
 
     def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         if self.packed is not None:
