@@ -22,9 +22,8 @@ from torch.autograd.function import once_differentiable
 
 from benchmark.engine import gemm, native
 from benchmark.engine.cuda_graphs import run_steps
-from benchmark.engine.lstm import gate_product
 from benchmark.engine.masks import Mask, SegmentMasks, segment_masks
-from benchmark.engine.segment import output_grads, recurrent_inputs, sigmoid_backward, tanh_backward
+from benchmark.engine.segment import gate_product, output_grads, recurrent_inputs, sigmoid_backward, tanh_backward
 
 GATES = 3
 

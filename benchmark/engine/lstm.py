@@ -29,19 +29,9 @@ from torch.autograd.function import once_differentiable
 from benchmark.engine import gemm, native
 from benchmark.engine.cuda_graphs import run_steps
 from benchmark.engine.masks import Mask, SegmentMasks, segment_masks
-from benchmark.engine.segment import output_grads, recurrent_inputs, sigmoid_backward, tanh_backward
+from benchmark.engine.segment import gate_product, output_grads, recurrent_inputs, sigmoid_backward, tanh_backward
 
 GATES = 4
-
-
-def gate_product(v: Tensor, weight: Tensor, mask: Mask | None, untied: bool) -> Tensor:
-    """``(v * mask) W^T``: ``(B, D) -> (B, G*H)``; with untied masks ``(G, B|1, D)`` each gate's rows see their own."""
-    if mask is None:
-        return v @ weight.t()
-    if not untied:
-        return (v * mask) @ weight.t()
-    blocks = weight.chunk(mask.size(0), 0)
-    return torch.cat([(v * mask[g]) @ block.t() for g, block in enumerate(blocks)], 1)
 
 
 def lstm_reference_step(x: Tensor, h: Tensor, c: Tensor, weight_ih: Tensor, weight_hh: Tensor,

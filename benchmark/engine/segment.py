@@ -1,4 +1,5 @@
-"""What the two hand-written segments (``lstm.py``, ``gru.py``) share.
+"""What the two cell files (``lstm.py``, ``gru.py``) share: the reference steps' masked
+product, and the hand-written segments' helpers.
 
 A segment is one layer over one BPTT segment as a single autograd node, as in
 lmnt-com/haste: the forward runs the recurrence without autograd and keeps each step's
@@ -12,7 +13,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from benchmark.engine.masks import SegmentMasks
+from benchmark.engine.masks import Mask, SegmentMasks
+
+
+def gate_product(v: Tensor, weight: Tensor, mask: Mask | None, untied: bool) -> Tensor:
+    """``(v * mask) W^T``: ``(B, D) -> (B, G*H)``; with untied masks ``(G, B|1, D)`` each gate's rows see their own."""
+    if mask is None:
+        return v @ weight.t()
+    if not untied:
+        return (v * mask) @ weight.t()
+    blocks = weight.chunk(mask.size(0), 0)
+    return torch.cat([(v * mask[g]) @ block.t() for g, block in enumerate(blocks)], 1)
+
 
 sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # (grad, y, *, grad_input): grad * y * (1 - y)
 tanh_backward = torch.ops.aten.tanh_backward.grad_input  # (grad, y, *, grad_input): grad * (1 - y^2)
