@@ -31,7 +31,7 @@ from benchmark.engine.sites import SITE_SPECS
 
 
 def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, weights: list[Tensor], has_biases: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """``(T, B, D), (B, H), (B, H) -> (T, B, H), (B, H), (B, H)`` on the fused kernel."""
+    """``(T, B, D), (B, H), (B, H) -> (T, B, H), (B, H), (B, H)`` on the native kernel."""
     out, h, c = _VF.lstm(
         x, (h0.unsqueeze(0), c0.unsqueeze(0)), weights, has_biases, 1, 0.0,
         torch.is_grad_enabled(),  # cuDNN keeps its backward workspace only when asked
@@ -41,7 +41,7 @@ def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, weights: list[Tensor], has_bia
 
 
 def gru_layer(x: Tensor, h0: Tensor, weights: list[Tensor], has_biases: bool) -> tuple[Tensor, Tensor]:
-    """``(T, B, D), (B, H) -> (T, B, H), (B, H)`` on the fused kernel."""
+    """``(T, B, D), (B, H) -> (T, B, H), (B, H)`` on the native kernel."""
     out, h = _VF.gru(x, h0.unsqueeze(0), weights, has_biases, 1, 0.0, torch.is_grad_enabled(), False, False)
     return out, h[0]
 

@@ -22,10 +22,8 @@ tensors (the LSTM's the tuple ``(list of h, list of c)``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Mapping
 
 import torch
@@ -215,7 +213,7 @@ class _DropoutRNN(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def trace(self, input: Tensor, hx: Any = None) -> tuple[Any, dict[int, tuple[Tensor, Tensor | None]]]:
-        """``forward`` on the reference loop, plus the carried state of every layer at every step.
+        """``forward`` on the reference path, plus the carried state of every layer at every step.
 
         Returns ``(forward's result, {layer: (h (T, B, H_l), c (T, B, H_l) or None)})``: the values
         each step hands to the next (masked, under ``state`` or ``c`` dropout). This is what
