@@ -1,7 +1,7 @@
 """This suite's training step against Keras 3's, the same language model in both, side by side.
 
 ``python -m benchmark.keras_compare [--widths 200,650] [--repeats N] [--warmup N] [--threads N]
-[--out DIR]`` times one training step (forward, loss, backward, gradient-norm clipping, SGD
+[--out DIR] [--readme README.md]`` times one training step (forward, loss, backward, gradient-norm clipping, SGD
 step) of the word-level language model of ``benchmark.speed``: embedding -> 2-layer LSTM of
 width W -> dense decoder over a 10k vocabulary, batch 20, BPTT 35, in four versions:
 
@@ -36,6 +36,14 @@ the suite's step with the same dropout run next to it, and ``x no dropout``: the
 rounds of each library's dropout step over its own no-dropout step next to it, which is the cost
 of recurrent dropout in that library.
 
+Published results. ``python -m benchmark.keras_compare --render
+docs/results/keras_cpu/keras_compare.json --readme README.md`` writes ``keras_compare.md`` again
+from a committed ``keras_compare.json`` (next to it, or in ``--out``) and the README's copy
+between ``<!-- keras_compare:table -->`` markers (``benchmark.publish``), without keras; with
+``--check`` it writes nothing and exits 1 naming each file that differs, so that no number of a
+published table is typed by hand. ``--readme`` on a measuring run puts its table into the
+README as well.
+
 Keras is an optional dependency (``pip install -e ".[compare]"``); without it the command
 exits 2 with one line saying so. This module imports no Hydra, ``runners`` or ``analysis``,
 and imports keras only when the command runs.
@@ -55,9 +63,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from benchmark.speed import Settings, Stepper, build, machine, machine_line, parse_widths, path_of
+from benchmark.publish import publish, readme_problem
+from benchmark.speed import Settings, Stepper, build, duration, machine, machine_line, parse_widths, path_of
 
 INSTALL = 'pip install -c constraints.txt -e ".[compare]"'
+MARKER = "keras_compare:table"  # the README block: <!-- keras_compare:table --> ... <!-- /keras_compare:table -->
+PUBLISHED = Path("docs/results/keras_cpu/keras_compare.json")
 DROPOUT = 0.5
 SUITE, KERAS = "suite", "keras"
 # (library, dropout) in the order of the table; the suite's names are its schemes.
@@ -311,6 +322,18 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def readme_note(result: dict[str, Any], source: str, command: str) -> str:
+    """The README block's last line: the run's time, its JSON and the command that wrote the block."""
+    return (f"*{duration(result['wall_s'])} of timing. Written from [keras_compare.json]({source}) by `{command}`; "
+            "`tests/test_keras_compare.py` fails if this block differs from what that file renders.*")
+
+
+def render(json_path: Path, out: Path | None = None, readme: Path | None = None, check: bool = False) -> int:
+    """``keras_compare.md`` and the README block from a ``keras_compare.json`` (``benchmark.publish``)."""
+    return publish(json_path, prog="benchmark.keras_compare", marker=MARKER, md_name="keras_compare.md",
+                   markdown=markdown, note=readme_note, out=out, readme=readme, check=check)
+
+
 def write(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out / "keras_compare.json", out / "keras_compare.md"
@@ -327,17 +350,41 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=7, help="interleaved rounds (default 7)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up steps per model (default 2)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads for both libraries (default: torch's)")
-    p.add_argument("--out", type=Path, default=Path("outputs/keras_compare"),
-                   help="output directory (default outputs/keras_compare/)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory (default outputs/keras_compare/; with --render, the JSON's directory)")
     p.add_argument("--vocab", type=int, default=10_000)
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--bptt", type=int, default=35)
+    p.add_argument("--render", type=Path, metavar="JSON",
+                   help=f"measure nothing, without keras: write keras_compare.md again from a keras_compare.json "
+                        f"(e.g. {PUBLISHED}), next to it or in --out")
+    p.add_argument("--readme", type=Path, metavar="README.md",
+                   help=f"also put the table into this README between <!-- {MARKER} --> markers")
+    p.add_argument("--check", action="store_true",
+                   help="with --render: write nothing; exit 1 if keras_compare.md or the README block differs "
+                        "from the JSON")
     return p
+
+
+PUBLISH_OPTIONS = ("out", "render", "readme", "check")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.check and args.render is None:
+        print("error: --check goes with --render JSON (the committed keras_compare.json to check against)",
+              file=sys.stderr)
+        return 2
+    if args.render is not None:
+        defaults = vars(parser.parse_args([]))
+        measuring = [k for k, v in vars(args).items() if k not in PUBLISH_OPTIONS and v != defaults[k]]
+        if measuring:
+            print(f"error: --render measures nothing; --{measuring[0]} is a measuring option", file=sys.stderr)
+            return 2
+        return render(args.render, args.out, args.readme, args.check)
+    args.out = args.out or Path("outputs/keras_compare")
     for name in ("repeats", "warmup", "threads", "vocab", "batch", "bptt"):
         value = getattr(args, name)
         if value < (0 if name in ("warmup", "threads") else 1):
@@ -345,6 +392,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.out.exists() and not args.out.is_dir():
         print(f"error: --out {args.out} is a file, not a directory", file=sys.stderr)
+        return 2
+    if args.readme is not None and (problem := readme_problem(args.readme, MARKER)):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         keras = import_keras()
@@ -361,6 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path, md_path = write(result, args.out)
     print(markdown(result))
     print(f"wrote {json_path} and {md_path} ({result['wall_s']} s)")
+    if args.readme is not None:
+        return render(json_path, None, args.readme)
     return 0
 
 

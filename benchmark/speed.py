@@ -1,8 +1,8 @@
 """Training-step speed of every scheme x cell against native ``torch.nn.LSTM`` / ``torch.nn.GRU``.
 
 ``python -m benchmark.speed [--quick] [--device cpu|cuda] [--threads N] [--widths small,medium]
-[--out DIR]`` times one training step of the language model (forward, backward, gradient
-clipping, SGD step: what ``benchmark.train`` does per segment) for every scheme of
+[--out DIR] [--readme README.md]`` times one training step of the language model (forward,
+backward, gradient clipping, SGD step: what ``benchmark.train`` does per segment) for every scheme of
 ``benchmark.engine.SCHEMES`` on the LSTM and the GRU, and of a baseline language model with
 the same embedding and decoder around the native ``torch.nn.LSTM`` / ``torch.nn.GRU`` (no
 recurrent dropout). Why: Keras' ``recurrent_dropout`` falls off cuDNN and runs ~25x slower
@@ -35,6 +35,13 @@ Targets (issue 7), printed per row: on CPU at medium width, in-loop schemes at m
 native, the schemes on the native kernel (none, naive, weightdrop) at most 1.05x; on
 CUDA at medium width, in-loop schemes at most 1.5x cuDNN. Other rows have no target.
 
+Published results. ``python -m benchmark.speed --render docs/results/speed_cpu/speed.json
+--readme README.md`` writes ``speed.md`` again from a committed ``speed.json`` (next to it, or in
+``--out``) and the README's copy between ``<!-- speed:table -->`` markers (``benchmark.publish``);
+with ``--check`` it writes nothing and exits 1 naming each file that differs, so that no
+number of a published table is typed by hand. ``--readme`` on a measuring run puts its table
+into the README as well.
+
 This module imports no Hydra, ``runners`` or ``analysis``.
 """
 
@@ -58,12 +65,15 @@ from torch import nn
 
 from benchmark.engine import SCHEMES
 from benchmark.model import LanguageModel
+from benchmark.publish import publish, readme_problem
 
 WIDTHS = {"small": 200, "medium": 650, "large": 1500}  # Zaremba et al. 2014
 CELLS = ("lstm", "gru")
 KERNEL_TARGET, LOOP_TARGET, CUDA_LOOP_TARGET = 1.05, 1.10, 1.50
 TARGET_WIDTH = "medium"
 NATIVE = "native"
+MARKER = "speed:table"  # the README block: <!-- speed:table --> ... <!-- /speed:table -->
+PUBLISHED = Path("docs/results/speed_cpu/speed.json")
 
 
 class NativeLM(nn.Module):
@@ -398,6 +408,22 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def readme_note(result: dict[str, Any], source: str, command: str) -> str:
+    """The README block's last line: the run's time, its JSON and the command that wrote the block."""
+    return (f"*{duration(result['wall_s'])} of timing. Written from [speed.json]({source}) by `{command}`; "
+            "`tests/test_speed.py` fails if this block differs from what that file renders.*")
+
+
+def render(json_path: Path, out: Path | None = None, readme: Path | None = None, check: bool = False) -> int:
+    """``speed.md`` and the README block from a ``speed.json`` (``benchmark.publish.publish``)."""
+    return publish(json_path, prog="benchmark.speed", marker=MARKER, md_name="speed.md", markdown=markdown,
+                   note=readme_note, out=out, readme=readme, check=check)
+
+
 def parse_widths(text: str) -> tuple[tuple[str, int], ...]:
     out = []
     for item in text.split(","):
@@ -424,7 +450,8 @@ def parse_list(allowed: Sequence[str]):
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmark.speed", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=Path("outputs/speed"), help="output directory (default outputs/speed/)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory (default outputs/speed/; with --render, the JSON's directory)")
     p.add_argument("--quick", action="store_true", help="small width, 1 warm-up + 3 rounds, no memory: under a minute")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
@@ -441,16 +468,42 @@ def make_parser() -> argparse.ArgumentParser:
     mem = p.add_mutually_exclusive_group()
     mem.add_argument("--memory", dest="memory", action="store_true", default=None, help="measure peak memory")
     mem.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak memory")
+    p.add_argument("--render", type=Path, metavar="JSON",
+                   help=f"measure nothing: write speed.md again from a speed.json (e.g. {PUBLISHED}), next to it "
+                        "or in --out")
+    p.add_argument("--readme", type=Path, metavar="README.md",
+                   help=f"also put the table into this README between <!-- {MARKER} --> markers")
+    p.add_argument("--check", action="store_true",
+                   help="with --render: write nothing; exit 1 if speed.md or the README block differs from the JSON")
     p.add_argument("--_memory-server", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
+PUBLISH_OPTIONS = ("out", "render", "readme", "check")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args = parser.parse_args(argv)
     if args._memory_server:
         _memory_server()
         return 0
+    if args.check and args.render is None:
+        print("error: --check goes with --render JSON (the committed speed.json to check against)", file=sys.stderr)
+        return 2
+    if args.render is not None:
+        defaults = vars(parser.parse_args([]))
+        measuring = [k for k, v in vars(args).items() if k not in PUBLISH_OPTIONS and v != defaults[k]]
+        if measuring:
+            print(f"error: --render measures nothing; --{measuring[0].replace('_', '-')} is a measuring option",
+                  file=sys.stderr)
+            return 2
+        return render(args.render, args.out, args.readme, args.check)
+    args.out = args.out or Path("outputs/speed")
+    if args.readme is not None and (problem := readme_problem(args.readme, MARKER)):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if args.device == "cuda" and not torch.cuda.is_available():
         print(f"error: --device cuda asked for, but this torch {torch.__version__} sees no CUDA device; "
               "use --device cpu", file=sys.stderr)
@@ -511,6 +564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / "speed.md").write_text(table)
     print(table)
     print(f"wrote {args.out / 'speed.json'} and {args.out / 'speed.md'} ({result['wall_s']} s)")
+    if args.readme is not None:
+        return render(args.out / "speed.json", None, args.readme)
     return 0
 
 
