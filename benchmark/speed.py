@@ -5,7 +5,7 @@
 backward, gradient clipping, SGD step: what ``benchmark.train`` does per segment) for every scheme of
 ``benchmark.engine.SCHEMES`` on the LSTM and the GRU, and of a baseline language model with
 the same embedding and decoder around the native ``torch.nn.LSTM`` / ``torch.nn.GRU`` (no
-recurrent dropout). Why: Keras' ``recurrent_dropout`` falls off cuDNN and runs ~25x slower
+recurrent dropout). Why: Keras' ``recurrent_dropout`` falls off cuDNN onto a per-step loop
 (tensorflow issue 38236); lmnt-com/haste shows DropConnect and zoneout can run at cuDNN
 speed. A scheme that makes a comparison impractically slow is a bug of this suite.
 
@@ -14,11 +14,10 @@ interleaved: after ``warmup`` steps each, every round runs each scheme once (rot
 order) between two native steps (``N A N B N C N ...``). Reported per configuration: the
 median step time, tokens/s (``batch * bptt`` over that median) and ``ratio``, the median
 over rounds of (step time / the mean of the two native steps around it). Why adjacent: on
-a shared machine the speed of a core changes within seconds (the same native step has
-measured 1.8 s and 3.8 s minutes apart, with CPU time tracking wall time, so it is not
-preemption), and a native step timed up to eight steps (~15 s at width 650) away made the
-per-round ratio swing by +-10 %. Why both sides: a native step on one side only (``N A B N``)
-still left the kernel's own control row, ``none``, at 1.09 in a run during which the
+a shared machine the speed of a core changes within seconds (with CPU time tracking wall
+time, so it is not preemption), and a native step timed several steps away made the
+per-round ratio swing by several percent. Why both sides: a native step on one side only
+(``N A B N``) still let the kernel's own control row, ``none``, drift above 1 while the
 machine slowed down; the mean of the steps before and after cancels a slowdown that starts
 or ends next to the scheme's step. Each step starts from a
 zero state (``hidden=None``): the cost is that of a carried state, and a scheme that
@@ -31,9 +30,17 @@ step, in a process forked per configuration from a helper that has imported torc
 run nothing: activations, gradients and allocator slack of two training steps, not the
 parameters. ``--no-memory`` skips it (``--quick`` skips it unless ``--memory``).
 
-Targets (issue 7), printed per row: on CPU at medium width, in-loop schemes at most 1.1x
-native, the schemes on the native kernel (none, naive, weightdrop) at most 1.05x; on
-CUDA at medium width, in-loop schemes at most 1.5x cuDNN. Other rows have no target.
+Targets (issues 7 and 16), printed per row: on CPU at medium width, the schemes on the
+hand-written segment at most 1.1x native, the schemes on the native kernel (none, naive,
+weightdrop) at most 1.05x; on CUDA at medium width, the segment schemes (there replayed as
+CUDA graphs) at most 1.5x cuDNN. Other rows have no target.
+
+Which CPU. The GEMMs, and so every ratio, depend on the vector instructions the kernels use;
+the machine line names the CPU's AVX-512 / AVX2 flags and the instruction set torch's own
+kernels dispatch to. To measure what another kind of x86 CPU would see, cap the libraries with
+their documented switches: ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+MKL_ENABLE_INSTRUCTIONS=AVX2 python -m benchmark.speed ...`` runs torch's kernels, oneDNN and
+MKL as on an AVX2 CPU without AVX-512; the caps in effect are recorded with the machine.
 
 Published results. ``python -m benchmark.speed --render docs/results/speed_cpu/speed.json
 --readme README.md`` writes ``speed.md`` again from a committed ``speed.json`` (next to it, or in
@@ -71,6 +78,8 @@ WIDTHS = {"small": 200, "medium": 650, "large": 1500}  # Zaremba et al. 2014
 CELLS = ("lstm", "gru")
 KERNEL_TARGET, LOOP_TARGET, CUDA_LOOP_TARGET = 1.05, 1.10, 1.50
 TARGET_WIDTH = "medium"
+# The switches that cap the instruction sets of torch's kernels, oneDNN and MKL (see the module doc).
+ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 NATIVE = "native"
 MARKER = "speed:table"  # the README block: <!-- speed:table --> ... <!-- /speed:table -->
 PUBLISHED = Path("docs/results/speed_cpu/speed.json")
@@ -359,6 +368,10 @@ def machine(device: torch.device) -> dict[str, Any]:
     vector = [name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags]
     info = {"cpu": cpu, "vector": ", ".join(vector) or "none", "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "python": platform.python_version(), "platform": platform.platform(), "device": str(device)}
+    info["kernels"] = torch.backends.cpu.get_cpu_capability()  # what torch's own kernels dispatch to
+    caps = {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)}
+    if caps:
+        info["isa_caps"] = caps
     if hasattr(os, "getloadavg"):
         info["load_avg_at_start"] = round(os.getloadavg()[0], 2)
     if device.type == "cuda":
@@ -368,8 +381,13 @@ def machine(device: torch.device) -> dict[str, Any]:
 
 
 def machine_line(m: dict[str, Any]) -> str:
-    line = (f"{m['cpu']} ({m.get('vector', 'vector flags unknown')}), {m['cores']} cores, torch {m['torch']}, {m['threads']} threads, "
-            f"device {m['device']}")
+    line = f"{m['cpu']} ({m.get('vector', 'vector flags unknown')}"
+    if "kernels" in m:
+        line += f"; torch kernels {m['kernels']}"
+    if m.get("isa_caps"):
+        line += "; capped with " + " ".join(f"{k}={v}" for k, v in m["isa_caps"].items())
+    threads = f"{m['threads']} thread" + ("" if m["threads"] == 1 else "s")
+    line += f"), {m['cores']} cores, torch {m['torch']}, {threads}, device {m['device']}"
     if "gpu" in m:
         line += f" ({m['gpu']}, CUDA {m['cuda']})"
     if "load_avg_at_start" in m:

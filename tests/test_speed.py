@@ -176,7 +176,8 @@ def test_the_readme_block_is_the_rendering_and_an_edited_number_fails_the_check(
     assert block.endswith("by `python -m benchmark.speed --render docs/results/speed_cpu/speed.json "
                           "--readme README.md`; `tests/test_speed.py` fails if this block differs from what "
                           "that file renders.*\n")
-    assert f" ({data['machine']['vector']}), " in block.splitlines()[2]  # the machine line names the vector flags
+    line = block.splitlines()[2]  # the machine line names the vector flags and what torch's kernels dispatch to
+    assert f" ({data['machine']['vector']}; torch kernels {data['machine']['kernels']})" in line
     assert speed.main(["--render", str(json_path), "--readme", str(readme), "--check"]) == 0
     readme.write_text(edit_a_number(text, "| 16 (16) | gru | zoneout |"))
     proc = subprocess.run([sys.executable, "-m", "benchmark.speed", "--render", str(json_path), "--readme",
@@ -214,3 +215,16 @@ def test_render_and_check_arguments_fail_in_one_line_before_any_work(tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "<!-- speed:table -->" in err
     assert not (tmp_path / "out").exists()  # nothing measured
+
+
+def test_the_machine_records_the_instruction_set_caps_in_effect(monkeypatch):
+    """A run capped to another CPU kind's instruction sets says so in its machine line (issue 16)."""
+    for key in speed.ISA_CAPS:
+        monkeypatch.delenv(key, raising=False)
+    plain = speed.machine(torch.device("cpu"))
+    assert "isa_caps" not in plain and "capped" not in speed.machine_line(plain)
+    assert plain["kernels"] == torch.backends.cpu.get_cpu_capability()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    capped = speed.machine(torch.device("cpu"))
+    assert capped["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert "capped with ONEDNN_MAX_CPU_ISA=AVX2" in speed.machine_line(capped)
