@@ -85,6 +85,12 @@ MARKER = "speed:table"  # the README block: <!-- speed:table --> ... <!-- /speed
 PUBLISHED = Path("docs/results/speed_cpu/speed.json")
 
 
+def marker_for(directory: Path) -> str:
+    """The README block a result directory publishes to: ``speed:table`` for the main table
+    (``speed_cpu``), ``<directory name>:table`` for any other (e.g. ``speed_cpu_avx2:table``)."""
+    return MARKER if directory.name == PUBLISHED.parent.name else f"{directory.name}:table"
+
+
 class NativeLM(nn.Module):
     """The baseline: the language model's embedding and decoder around ``torch.nn.LSTM``/``GRU``."""
 
@@ -438,7 +444,7 @@ def readme_note(result: dict[str, Any], source: str, command: str) -> str:
 
 def render(json_path: Path, out: Path | None = None, readme: Path | None = None, check: bool = False) -> int:
     """``speed.md`` and the README block from a ``speed.json`` (``benchmark.publish.publish``)."""
-    return publish(json_path, prog="benchmark.speed", marker=MARKER, md_name="speed.md", markdown=markdown,
+    return publish(json_path, prog="benchmark.speed", marker=marker_for(json_path.parent), md_name="speed.md", markdown=markdown,
                    note=readme_note, out=out, readme=readme, check=check)
 
 
@@ -490,7 +496,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help=f"measure nothing: write speed.md again from a speed.json (e.g. {PUBLISHED}), next to it "
                         "or in --out")
     p.add_argument("--readme", type=Path, metavar="README.md",
-                   help=f"also put the table into this README between <!-- {MARKER} --> markers")
+                   help=f"also put the table into this README between <!-- {MARKER} --> markers (for another --out "
+                        "than docs/results/speed_cpu: <!-- <its directory name>:table -->)")
     p.add_argument("--check", action="store_true",
                    help="with --render: write nothing; exit 1 if speed.md or the README block differs from the JSON")
     p.add_argument("--_memory-server", action="store_true", help=argparse.SUPPRESS)
@@ -519,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return render(args.render, args.out, args.readme, args.check)
     args.out = args.out or Path("outputs/speed")
-    if args.readme is not None and (problem := readme_problem(args.readme, MARKER)):
+    if args.readme is not None and (problem := readme_problem(args.readme, marker_for(args.out))):
         print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.device == "cuda" and not torch.cuda.is_available():

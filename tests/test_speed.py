@@ -192,15 +192,21 @@ def test_the_readme_block_is_the_rendering_and_an_edited_number_fails_the_check(
     assert speed.main(["--render", str(json_path), "--readme", str(readme), "--check"]) == 1
 
 
-def test_the_published_speed_table_is_what_its_json_gives(capsys):
-    if not PUBLISHED.is_file():
-        pytest.skip(f"{PUBLISHED.relative_to(ROOT)} is not committed yet: measure it with python -m benchmark.speed "
-                    "--threads 1 --out docs/results/speed_cpu --readme README.md, then commit the JSON, speed.md and "
-                    "the README")
-    assert speed.render(PUBLISHED, readme=ROOT / "README.md", check=True) == 0, capsys.readouterr().err
-    data = json.loads(PUBLISHED.read_text())
-    assert {"cpu", "vector", "cores", "torch", "threads", "device"} <= data["machine"].keys()
+@pytest.mark.parametrize("published", [PUBLISHED, ROOT / "docs" / "results" / "speed_cpu_avx2" / "speed.json"],
+                         ids=["speed_cpu", "speed_cpu_avx2"])
+def test_the_published_speed_table_is_what_its_json_gives(published, capsys):
+    if not published.is_file():
+        pytest.skip(f"{published.relative_to(ROOT)} is not committed yet: measure it with python -m benchmark.speed "
+                    f"--threads 1 --out {published.parent.relative_to(ROOT)} --readme README.md, then commit the JSON, "
+                    "speed.md and the README")
+    assert speed.render(published, readme=ROOT / "README.md", check=True) == 0, capsys.readouterr().err
+    data = json.loads(published.read_text())
+    assert {"cpu", "vector", "cores", "torch", "threads", "device", "kernels"} <= data["machine"].keys()
     assert data["command"].startswith("python -m benchmark.speed") and data["settings"] and data["rows"]
+    checked = [row for row in data["rows"] if row["target"] is not None]
+    assert checked and all(row["status"] == "PASS" for row in checked), "every speed target holds (issue 16)"
+    if published.parent.name.endswith("avx2"):  # run as on a CPU without AVX-512
+        assert data["machine"]["kernels"] == "AVX2" and data["machine"]["isa_caps"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
 
 
 def test_render_and_check_arguments_fail_in_one_line_before_any_work(tmp_path, capsys):
@@ -211,10 +217,12 @@ def test_render_and_check_arguments_fail_in_one_line_before_any_work(tmp_path, c
     assert speed.main(["--render", str(tmp_path / "missing.json")]) == 2
     assert capsys.readouterr().err.startswith(f"error: cannot render {tmp_path / 'missing.json'}: ")
     (tmp_path / "README.md").write_text("# no block\n")
-    assert speed.main([*TINY, "--out", str(tmp_path / "out"), "--readme", str(tmp_path / "README.md")]) == 2
+    assert speed.main([*TINY, "--out", str(tmp_path / "speed_cpu"), "--readme", str(tmp_path / "README.md")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "<!-- speed:table -->" in err
-    assert not (tmp_path / "out").exists()  # nothing measured
+    assert not (tmp_path / "speed_cpu").exists()  # nothing measured
+    assert speed.main([*TINY, "--out", str(tmp_path / "speed_cpu_avx2"), "--readme", str(tmp_path / "README.md")]) == 2
+    assert "<!-- speed_cpu_avx2:table -->" in capsys.readouterr().err  # another directory, its own block
 
 
 def test_the_machine_records_the_instruction_set_caps_in_effect(monkeypatch):
