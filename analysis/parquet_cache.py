@@ -18,7 +18,7 @@ from analysis.runs import Note, Runs
 
 RUNS_PARQUET, EVENTS_PARQUET, CACHE_META = "runs.parquet", "events.parquet", "collect.json"
 # Bumped whenever the columns change, so that a cache written by older code is not reused.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 def _atomic_parquet(frame: pd.DataFrame, path: Path) -> None:

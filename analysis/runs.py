@@ -3,9 +3,10 @@
 This module is the one place that knows what a run is made of: the run table's columns
 (``RUN_COLUMNS``) and how the report lists them (``RUN_LISTING``), the config keys a
 run's columns come from (``CONFIG_KEYS``) and the others the figures read, the keys a
-table row stands for (``GROUP_KEYS``), and how a run's resolved config is read back
-(``run_config``). The readers, the tables, the figures and the report all read it here,
-so that renaming a config key or adding a column is one edit.
+table row stands for (``GROUP_KEYS``), and how a run's resolved config and the dropout
+plan it ran are read back (``run_config``, ``run_plan``). The readers, the tables, the
+figures and the report all read it here, so that renaming a config key or adding a column
+is one edit.
 
 Why one schema: the tables, figures and the report work on DataFrames only, whichever
 source the runs came from (the local run store, ``analysis.store_reader``; a W&B project,
@@ -33,12 +34,13 @@ CELL_ORDER = ("lstm", "gru")
 
 # Columns of ``Runs.runs``: the summary fields, the dropout rate, what sets the run apart
 # from the other runs of its scheme and cell (``variant``), the paper's numbers, where the
-# run lives, and its resolved config as JSON text.
+# run lives, its resolved config as JSON text, and the dropout plan the engine ran as JSON
+# text (``plan``: the summary's ``plan``, see ``run_plan``; None for a run recorded without one).
 RUN_COLUMNS = ("run_name", "scheme", "cell", "data", "seed", "dropout", "variant", "status",
                "best_val_ppl", "test_ppl", "bayes_test_ppl", "mc_test_ppl", "epochs", "wall_s",
                "train_tokens_per_s", "diverged_step", "diverged_what", "error",
                "ref_source", "ref_val_ppl", "ref_test_ppl", "ref_mc_test_ppl",
-               "source", "url", "run_dir", "rel_dir", "root", "config")
+               "source", "url", "run_dir", "rel_dir", "root", "config", "plan")
 # Where a run's columns come from in its resolved config (``config.yaml``), for the
 # summary fields a summary leaves out; the summary wins where it has a value.
 CONFIG_KEYS = {"scheme": "scheme.name", "cell": "model.cell", "data": "data.name", "seed": "seed",
@@ -181,6 +183,27 @@ def run_config(run: Mapping[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def run_plan(run: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The dropout plan a run ran, as its ``summary.json`` recorded it, or None.
+
+    The plan is ``DropoutPlan.describe()`` of the model's recurrent module: ``{"scheme",
+    "cell", "options", "state_output", "sites": {site: {"rate", "granularity", "scaling",
+    "gate_masks", "in_recurrence", "carried", "compounds", "eval", "draw"}}}``. Analysis
+    reads facts about sites (which one compounds, at what rate) from here rather than from
+    the scheme's name. A run written before runs recorded their plan, or a W&B run whose
+    summary lacks it, has none: None, and whoever reads it treats the run as having no
+    known site facts. ``run`` is a row of the run table (``plan`` as JSON text) or a summary
+    (``plan`` as a mapping).
+    """
+    value = run.get("plan")
+    if isinstance(value, str) and value:
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return dict(value) if isinstance(value, Mapping) and isinstance(value.get("sites"), Mapping) else None
+
+
 # --- one run's row, whatever the source -------------------------------------------------
 
 
@@ -295,6 +318,8 @@ def run_row(summary: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, 
         for key in _FINISHED_ONLY:
             row[key] = math.nan
     row["config"] = json.dumps(config, sort_keys=True, default=str)
+    plan = run_plan(summary)
+    row["plan"] = None if plan is None else json.dumps(plan, sort_keys=True, default=str)
     row["_basis"] = _variant_basis(config, merged.get("dropout")) if config else {}
     return row
 

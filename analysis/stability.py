@@ -10,10 +10,17 @@ Perplexity only says *that* a run diverged; the job's stability probes (``"split
 masks on) say *how fast* the state grew, so a figure can put the measured growth per
 step beside ``1/keep``.
 
-Which schemes mask the carried state is a fact of the scheme registry
-(``benchmark.engine.schemes``). ``analysis`` must run where the training code is not
-installed, so the two sites are listed here; ``tests/test_figures.py`` checks the list
-against the registry.
+Which site, if any, compounds is read from each run's recorded plan (``summary.json``'s
+``plan``, the engine's ``DropoutPlan.describe()``, through ``analysis.runs.run_plan``): a
+site compounds when its masked value is carried to the next step and rescaled by 1/keep,
+so it depends on the scheme's options as well as its name (Moon's memory dropout under its
+default ``scaling: test`` does not compound, under ``scaling: inverted`` it does), and a
+scheme added to the registry needs no entry here. The rate at that site is the plan's too.
+
+Runs written before runs recorded their plan have no compounding site here: their probes
+are still drawn (norms, measured growth, overflow), but without the ``(1/keep)^t``
+reference or the 1/keep bar, and they sort with the schemes that do not mask the carried
+state. Rerunning them records the plan.
 """
 
 from __future__ import annotations
@@ -28,19 +35,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis.runs import CLIP_KEY, DROP_CELL_KEY, SCHEME_ORDER, Runs, column, config_value, run_config
+from analysis.runs import (CLIP_KEY, DROP_CELL_KEY, SCHEME_ORDER, Runs, column, config_value, run_config,
+                           run_plan)
 from analysis.plotting import (VARIANT_STYLES, SavedFigure, align_titles, cell_name, curve,
                                events_by_run, group_handles, group_order, legend, log_y, note_above, panel_runs,
                                panels, quiet_overflow, save_figure, scheme_colour, select,
                                short_variant, styled, variant_style, with_groups)
 
-# scheme -> cell -> the mask site that multiplies the carried state by mask/keep every
-# step ("state": h, and c too under drop_cell; "c": the LSTM memory). Must equal the
-# registry's sites in {"state", "c"} (checked by the tests).
-COMPOUNDING_SITES: Mapping[str, Mapping[str, str]] = {
-    "state_dropout": {"lstm": "state", "gru": "state"},
-    "moon": {"lstm": "c", "gru": "state"},
-}
 REFERENCE_STYLE = (0, (1, 1.5))  # dotted: theory, never a measurement
 CELL_MARKERS = {"gru": "o", "lstm": "s"}
 # log10 of the largest value a reference line is computed to (float64 overflows at 308).
@@ -49,26 +50,25 @@ _LOG10_MAX = 300.0
 
 # --- reading the probes ---------------------------------------------------------------
 
-def site_rate(dropout: Any, site: str) -> float | None:
-    """The dropout rate at ``site`` from a config's ``dropout``: a float applies to every
-    site of the scheme, a mapping ``{site: rate}`` names sites (others are 0), as in
-    ``benchmark.engine.schemes.resolve``. None when the value is unreadable."""
-    if isinstance(dropout, bool):
+def compounding_site(plan: Mapping[str, Any] | None) -> tuple[str, float | None] | None:
+    """``(site, rate)``: the site of a recorded plan whose mask compounds over time (the
+    carried value multiplied by mask/keep every step), with its rate; None when no site
+    compounds or the run recorded no plan (see the module docstring).
+
+    Where several sites compound, the one with the highest rate: its 1/keep is the fastest
+    growth the run can show. The rate is None when the plan's value is not a number.
+    """
+    if plan is None:
         return None
-    if isinstance(dropout, (int, float)):
-        return float(dropout)
-    if isinstance(dropout, Mapping):
-        value = dropout.get(site, 0.0)
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            return None
-    return None
-
-
-def compounding_site(scheme: Any, cell: Any) -> str | None:
-    """The site whose mask compounds over time for this scheme and cell, if any."""
-    return COMPOUNDING_SITES.get(str(scheme), {}).get(str(cell))
+    found: list[tuple[str, float | None]] = []
+    for name, site in (plan.get("sites") or {}).items():
+        if isinstance(site, Mapping) and site.get("compounds") is True:
+            rate = site.get("rate")
+            found.append((str(name), float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool)
+                          else None))
+    if not found:
+        return None
+    return max(found, key=lambda f: -1.0 if f[1] is None else f[1])
 
 
 def as_norms(values: Any) -> np.ndarray:
@@ -119,8 +119,8 @@ class ProbeRecord:
     overflow_at: int | None  # first non-finite step (0-based), None if none
     growth: float | None     # measured growth per step
     max_state: float
-    site: str | None         # the compounding mask site, None for a safe scheme
-    rate: float | None       # dropout rate at ``site``
+    site: str | None         # the compounding mask site from the run's plan; None: none, or no plan recorded
+    rate: float | None       # the plan's dropout rate at ``site``
 
     @property
     def keep(self) -> float | None:
@@ -199,10 +199,7 @@ def probe_records(runs: Runs) -> list[ProbeRecord]:
         if not len(norms):
             continue
         config = run_config(run.to_dict())
-        site = compounding_site(run["scheme"], run["cell"])
-        rate = site_rate(config.get("dropout", run.get("dropout")), site) if site else None
-        if site and rate is None:
-            rate = site_rate(run.get("dropout"), site)
+        site, rate = compounding_site(run_plan(run.to_dict())) or (None, None)
         drop_cell = bool(config_value(config, DROP_CELL_KEY) or False)
         growth = last.get("growth_per_step")
         growth = float(growth) if growth is not None and np.isfinite(float(growth)) else fit_growth(norms)

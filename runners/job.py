@@ -171,7 +171,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
     summary = {**summary_base(cfg), "status": "failed", "best_val_ppl": None, "test_ppl": None,
                "bayes_test_ppl": None, "mc_test_ppl": None, "epochs": 0, "wall_s": None,
                "train_tokens_per_s": None, "diverged_step": None, "error": None, "dir": str(ctx.job_dir),
-               "reference": build.reference(cfg)}
+               "reference": build.reference(cfg), "plan": None}
     # The signal is handed on only after summary.json is written and the W&B run closed.
     if joblib_worker():
         stop_when_orphaned()
@@ -185,6 +185,9 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                                        job_type="train", config=config, run_id=wandb_run_id(ctx.job_dir))
             dev = build.device(cfg)
             model = build.model(cfg, data.vocab_size)
+            # The plan the engine runs, as data: each site's rate, granularity, scaling and whether
+            # it compounds, so analysis reads what ran instead of re-deriving it from scheme names.
+            summary["plan"] = model.rnn.plan.describe()
             log.info("%s | %s | %s, %s params, device %s%s", cfg.run_name, data.describe(), model.rnn,
                      f"{sum(p.numel() for p in model.parameters()):,}", dev,
                      f" | resuming epoch {resume['progress']['epoch']} step {resume['progress']['step']}" if resume else "")

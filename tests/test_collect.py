@@ -21,9 +21,10 @@ import yaml
 import analysis.store_reader as store_reader
 from analysis.collect import main
 from analysis.parquet_cache import CACHE_META, EVENTS_PARQUET, RUNS_PARQUET
-from analysis.runs import RUN_COLUMNS
+from analysis.runs import RUN_COLUMNS, run_plan
 from analysis.store_reader import collect
 from analysis.wandb_reader import collect_wandb, history_events
+from test_report import resolved_plan
 
 PROBE_STEPS = 5
 ZAREMBA = {"source": "Zaremba et al. 2014, Table 1", "valid_ppl": 120.7, "test_ppl": 114.5}
@@ -66,8 +67,11 @@ def events_for(val: list[float], test: float | None, *, null_probe: bool = False
 def write_job(job: Path, *, scheme: str = "naive", cell: str = "lstm", seed: int = 0, val: tuple = (200.0, 150.0),
               test: float | None = 140.0, status: str = "finished", summary: bool = True, torn_tail: bool = False,
               reference: Any = None, summary_reference: Any = "from config", mc_test: float | None = None,
-              null_probe: bool = False, **config_options: Any) -> tuple[dict, dict, list[dict]]:
-    """A job directory as the run store writes it; returns (config, summary, events)."""
+              null_probe: bool = False, plan: dict | None = None, **config_options: Any
+              ) -> tuple[dict, dict, list[dict]]:
+    """A job directory as the run store writes it; returns (config, summary, events).
+    ``plan`` is the summary's recorded plan; without one the summary is as written before
+    runs recorded it."""
     job.mkdir(parents=True)
     config = config_for(scheme, cell, seed, reference=reference, **config_options)
     (job / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
@@ -81,6 +85,8 @@ def write_job(job: Path, *, scheme: str = "naive", cell: str = "lstm", seed: int
               "best_val_ppl": min(val), "test_ppl": test, "bayes_test_ppl": None, "mc_test_ppl": mc_test,
               "epochs": len(val), "wall_s": 3.5, "train_tokens_per_s": 950.0, "diverged_step": None,
               "error": None, "dir": str(job)}
+    if plan is not None:
+        record["plan"] = plan
     if summary_reference == "from config":
         record["reference"] = reference
     elif summary_reference != "absent":
@@ -163,11 +169,14 @@ def test_missing_path_is_an_error_before_reading(tmp_path: Path) -> None:
 def test_parquet_cache_round_trip_reuse_and_invalidation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     sweep, cache = tmp_path / "sweep", tmp_path / "cache"
     _, summary, events = write_job(sweep / "0", null_probe=True)
-    write_job(sweep / "1", scheme="variational", seed=1, reference=ZAREMBA)
+    plan = resolved_plan("variational", "lstm", 0.5)
+    write_job(sweep / "1", scheme="variational", seed=1, reference=ZAREMBA, plan=plan)
     write_job(sweep / "2", summary=False)  # skipped: the note must survive the cache too
 
     first = collect([sweep], cache=cache)
     assert (cache / RUNS_PARQUET).is_file() and (cache / EVENTS_PARQUET).is_file() and (cache / CACHE_META).is_file()
+    # the recorded plan is a column of JSON text; a summary without one has None there
+    assert [run_plan(r) for _, r in first.runs.iterrows()] == [None, plan]
 
     # The second call must not read the store at all: make reading it impossible.
     real = store_reader._collect_dirs
@@ -175,6 +184,7 @@ def test_parquet_cache_round_trip_reuse_and_invalidation(tmp_path: Path, monkeyp
     second = collect([sweep], cache=cache)
     pd.testing.assert_frame_equal(first.runs, second.runs)
     pd.testing.assert_frame_equal(first.events, second.events)
+    assert [run_plan(r) for _, r in second.runs.iterrows()] == [None, plan]
     assert [str(n) for n in second.skipped] == [str(n) for n in first.skipped] and len(second.skipped) == 1
 
     # Lists survive as lists of floats, the store's null as NaN.
@@ -287,7 +297,9 @@ def test_wandb_runs_map_to_the_same_tables_as_the_store(tmp_path: Path) -> None:
     sweep = tmp_path / "2026-01-01_00-00-00"
     jobs = {"a1": write_job(sweep / "0", scheme="naive", reference=ZAREMBA, mc_test=141.0),
             "b2": write_job(sweep / "1", scheme="variational", cell="gru", seed=3, val=(300.0, 250.0, 260.0)),
-            "c3": write_job(sweep / "2", scheme="moon", status="diverged", val=(400.0,), null_probe=True)}
+            "c3": write_job(sweep / "2", scheme="moon", status="diverged", val=(400.0,), null_probe=True,
+                            scheme_options={"scaling": "inverted"},
+                            plan=resolved_plan("moon", "lstm", 0.5, scaling="inverted"))}
     public = [tracked(run_id, *job, sweep.name) for run_id, job in jobs.items()]
     # killed before the tracker wrote the final summary: no status
     crashed = tracked("d4", jobs["a1"][0], {"run_name": "x", "scheme": "naive", "cell": "lstm", "data": "kjv"},
@@ -317,6 +329,10 @@ def test_wandb_runs_map_to_the_same_tables_as_the_store(tmp_path: Path) -> None:
     assert remote.events[lists].isna().all().all()
     ref = remote.runs.set_index("scheme").loc["naive"]
     assert (ref["ref_test_ppl"], ref["mc_test_ppl"]) == (114.5, 141.0)
+    # the plan the tracker copied into the W&B summary comes back as the store's
+    plans = {r["scheme"]: run_plan(r) for _, r in remote.runs.iterrows()}
+    assert plans["moon"] == jobs["c3"][1]["plan"] and plans["moon"]["sites"]["c"]["compounds"] is True
+    assert plans["naive"] is None and plans["variational"] is None
 
 
 def test_history_rows_split_into_one_event_per_prefix() -> None:

@@ -18,9 +18,9 @@ import torch
 from analysis.store_reader import collect
 from analysis.figures import write_figures
 from analysis.plotting import FORMATS, SCHEME_COLOURS, SavedFigure, group_label, scheme_colour, short_variant
-from analysis.stability import (COMPOUNDING_SITES, fit_growth, probe_records, reference_line, site_rate)
+from analysis.stability import compounding_site, fit_growth, probe_records, reference_line
 from test_report import (FINISHED, KEEP, NEW_SCHEME, PROBE_STEPS, add_new_scheme, build_sweep, exploding_probe,
-                         write_job)
+                         flat_probe, resolved_plan, write_job)
 
 ALL = ("val_ppl", "test_ppl", "train_vs_val_ppl", "train_ppl_steps", "state_norm", "grad_norm", "divergence",
        "explosion")
@@ -184,35 +184,49 @@ def test_a_scheme_the_suite_does_not_ship_is_in_every_figure_after_the_others_in
     assert figures["train_ppl_steps"].drawn["groups"].count(NEW_SCHEME) == 4
     for name, key in (("state_norm", "lines"), ("grad_norm", "lines"), ("divergence", "runs"), ("explosion", "cases")):
         assert any(r["run"].startswith(f"{NEW_SCHEME}-") for r in figures[name].drawn[key]), name
+    # its runs' plans say their state compounds at 0.5: the 1/keep reference comes from the plan alone
+    new_lines = {r["run"] for r in figures["state_norm"].drawn["lines"] if r["run"].startswith(f"{NEW_SCHEME}-")}
+    new_refs = {r["run"]: r for r in figures["state_norm"].drawn["references"] if r["run"] in new_lines}
+    assert set(new_refs) == new_lines and all(r["per_step"] == pytest.approx(2.0) for r in new_refs.values())
     colour = scheme_colour(NEW_SCHEME)
     assert colour not in SCHEME_COLOURS.values()
     for name, figure in figures.items():
         assert colour in figure.path.with_suffix(".svg").read_text(encoding="utf-8"), name
 
-def test_compounding_sites_match_the_scheme_registry() -> None:
-    """analysis may not import the engine, so it lists the sites that multiply the carried
-    state by mask/keep; the registry is the authority."""
-    from benchmark.engine.schemes import CELLS, SCHEMES
+def test_the_compounding_site_and_its_rate_are_the_recorded_plans() -> None:
+    """Read from the plan each run recorded (the engine's ``describe()``), options included:
+    no list of scheme names in analysis to keep in step with the registry."""
+    assert compounding_site(resolved_plan("state_dropout", "gru", 0.25)) == ("state", 0.25)
+    assert compounding_site(resolved_plan("state_dropout", "lstm", 0.3, drop_cell=True)) == ("state", 0.3)
+    assert compounding_site(resolved_plan("state_dropout", "gru", 0.25, scaling="test")) is None
+    assert compounding_site(resolved_plan("moon", "lstm", 0.4)) is None  # {0, 1} mask: nothing grows
+    assert compounding_site(resolved_plan("moon", "lstm", 0.4, scaling="inverted")) == ("c", 0.4)
+    assert compounding_site(resolved_plan("moon", "gru", 0.4, scaling="inverted")) == ("state", 0.4)
+    for scheme in ("none", "naive", "variational", "semeniuta", "weightdrop", "zoneout"):
+        for cell in ("lstm", "gru"):
+            assert compounding_site(resolved_plan(scheme, cell, 0.5)) is None, (scheme, cell)
+    assert compounding_site(None) is None  # a run written before runs recorded their plan
 
-    for name, scheme in SCHEMES.items():
-        for cell in CELLS:
-            registry = set(scheme.sites_for(cell)) & {"state", "c"}
-            listed = COMPOUNDING_SITES.get(name, {}).get(cell)
-            assert registry == ({listed} if listed else set()), (name, cell)
 
-
-def test_site_rate_reads_a_float_or_a_mapping() -> None:
-    assert site_rate(0.25, "state") == 0.25
-    assert site_rate({"state": 0.3, "x": 0.5}, "state") == 0.3
-    assert site_rate({"x": 0.5}, "state") == 0.0  # a mapping leaves the others at 0, as resolve() does
-    assert site_rate("bogus", "state") is None and site_rate(True, "state") is None
+def test_one_scheme_and_cell_compounds_or_not_as_each_runs_plan_says(tmp_path: Path) -> None:
+    """Two Moon GRU runs alike but for ``scheme.scaling``, and one written before plans were
+    recorded: the reference and 1/keep follow each summary's plan, and the old run is still drawn."""
+    for name, plan in (("test", True), ("inverted", resolved_plan("moon", "gru", 0.5, scaling="inverted")),
+                       ("old", False)):
+        write_job(tmp_path / "sweep" / name, scheme="moon", cell="gru", seed=0, val=[300.0], test=None,
+                  status="diverged", diverged_step=4, probe=flat_probe("gru", 2.0), plan=plan)
+    records = {Path(r.run_dir).name: r for r in probe_records(collect([tmp_path / "sweep"]))}
+    assert (records["inverted"].site, records["inverted"].inv_keep) == ("state", pytest.approx(2.0))
+    assert records["test"].site is None and records["test"].inv_keep is None and reference_line(records["test"]) is None
+    assert records["old"].site is None and records["old"].growth == pytest.approx(1.001)
+    figures = {f.name: f for f in write_figures(collect([tmp_path / "sweep"]), tmp_path / "figures")}
+    assert len(figures["state_norm"].drawn["lines"]) == 3 and len(figures["state_norm"].drawn["references"]) == 1
+    assert [c["inv_keep"] for c in figures["explosion"].drawn["cases"]].count(None) == 2
 
 
 def test_a_per_site_dropout_mapping_sets_keep(tmp_path: Path) -> None:
     write_job(tmp_path / "sweep" / "0", scheme="state_dropout", cell="gru", seed=0, val=[300.0], test=None,
-              status="diverged", diverged_step=4, probe=exploding_probe())
-    config = tmp_path / "sweep" / "0" / "config.yaml"
-    config.write_text(config.read_text().replace("dropout: 0.5", "dropout:\n  state: 0.2\n  out: 0.5"))
+              status="diverged", diverged_step=4, probe=exploding_probe(), dropout={"state": 0.2})
     (record,) = probe_records(collect([tmp_path / "sweep"]))
     assert record.keep == pytest.approx(0.8)
 

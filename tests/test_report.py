@@ -50,10 +50,17 @@ def exploding_probe(overflow_at: int = 40) -> dict:
 def write_job(job: Path, *, scheme: str, cell: str, seed: int, val: list[float], test: float | None,
               status: str = "finished", dropout: float = 0.5, summary: bool = True,
               error: str | None = None, torn_tail: bool = False, diverged_step: int | None = None,
-              probe: dict | None = None, hydra: list[str] | None = None) -> None:
+              probe: dict | None = None, hydra: list[str] | None = None, plan: dict | bool = True) -> None:
     """A job directory as runners/run_store.py writes it: config, metrics (train events
     with gradient norms, validation, test, a stability probe after each epoch or, with
-    ``probe``, at divergence) and the summary, plus Hydra's ``.hydra/overrides.yaml``."""
+    ``probe``, at divergence) and the summary, plus Hydra's ``.hydra/overrides.yaml``.
+
+    The summary's ``plan`` is, with ``plan=True``, the engine's own description of the
+    scheme resolved for this cell and dropout, as a job records it (none for a scheme the
+    registry lacks); ``plan=False`` writes a summary from before runs recorded their plan;
+    a dict is written as the plan."""
+    if plan is True:
+        plan = resolved_plan(scheme, cell, dropout)
     job.mkdir(parents=True)
     run_name = f"{scheme}-{cell}-s{seed}"
     (job / "config.yaml").write_text(
@@ -98,7 +105,17 @@ def write_job(job: Path, *, scheme: str, cell: str, seed: int, val: list[float],
             "test_ppl": test, "bayes_test_ppl": None, "epochs": len(val), "wall_s": 12.5,
             "train_tokens_per_s": 1234.5, "diverged_step": diverged_step, "error": error,
             **({"diverged_what": "loss"} if diverged_step is not None else {}),
+            **({"plan": plan} if plan else {}),
         }, indent=2))
+
+
+def resolved_plan(scheme: str, cell: str, dropout: float | dict, **options) -> dict | None:
+    """``DropoutPlan.describe()`` as the job records it in ``summary.json``, None for a
+    scheme the registry does not have. (The engine is imported here, by the test that
+    writes the files, never by the analysis that reads them.)"""
+    from benchmark.engine.schemes import SCHEMES, resolve
+
+    return resolve(scheme, cell, dropout, **options).describe() if scheme in SCHEMES else None
 
 
 # (scheme, cell, seed) -> (validation ppl per epoch, test ppl)
@@ -144,13 +161,24 @@ def build_sweep(sweep: Path) -> dict[str, Path]:
 NEW_SCHEME = "a_brand_new"
 
 
+def new_scheme_plan(cell: str) -> dict:
+    """The plan a job of ``NEW_SCHEME`` records: the engine that ran it has the scheme, this
+    checkout's registry does not. Its carried state compounds (inverted scaling), so the
+    stability figures must draw its 1/keep from the plan alone."""
+    return {"scheme": NEW_SCHEME, "cell": cell, "options": {"scaling": "inverted"}, "state_output": "masked",
+            "sites": {"state": {"rate": 0.5, "granularity": "sequence", "scaling": "inverted", "gate_masks": None,
+                                "in_recurrence": True, "carried": True, "compounds": True, "eval": "identity",
+                                "draw": "dropout"}}}
+
+
 def add_new_scheme(sweep: Path) -> None:
     """Two LSTM seeds, one GRU run and one diverged GRU run of ``NEW_SCHEME`` into a sweep."""
     for i, (cell, seed) in enumerate((("lstm", 0), ("lstm", 1), ("gru", 0))):
         write_job(sweep / f"new-{i}", scheme=NEW_SCHEME, cell=cell, seed=seed, val=[330.0, 200.0, 190.0 + seed],
-                  test=185.0 + seed, hydra=[f"scheme={NEW_SCHEME}", f"model={cell}", f"seed={seed}"])
+                  test=185.0 + seed, hydra=[f"scheme={NEW_SCHEME}", f"model={cell}", f"seed={seed}"],
+                  plan=new_scheme_plan(cell))
     write_job(sweep / "new-3", scheme=NEW_SCHEME, cell="gru", seed=1, val=[300.0], test=None, status="diverged",
-              diverged_step=6)
+              diverged_step=6, plan=new_scheme_plan("gru"))
 
 class TableReader(HTMLParser):
     """Reads the page back as a browser's DOM would hold it: the scheme table's cells by

@@ -130,4 +130,7 @@ def test_a_training_job_logs_a_train_run_whose_summary_is_its_best_epoch(run_cli
     assert wandb_summary["val/ppl"] == {"min": pytest.approx(min(val))}
     assert wandb_summary["val/ppl"]["min"] == pytest.approx(summary["best_val_ppl"])
     assert wandb_summary["test/ppl"] == {"last": pytest.approx(summary["test_ppl"])}
+    # the run facts of summary.json go with it, the resolved dropout plan included
+    assert summary["plan"]["scheme"] == "naive" and set(summary["plan"]["sites"]) == {"x", "out"}
+    assert wandb_summary["plan"] == summary["plan"]
     assert metric_definitions(records)["val/ppl"]["summary"] == {"min": True}
