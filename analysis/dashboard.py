@@ -100,7 +100,8 @@ def build_report(entity: str, project: str, group: str, title: str | None = None
             wr.PanelGrid(runsets=[runset("sweep " + group)], panels=[line(*c) for c in CURVES]),
             wr.H1("Stability probes"),
             wr.P("After every epoch the recurrent stack runs 200 steps with masks on. A carried state that grows "
-                 "by 1/keep per step (GRU with state dropout, Moon's cell dropout) ends in a divergence."),
+                 "by 1/keep per step (a site whose plan says it compounds: the GRU with state dropout, Moon's cell "
+                 "dropout with inverted scaling) ends in a divergence."),
             wr.PanelGrid(runsets=[runset("sweep " + group)], panels=[line(*p) for p in PROBES]),
         ])
 

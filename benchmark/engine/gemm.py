@@ -56,6 +56,11 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return torch.nn.functional.linear(x, weight, bias)
 
 
+def input_grad(grad: Tensor, weight: Tensor) -> Tensor:
+    """``grad @ weight``: ``(M, N), (N, K) -> (M, K)``, the gradient of a linear's input."""
+    return linear(grad, weight.t())
+
+
 def weight_grad(grad: Tensor, x: Tensor, out: Tensor | None = None) -> Tensor:
     """``grad^T @ x``: ``(M, N), (M, K) -> (N, K)``, the gradient of a linear's weight.
 
@@ -100,6 +105,12 @@ class Recurrent:
 
     def __init__(self, weight: Tensor, gates: int, masks, untied: bool, batch: int, forward: bool) -> None:
         self.gates, self.hidden, self.untied, self.masks = gates, weight.size(1), untied, masks
+        if untied:  # each step's mask split per gate once, a mask fixed over the segment once in all
+            split: dict[int, tuple[Tensor, ...]] = {}
+            for m in masks:
+                if id(m) not in split:
+                    split[id(m)] = m.unbind(0)
+            self.masks = [split[id(m)] for m in masks]
         blocks = weight.split(self.hidden) if untied else (weight,)  # (G*H, H) or G x (H, H)
         if forward:
             self.products = [PackedLinear(u, batch) for u in blocks]
@@ -115,7 +126,7 @@ class Recurrent:
         if not self.untied:
             hm = h if self.masks is None else h * self.masks[t]
             return self.products[0](hm, base).chunk(self.gates, 1)
-        m = self.masks[t]  # (G, B|1, H)
+        m = self.masks[t]  # G x (B|1, H)
         return [product(h * m[g], None if base is None else base[g]) for g, product in enumerate(self.products)]
 
     def forward(self, h: Tensor, base: Tensor | None, t: int) -> Tensor:
@@ -192,16 +203,10 @@ class _Projection(torch.autograd.Function):
                 masked = (x.unsqueeze(0) * gate_masks).reshape(gates, steps * batch, width)  # (G, T*B, D)
             blocks = weight.split(hidden)
             biases = (None,) * gates if bias is None else bias.split(hidden)
-            if gate_major:  # each gate's product straight into its block
-                out = x.new_empty(gates, steps * batch, hidden)
-                for g in range(gates):
-                    if bias is None:
-                        torch.mm(masked[g], blocks[g].t(), out=out[g])
-                    else:
-                        torch.addmm(biases[g], masked[g], blocks[g].t(), out=out[g])
-                out = out.view(gates, steps, batch, hidden)
+            parts = [linear(masked[g], blocks[g], biases[g]) for g in range(gates)]
+            if gate_major:  # each gate's product in its own block
+                out = torch.stack(parts).view(gates, steps, batch, hidden)
             else:
-                parts = [linear(masked[g], blocks[g], biases[g]) for g in range(gates)]
                 out = torch.cat(parts, 1).view(steps, batch, gates * hidden)
         ctx.gates, ctx.gate_major = gates, gate_major
         ctx.has_bias = bias is not None
@@ -221,7 +226,7 @@ class _Projection(torch.autograd.Function):
             steps, batch, gh = grad.shape
             flat = grad.reshape(steps * batch, gh)  # (T*B, G*H)
             if gate_masks is None:
-                d_x = linear(flat, weight.t()).view(steps, batch, width) if ctx.needs_input_grad[0] else None
+                d_x = input_grad(flat, weight).view(steps, batch, width) if ctx.needs_input_grad[0] else None
                 d_w = weight_grad(flat, masked) if ctx.needs_input_grad[1] else None
                 d_b = flat.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
                 return d_x, d_w, d_b, None, None, None
@@ -230,11 +235,11 @@ class _Projection(torch.autograd.Function):
         blocks = weight.split(hidden)
         if ctx.needs_input_grad[0]:
             shape = (steps, batch, width)
-            d_x = linear(rows[0], blocks[0].t()).view(shape)
+            d_x = input_grad(rows[0], blocks[0]).view(shape)
             if gate_masks is not None:
                 d_x = d_x * gate_masks[0]
             for g in range(1, gates):
-                part = linear(rows[g], blocks[g].t()).view(shape)
+                part = input_grad(rows[g], blocks[g]).view(shape)
                 if gate_masks is None:
                     d_x.add_(part)
                 else:
