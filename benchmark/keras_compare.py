@@ -63,7 +63,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from benchmark.publish import publish, readme_problem
+from benchmark.publish import publish, readme_problem, usage_problem
 from benchmark.speed import Settings, Stepper, build, duration, machine, machine_line, parse_widths, path_of
 
 INSTALL = 'pip install -c constraints.txt -e ".[compare]"'
@@ -366,23 +366,14 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-PUBLISH_OPTIONS = ("out", "render", "readme", "check")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
     args = parser.parse_args(argv)
-    if args.check and args.render is None:
-        print("error: --check goes with --render JSON (the committed keras_compare.json to check against)",
-              file=sys.stderr)
+    if problem := usage_problem(parser, args, "keras_compare.json"):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.render is not None:
-        defaults = vars(parser.parse_args([]))
-        measuring = [k for k, v in vars(args).items() if k not in PUBLISH_OPTIONS and v != defaults[k]]
-        if measuring:
-            print(f"error: --render measures nothing; --{measuring[0]} is a measuring option", file=sys.stderr)
-            return 2
         return render(args.render, args.out, args.readme, args.check)
     args.out = args.out or Path("outputs/keras_compare")
     for name in ("repeats", "warmup", "threads", "vocab", "batch", "bptt"):

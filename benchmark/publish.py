@@ -9,6 +9,7 @@ nothing of the suite (``benchmark`` imports no Hydra, ``runners`` or ``analysis`
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -83,3 +84,24 @@ def publish(json_path: Path, *, prog: str, marker: str, md_name: str, markdown: 
         path.write_text(content)
         print(f"wrote {path}")
     return 0
+
+
+PUBLISH_OPTIONS = ("out", "render", "readme", "check")
+
+
+def usage_problem(parser: argparse.ArgumentParser, args: argparse.Namespace, json_name: str) -> str | None:
+    """What is wrong with a publishing command line, in one line, or None.
+
+    ``--check`` needs ``--render JSON``, and ``--render`` measures nothing, so it takes no
+    measuring option (any option but ``--out``, ``--render``, ``--readme``, ``--check`` set to
+    other than its default).
+    """
+    if args.check and args.render is None:
+        return f"--check goes with --render JSON (the committed {json_name} to check against)"
+    if args.render is not None:
+        defaults = vars(parser.parse_args([]))
+        measuring = [k for k, v in vars(args).items() if k not in PUBLISH_OPTIONS and v != defaults[k]]
+        if measuring:
+            return f"--render measures nothing; --{measuring[0].replace('_', '-')} is a measuring option"
+    return None
+

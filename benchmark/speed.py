@@ -72,7 +72,7 @@ from torch import nn
 
 from benchmark.engine import SCHEMES
 from benchmark.model import LanguageModel
-from benchmark.publish import publish, readme_problem
+from benchmark.publish import publish, readme_problem, usage_problem
 
 WIDTHS = {"small": 200, "medium": 650, "large": 1500}  # Zaremba et al. 2014
 CELLS = ("lstm", "gru")
@@ -504,9 +504,6 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
-PUBLISH_OPTIONS = ("out", "render", "readme", "check")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
@@ -514,16 +511,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args._memory_server:
         _memory_server()
         return 0
-    if args.check and args.render is None:
-        print("error: --check goes with --render JSON (the committed speed.json to check against)", file=sys.stderr)
+    if problem := usage_problem(parser, args, "speed.json"):
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.render is not None:
-        defaults = vars(parser.parse_args([]))
-        measuring = [k for k, v in vars(args).items() if k not in PUBLISH_OPTIONS and v != defaults[k]]
-        if measuring:
-            print(f"error: --render measures nothing; --{measuring[0].replace('_', '-')} is a measuring option",
-                  file=sys.stderr)
-            return 2
         return render(args.render, args.out, args.readme, args.check)
     args.out = args.out or Path("outputs/speed")
     if args.readme is not None and (problem := readme_problem(args.readme, marker_for(args.out))):

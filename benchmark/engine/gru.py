@@ -23,7 +23,8 @@ from torch.autograd.function import once_differentiable
 from benchmark.engine import gemm, native
 from benchmark.engine.cuda_graphs import run_steps
 from benchmark.engine.masks import Mask, SegmentMasks, segment_masks
-from benchmark.engine.segment import gate_product, output_grads, recurrent_inputs, sigmoid_backward, tanh_backward
+from benchmark.engine.segment import (carry_state, gate_product, output_grads, recurrent_inputs, sigmoid_backward,
+                                      tanh_backward)
 
 GATES = 3
 
@@ -88,10 +89,7 @@ def gru_forward_steps(xw: Tensor, h0: Tensor, weight_hh: Tensor, bias_hh: Tensor
         if m.zoneout is not None:
             h.lerp_(hp, m.zoneout[t])
         if m.state is not None:
-            if carried is out:
-                h.mul_(m.state[t])
-            else:
-                h = torch.mul(h, m.state[t], out=carried[t])
+            h = carry_state(h, m, t, carried, out)  # compounds 1/keep through z*h (the explosion)
         hp = h
     return out, None if carried is out else carried, recs, rzs, ns, hp.clone()
 

@@ -29,7 +29,8 @@ from torch.autograd.function import once_differentiable
 from benchmark.engine import gemm, native
 from benchmark.engine.cuda_graphs import run_steps
 from benchmark.engine.masks import Mask, SegmentMasks, segment_masks
-from benchmark.engine.segment import gate_product, output_grads, recurrent_inputs, sigmoid_backward, tanh_backward
+from benchmark.engine.segment import (carry_state, gate_product, output_grads, recurrent_inputs, sigmoid_backward,
+                                      tanh_backward)
 
 GATES = 4
 
@@ -123,10 +124,7 @@ def lstm_forward_steps(xw: Tensor, h0: Tensor, c0: Tensor, weight_hh: Tensor, m:
             h.lerp_(hp, m.zoneout[t])
             c.lerp_(cp, m.zoneout_c[t])
         if m.state is not None:
-            if carried is out:
-                h.mul_(m.state[t])
-            else:
-                h = torch.mul(h, m.state[t], out=carried[t])
+            h = carry_state(h, m, t, carried, out)
             if m.state_c is not None:
                 c.mul_(m.state_c[t])
         hp, cp = h, c

@@ -30,6 +30,14 @@ sigmoid_backward = torch.ops.aten.sigmoid_backward.grad_input  # (grad, y, *, gr
 tanh_backward = torch.ops.aten.tanh_backward.grad_input  # (grad, y, *, grad_input): grad * (1 - y^2)
 
 
+def carry_state(h: Tensor, m: SegmentMasks, t: int, carried: Tensor, out: Tensor) -> Tensor:
+    """The ``state`` mask on the step's new h, which is carried on: in place when the step's output is
+    the carried value, else into ``carried[t]`` (TensorFlow: the output is taken before the mask)."""
+    if carried is out:
+        return h.mul_(m.state[t])
+    return torch.mul(h, m.state[t], out=carried[t])
+
+
 def output_grads(m: SegmentMasks, dh: Tensor, d_out: Tensor | None, t: int) -> Tensor:
     """Gradient reaching the step's h before the ``state`` mask, from the carried h and the output ``d_out``."""
     if m.state is None:
