@@ -76,9 +76,9 @@ def _signature(t: Tensor | None) -> tuple | None:
 
 
 class _Entry:
-    """One captured (or, without capture, merely staged) call of ``fn``."""
+    """One captured (or, without capture, merely staged) ``call`` of a loop function on static inputs."""
 
-    def __init__(self, fn: Callable, inputs: list[Tensor | None], call: Callable, capture: bool) -> None:
+    def __init__(self, inputs: list[Tensor | None], call: Callable, capture: bool) -> None:
         self.static = [None if t is None else torch.empty_like(t).copy_(t) for t in inputs]
         self.call, self.graph, self.outputs = call, None, None
         if capture:
@@ -122,7 +122,7 @@ class GraphCache:
             def call(static: list[Tensor | None]) -> Any:
                 return self.fn(*static[:count], expand_masks(layout, static[count:], steps), *flags)
 
-            entry = self.entries[key] = _Entry(self.fn, inputs, call, self.capture)
+            entry = self.entries[key] = _Entry(inputs, call, self.capture)
         return entry(inputs)
 
 

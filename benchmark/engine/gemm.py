@@ -157,7 +157,7 @@ def recurrent_weight_grad(da: Tensor, inputs: Tensor, gates: int, untied: bool, 
     """``dU = sum_t dA_t^T h_in_t`` in one product over all ``T*B`` rows (untied: one per gate).
 
     ``da`` is (T, B, G*H), or (G, T, B, H) when ``gate_major``; ``inputs`` the h that entered
-    U at every step: (T, B, H), or (G|1, T, B, H) with untied masks.
+    U at every step: (T, B, H), or (G, T, B, H) with untied masks (``segment.recurrent_inputs``).
     """
     if gate_major:
         _, steps, batch, hidden = da.shape
@@ -171,8 +171,7 @@ def recurrent_weight_grad(da: Tensor, inputs: Tensor, gates: int, untied: bool, 
         rows = [flat[:, g * hidden:(g + 1) * hidden] for g in range(gates)]
     grad = da.new_empty(gates * hidden, hidden)
     for g in range(gates):
-        h_in = inputs[g if inputs.size(0) == gates else 0].reshape(steps * batch, hidden)
-        weight_grad(rows[g], h_in, out=grad[g * hidden:(g + 1) * hidden])
+        weight_grad(rows[g], inputs[g].reshape(steps * batch, hidden), out=grad[g * hidden:(g + 1) * hidden])
     return grad  # (G*H, H)
 
 

@@ -188,8 +188,8 @@ class SegmentMasks:
         self.input_untied, self.h_in_untied, self.output_pre_mask = input_untied, h_in_untied, output_pre_mask
 
     def __getattr__(self, name: str) -> StepMasks:
-        if name in STEP_FIELDS:
-            return self.__dict__["steps"].get(name)
+        if name in STEP_FIELDS:  # only asked for a field the instance lacks: read it from the lists
+            return self.__dict__.get("steps", {}).get(name)
         raise AttributeError(name)
 
     @property
