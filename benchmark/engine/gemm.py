@@ -12,9 +12,11 @@ operand (``dA^T H``) and for the small-batch products of the recurrence. So:
   block per gate under untied masks) is reordered once into oneDNN's blocked layout and
   run through oneDNN's prepacked linear, with the addition of the step's input term fused
   in (``PackedLinear``);
-* the segment-wide products go through oneDNN's linear (``linear``), and a weight gradient
-  ``D^T X`` is computed as ``(X^T D)^T`` (``weight_grad``), the orientation both libraries
-  run fastest.
+* the segment-wide products go through oneDNN's linear (``linear``), operands passed as
+  the transposed views they are: oneDNN reads the strides, where a ``.contiguous()`` copy
+  of a transposed (G*H, H) weight costs more than the copy itself saves (``input_grad``),
+  and a weight gradient ``D^T X`` is one oneDNN product of two transposed views
+  (``weight_grad``) instead of MKL's slower transposed-left ``mm``.
 
 Everything falls back to ``mm``/``addmm`` where oneDNN's prepacked linear is missing or does
 not apply (other dtypes, CUDA). Results are the same products up to summation order.
@@ -52,7 +54,7 @@ def use_onednn(t: Tensor) -> bool:
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``x @ weight^T (+ bias)``: ``(M, K), (N, K) -> (M, N)``."""
     if use_onednn(x):
-        return _linear(x, weight.contiguous(), bias, "none", [], "")
+        return _linear(x, weight, bias, "none", [], "")
     return torch.nn.functional.linear(x, weight, bias)
 
 
@@ -64,9 +66,14 @@ def input_grad(grad: Tensor, weight: Tensor) -> Tensor:
 def weight_grad(grad: Tensor, x: Tensor, out: Tensor | None = None) -> Tensor:
     """``grad^T @ x``: ``(M, N), (M, K) -> (N, K)``, the gradient of a linear's weight.
 
-    Computed as ``(x^T grad)^T`` and laid out contiguously, as the parameter is (written into
-    ``out``, a contiguous (N, K) block, when given: one gate's rows of a larger weight).
+    oneDNN: ``linear(grad^T, x^T)``, both transposed views, the result contiguous (N, K) as the
+    parameter is. Elsewhere ``(x^T grad)^T``, the orientation MKL runs fastest, laid out
+    contiguously. Written into ``out``, a contiguous (N, K) block (one gate's rows of a larger
+    weight), when given.
     """
+    if use_onednn(grad):
+        product = _linear(grad.t(), x.t(), None, "none", [], "")
+        return product if out is None else out.copy_(product)
     product = (x.t() @ grad).t()
     return product.contiguous() if out is None else out.copy_(product)
 
