@@ -1,0 +1,353 @@
+"""Publish one sweep's result table: best validation perplexity per scheme x cell, never typed by hand.
+
+    python -m analysis.publish_sweep SWEEP_DIR --out docs/results/quickstart [--readme README.md]
+    python -m analysis.publish_sweep --check docs/results/quickstart [--readme README.md]
+
+The first form reads the sweep's job directories (``analysis.store_reader.collect``) and writes,
+in ``--out``, the two inputs: ``runs.csv`` (one row per job) and ``sweep.json`` (the sweep's name,
+its Hydra overrides from ``multirun.yaml``, this command and the machine), then what is derived
+from those two files alone: ``table.md``. With ``--readme`` the same table and sentences go into
+the README between ``<!-- NAME:table -->`` and ``<!-- /NAME:table -->`` (NAME: the ``--out``
+folder's name). Run it on the machine that ran the sweep: the machine recorded is this one.
+
+``--check`` renders the table again from the committed ``runs.csv`` and ``sweep.json`` and writes
+nothing: exit 1 with one line per file that differs (a number edited by hand cannot pass), 0 when
+all agree, 2 when the inputs cannot be read. ``tests/test_publish_sweep.py`` runs it on every
+published sweep under ``docs/results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from analysis.runs import CELL_ORDER, SCHEME_ORDER, ordered
+from analysis.store_reader import collect
+
+PROG = "python -m analysis.publish_sweep"
+RUN_COLUMNS = ["scheme", "cell", "seed", "status", "best_val_ppl", "best_epoch", "last_val_ppl", "last_epoch",
+               "epochs", "diverged_step", "wall_s"]
+RUNS, RECORD, TABLE = "runs.csv", "sweep.json", "table.md"
+
+
+class PublishError(ValueError):
+    """A sweep or results directory that cannot be published or checked; one line for the user."""
+
+
+# --- reading the sweep ------------------------------------------------------------------
+
+
+def _val_curve(events: pd.DataFrame, best_val_ppl: float) -> dict[str, Any]:
+    """Where one run's validation curve had its best value and where it ended.
+
+    The best epoch is the validation event whose perplexity is the summary's ``best_val_ppl``
+    (so the table's number and its epoch agree); the last is the run's last validation event,
+    which is what says whether the run was over-fitting or still improving when it stopped.
+    """
+    val = events[events["split"] == "val"]
+    best = val[np.isclose(val["ppl"], best_val_ppl)] if math.isfinite(best_val_ppl) else val.iloc[:0]
+    last = val.iloc[-1] if len(val) else None
+    return {"best_epoch": best["epoch"].iloc[0] if len(best) else pd.NA,
+            "last_val_ppl": math.nan if last is None else last["ppl"],
+            "last_epoch": pd.NA if last is None else last["epoch"]}
+
+
+def _sorted(runs: pd.DataFrame) -> pd.DataFrame:
+    """Cells in ``CELL_ORDER``, schemes in ``SCHEME_ORDER`` within a cell, then seeds."""
+    cell_rank = {c: i for i, c in enumerate(ordered(runs["cell"].tolist(), CELL_ORDER))}
+    scheme_rank = {s: i for i, s in enumerate(ordered(runs["scheme"].tolist(), SCHEME_ORDER))}
+    keys = pd.DataFrame({"cell": runs["cell"].map(cell_rank), "scheme": runs["scheme"].map(scheme_rank),
+                         "seed": runs["seed"]})
+    return runs.loc[keys.sort_values(list(keys.columns), kind="stable").index].reset_index(drop=True)
+
+
+def sweep_runs(sweep: Path) -> pd.DataFrame:
+    """The sweep's jobs as ``runs.csv`` rows; a job without a summary is an error, not a gap.
+
+    A published table with a silently missing run would misreport the sweep, so an unfinished
+    or killed job stops the publication (rerunning the sweep's command finishes it).
+    """
+    read = collect([sweep])
+    if read.skipped:
+        raise PublishError(f"{sweep}: {len(read.skipped)} job(s) not readable, e.g. {read.skipped[0]}; "
+                           f"finish the sweep (rerun its command) first")
+    if read.runs.empty:
+        raise PublishError(f"{sweep} holds no job directories (none has a summary.json or metrics.jsonl)")
+    rows = []
+    for run in read.runs.to_dict("records"):
+        events = read.events[read.events["run_dir"] == run["run_dir"]]
+        rows.append({**{k: run[k] for k in RUN_COLUMNS if k in run}, **_val_curve(events, run["best_val_ppl"])})
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    for key in ("seed", "best_epoch", "last_epoch", "epochs", "diverged_step"):
+        runs[key] = runs[key].astype("Int64")
+    _one_run_each(runs)
+    return _sorted(runs)
+
+
+def sweep_overrides(sweep: Path) -> list[str]:
+    """The overrides the sweep was launched with (``hydra.overrides.task`` of ``multirun.yaml``)."""
+    path = sweep / "multirun.yaml"
+    try:
+        overrides = yaml.safe_load(path.read_text(encoding="utf-8"))["hydra"]["overrides"]["task"]
+    except OSError as e:
+        raise PublishError(f"{sweep} is not a Hydra sweep directory: cannot read multirun.yaml "
+                           f"({e.strerror or type(e).__name__})") from None
+    except (yaml.YAMLError, KeyError, TypeError) as e:
+        raise PublishError(f"{path} has no hydra.overrides.task ({type(e).__name__})") from None
+    return [str(o) for o in overrides or []]
+
+
+def machine() -> dict[str, Any]:
+    """Where the sweep ran, as ``benchmark.speed`` records a machine (CPU, vector flags, torch).
+
+    Imported here, not at the top: it pulls in torch, which reading and checking do not need.
+    The load average and torch's thread count are left out: they describe the publishing
+    process, not the sweep's jobs.
+    """
+    import torch
+
+    from benchmark.speed import machine as speed_machine
+
+    info = speed_machine(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    for key in ("load_avg_at_start", "threads"):
+        info.pop(key, None)
+    return info
+
+
+# --- the table --------------------------------------------------------------------------
+
+
+def load(results: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The committed inputs of a results directory: ``runs.csv`` and ``sweep.json``."""
+    if not results.is_dir():
+        raise PublishError(f"no such results directory: {results}")
+    try:
+        runs = pd.read_csv(results / RUNS)
+        record = json.loads((results / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise PublishError(f"{results}: cannot read {RUNS} and {RECORD} ({type(e).__name__}: {e}); "
+                           f"write them with {PROG} SWEEP_DIR --out {results}") from None
+    missing = [c for c in RUN_COLUMNS if c not in runs.columns]
+    if missing or not isinstance(record, dict) or not {"name", "overrides", "machine"} <= record.keys():
+        raise PublishError(f"{results}: {RUNS} or {RECORD} lacks {', '.join(missing) or 'name/overrides/machine'}")
+    if runs.empty:
+        raise PublishError(f"{results}/{RUNS} holds no runs")
+    return runs, record
+
+
+def _one_run_each(runs: pd.DataFrame) -> None:
+    """The table shows one number per scheme x cell: a sweep over seeds or rates needs the study."""
+    counts = runs.groupby(["cell", "scheme"]).size()
+    if (counts > 1).any():
+        cell, scheme = counts[counts > 1].index[0]
+        raise PublishError(f"{scheme} on {cell} has {counts[(cell, scheme)]} runs; this table shows one run per "
+                           f"scheme and cell (seeds or rates are compared by python -m analysis.study)")
+
+
+def _number(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def _cell_name(cell: str) -> str:
+    return cell.upper()
+
+
+def _shown(run: pd.Series | None) -> str:
+    """What the table shows for one run: its best validation perplexity, or why there is none."""
+    if run is None:
+        return "-"
+    if run["status"] != "finished":
+        return str(run["status"])
+    return "-" if pd.isna(run["best_val_ppl"]) else _number(run["best_val_ppl"])
+
+
+def _best(runs: pd.DataFrame) -> pd.Series | None:
+    """The finished run with the lowest best validation perplexity (as shown), or None."""
+    done = runs[(runs["status"] == "finished") & runs["best_val_ppl"].notna()]
+    return None if done.empty else done.loc[done["best_val_ppl"].round(1).idxmin()]
+
+
+def table(runs: pd.DataFrame) -> str:
+    """The scheme x cell table: one column per scheme, one row per cell, each row's best in bold."""
+    schemes = ordered(runs["scheme"].tolist(), SCHEME_ORDER)
+    lines = ["| | " + " | ".join(schemes) + " |", "|---" * (len(schemes) + 1) + "|"]
+    for cell in ordered(runs["cell"].tolist(), CELL_ORDER):
+        rows = runs[runs["cell"] == cell]
+        best = _best(rows)
+        shown = []
+        for scheme in schemes:
+            match = rows[rows["scheme"] == scheme]
+            text = _shown(match.iloc[0] if len(match) else None)
+            shown.append(f"**{text}**" if best is not None and text == _number(best["best_val_ppl"]) else text)
+        lines.append(f"| {_cell_name(cell)} | " + " | ".join(shown) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def sentences(runs: pd.DataFrame) -> str:
+    """What the numbers say, and nothing more: best vs ``none``, ``none``'s rise, divergences.
+
+    Percentages are computed from the values as the table shows them (one decimal), so a
+    reader can check them against the table.
+    """
+    versus, rises, diverged = [], [], []
+    for cell in ordered(runs["cell"].tolist(), CELL_ORDER):
+        rows = runs[runs["cell"] == cell]
+        name = f"the {_cell_name(cell)}"
+        none = rows[(rows["scheme"] == "none") & (rows["status"] == "finished") & rows["best_val_ppl"].notna()]
+        best = _best(rows)
+        if none.empty or best is None:
+            versus.append(f"on {name} no finished `none` run to compare with")
+        elif best["scheme"] == "none":
+            versus.append(f"on {name} `none` itself")
+        else:
+            base, top = round(none.iloc[0]["best_val_ppl"], 1), round(best["best_val_ppl"], 1)
+            versus.append(f"on {name} `{best['scheme']}`, {round(100 * (base - top) / base)} % lower "
+                          f"({_number(top)} against {_number(base)})")
+        for run in rows[rows["scheme"] == "none"].to_dict("records"):
+            curve = (run["best_epoch"], run["last_epoch"], run["last_val_ppl"], run["best_val_ppl"])
+            if not any(pd.isna(v) for v in curve) and run["last_epoch"] > run["best_epoch"] \
+                    and run["last_val_ppl"] > run["best_val_ppl"]:
+                rises.append(f"on {name} from {_number(run['best_val_ppl'])} at epoch {int(run['best_epoch'])} "
+                             f"to {_number(run['last_val_ppl'])} at epoch {int(run['last_epoch'])}")
+        for run in rows[rows["status"] == "diverged"].to_dict("records"):
+            at = "" if pd.isna(run["diverged_step"]) else f" at step {int(run['diverged_step'])}"
+            diverged.append(f"`{run['scheme']}` on {name} diverged{at}.")
+    text = [f"Best scheme against `none`: {'; '.join(versus)}."]
+    if rises:
+        text.append(f"Without dropout the validation perplexity rises after its best epoch: {'; '.join(rises)}.")
+    return " ".join(text + diverged) + "\n"
+
+
+def _seeds(runs: pd.DataFrame) -> str:
+    seeds = sorted({int(s) for s in runs["seed"].dropna()})
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds)) if seeds else "seed unknown"
+
+
+def markdown(runs: pd.DataFrame, record: dict[str, Any]) -> str:
+    """``table.md``: title, provenance, the table and its sentences, from the two inputs alone."""
+    _one_run_each(runs)
+    m = record["machine"]
+    command = shlex.join(["python", "run.py", "-m", *record["overrides"]])
+    provenance = (f"Best validation perplexity (lower is better) of sweep `{record['name']}`: `{command}`, "
+                  f"{len(runs)} runs, {_seeds(runs)}; on {m.get('cpu', '?')} ({m.get('vector', '?')}), "
+                  f"{m.get('cores', '?')} cores, torch {m.get('torch', '?')}, device {m.get('device', '?')}.")
+    return (f"# Sweep `{record['name']}`: best validation perplexity per scheme and cell\n\n"
+            f"{provenance}\n\n{table(runs)}\n{sentences(runs)}")
+
+
+# --- writing and checking ---------------------------------------------------------------
+
+
+def marker(results: Path) -> str:
+    """The README block's name: the results folder's name (``docs/results/quickstart`` -> ``quickstart:table``)."""
+    return f"{Path(os.path.abspath(results)).name}:table"
+
+
+def readme_note(results: Path, readme: Path) -> str:
+    """The README block's last line: how it is made and what fails when it is edited."""
+    rel = Path(os.path.relpath(Path(results).resolve(), readme.resolve().parent)).as_posix()
+    return (f"*Rendered by `{PROG}` from [{RUNS}]({rel}/{RUNS}) and [{RECORD}]({rel}/{RECORD}) (which records "
+            f"the command); `{PROG} --check {rel} --readme {readme.name}` re-derives it, and "
+            f"tests/test_publish_sweep.py fails if this block differs.*")
+
+
+def expected(results: Path, readme: Path | None = None) -> dict[Path, str]:
+    """Every file the committed inputs determine, with its text: ``table.md`` and the README.
+
+    Raises ``benchmark.publish.BlockMissing`` when the README has no block for this sweep.
+    """
+    from benchmark.publish import readme_body, replace_block  # pulls in torch: only here
+
+    text = markdown(*load(results))
+    wanted = {results / TABLE: text}
+    if readme is not None:
+        try:
+            current = readme.read_text(encoding="utf-8")
+        except OSError as e:
+            raise PublishError(f"--readme {readme}: {e.strerror or type(e).__name__}") from None
+        wanted[readme] = replace_block(current, marker(results), readme_body(text, readme_note(results, readme)))
+    return wanted
+
+
+def check(results: Path, readme: Path | None = None) -> list[str]:
+    """One line per file that differs from what the committed ``runs.csv`` and ``sweep.json`` give."""
+    from benchmark.publish import BlockMissing
+
+    try:
+        wanted = expected(results, readme)
+    except BlockMissing as e:
+        wanted = expected(results)
+        missing = [f"{readme} {e}"]
+    else:
+        missing = []
+    fix = f"write it again with the command in {results / RECORD}"
+    return missing + [f"{path} differs from what {results / RUNS} and {RECORD} give; {fix}"
+                      for path, text in wanted.items()
+                      if not path.is_file() or path.read_text(encoding="utf-8") != text]
+
+
+def _readme_problem(out: Path, readme: Path) -> str | None:
+    """Why the README cannot take this sweep's block: found before anything is written."""
+    from benchmark.publish import readme_problem
+
+    return readme_problem(readme, marker(out))
+
+
+def publish(sweep: Path, out: Path, command: str, readme: Path | None = None) -> list[Path]:
+    """Write ``runs.csv`` and ``sweep.json`` from the sweep, then render from them; the paths written."""
+    if not sweep.is_dir():
+        raise PublishError(f"no such sweep directory: {sweep}")
+    if readme is not None and (problem := _readme_problem(out, readme)):
+        raise PublishError(problem)
+    overrides = sweep_overrides(sweep)
+    runs = sweep_runs(sweep)
+    record = {"name": Path(os.path.abspath(sweep)).name, "overrides": overrides, "command": command,
+              "machine": machine()}
+    out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out / RUNS, index=False)
+    (out / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    written = [out / RUNS, out / RECORD]
+    for path, text in expected(out, readme).items():
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog=PROG, description="Publish one sweep's best validation perplexity per "
+                                                            "scheme x cell, or check a published one.")
+    parser.add_argument("sweep", nargs="?", type=Path, help="the sweep directory (outputs/sweeps/TIMESTAMP)")
+    parser.add_argument("--out", type=Path, help="the results directory to write (docs/results/NAME)")
+    parser.add_argument("--check", type=Path, metavar="DIR",
+                        help="write nothing; exit 1 when DIR's table (or the README block) differs from its inputs")
+    parser.add_argument("--readme", type=Path, help="also write (with --check: check) this README's NAME:table block")
+    args = parser.parse_args(argv)
+    if (args.check is None) == (args.sweep is None) or (args.sweep is not None) != (args.out is not None):
+        parser.error("give SWEEP_DIR --out DIR, or --check DIR")
+    try:
+        if args.check is not None:
+            stale = check(args.check, args.readme)
+            for line in stale:
+                print(f"error: {line}", file=sys.stderr)
+            return 1 if stale else 0
+        for path in publish(args.sweep, args.out, shlex.join([*PROG.split(), *argv]), args.readme):
+            print(f"wrote {path}")
+    except PublishError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
