@@ -10,8 +10,8 @@ operand (``dA^T H``) and for the small-batch products of the recurrence. So:
 
 * every product whose weight is fixed for the segment (``U`` forward, ``U^T`` backward, one
   block per gate under untied masks) is reordered once into oneDNN's blocked layout and
-  run through oneDNN's prepacked linear, with the addition of the step's input term fused
-  in (``PackedLinear``);
+  run through oneDNN's prepacked linear, the step's input term added to its result
+  (``PackedLinear``);
 * the segment-wide products go through oneDNN's linear (``linear``), operands passed as
   the transposed views they are: oneDNN reads the strides, where a ``.contiguous()`` copy
   of a transposed (G*H, H) weight costs more than the copy itself saves (``input_grad``),
@@ -39,7 +39,7 @@ def _onednn_linear_works() -> bool:
     """Whether this torch has oneDNN's prepacked linear (``torch.ops.mkldnn``), checked once on a tiny case."""
     try:
         w = torch.ops.mkldnn._reorder_linear_weight(torch.ones(2, 3), 1)
-        y = torch.ops.mkldnn._linear_pointwise.binary(torch.ones(1, 3), torch.ones(1, 2), w, None, "add")
+        y = torch.ops.mkldnn._linear_pointwise(torch.ones(1, 3), w, torch.ones(2), "none", [], "")
         return bool(torch.equal(y, torch.full((1, 2), 4.0)))
     except Exception:  # noqa: BLE001 - any failure means: use the plain matmul
         return False
@@ -82,7 +82,7 @@ class PackedLinear:
     """``x @ weight^T (+ add)`` for a weight fixed over many calls: reordered once for oneDNN.
 
     ``rows`` is the batch the calls will have (oneDNN picks its blocking for it). ``add`` is
-    a ``(M, N)`` tensor added inside the GEMM, or a bias broadcast over the rows.
+    a ``(M, N)`` tensor added to the product, or a bias broadcast over the rows.
     """
 
     def __init__(self, weight: Tensor, rows: int) -> None:
@@ -93,7 +93,10 @@ class PackedLinear:
     def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         if self.packed is not None:
             if add is not None and add.dim() == 2:
-                return _linear.binary(x, add, self.packed, None, "add")
+                # Added after the product, not as oneDNN's fused ``binary`` add: with the kernels
+                # capped to AVX2 that post-op made the recurrent product about 15 % slower (and it
+                # gained nothing with AVX-512).
+                return _linear(x, self.packed, None, "none", [], "").add_(add)
             return _linear(x, self.packed, add, "none", [], "")
         if add is None:
             return x @ self.weight.t()
@@ -160,11 +163,14 @@ class Recurrent:
         return dh
 
 
-def recurrent_weight_grad(da: Tensor, inputs: Tensor, gates: int, untied: bool, gate_major: bool = False) -> Tensor:
+def recurrent_weight_grad(da: Tensor, inputs: Tensor, gates: int, untied: bool, gate_major: bool = False,
+                          gate_masks: Tensor | None = None) -> Tensor:
     """``dU = sum_t dA_t^T h_in_t`` in one product over all ``T*B`` rows (untied: one per gate).
 
     ``da`` is (T, B, G*H), or (G, T, B, H) when ``gate_major``; ``inputs`` the h that entered
-    U at every step: (T, B, H), or (G, T, B, H) with untied masks (``segment.recurrent_inputs``).
+    U at every step, (T, B, H) (``segment.recurrent_inputs``). With untied masks ``gate_masks``
+    (G, T|1, B|1, H) gives each gate's mask on ``inputs``, applied gate by gate into one reused
+    buffer: a fresh (G, T, B, H) product costs more in page faults than the multiplications.
     """
     if gate_major:
         _, steps, batch, hidden = da.shape
@@ -177,9 +183,19 @@ def recurrent_weight_grad(da: Tensor, inputs: Tensor, gates: int, untied: bool, 
             return weight_grad(flat, inputs.reshape(steps * batch, hidden))  # (G*H, H)
         rows = [flat[:, g * hidden:(g + 1) * hidden] for g in range(gates)]
     grad = da.new_empty(gates * hidden, hidden)
+    masked = torch.empty_like(inputs) if gate_masks is not None else None
     for g in range(gates):
-        weight_grad(rows[g], inputs[g].reshape(steps * batch, hidden), out=grad[g * hidden:(g + 1) * hidden])
+        h_in = inputs if gate_masks is None else torch.mul(inputs, gate_masks[g], out=masked)
+        weight_grad(rows[g], h_in.reshape(steps * batch, hidden), out=grad[g * hidden:(g + 1) * hidden])
     return grad  # (G*H, H)
+
+
+def _gate_input(x: Tensor, gate_masks: Tensor | None, gate: int, buffer: Tensor | None) -> Tensor:
+    """What gate ``gate``'s block of ``W`` reads, as (T*B, D): ``x``, or ``x`` under that gate's mask
+    written into ``buffer`` (one reused buffer for all gates, not a (G, T, B, D) copy of ``x``)."""
+    if gate_masks is not None:
+        x = torch.mul(x, gate_masks[gate], out=buffer)
+    return x.reshape(-1, x.size(-1))
 
 
 class _Projection(torch.autograd.Function):
@@ -190,50 +206,44 @@ class _Projection(torch.autograd.Function):
     ``dY^T X`` (see the module doc). Untied masks give every gate its own masked copy of
     ``x`` (Gal & Ghahramani 2016), so each gate's block of ``W`` is one product, and with
     ``gate_major`` each gate's result stays in its own contiguous block: the output is
-    (G, T, B, H) instead of (T, B, G*H), and nothing is concatenated either way.
+    (G, T, B, H) instead of (T, B, G*H). The masked copies are made gate by gate, in forward
+    and again in backward, into one buffer: only ``x`` and the masks are kept.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, gate_masks: Tensor | None, gates: int,  # type: ignore[override]
                 gate_major: bool):
         steps, batch, width = x.shape
-        flat = x.reshape(steps * batch, width)  # (T*B, D)
         hidden = weight.size(0) // gates
         if gate_masks is None and not gate_major:
-            out = linear(flat, weight, bias).view(steps, batch, -1)
-            masked = flat
+            out = linear(x.reshape(steps * batch, width), weight, bias).view(steps, batch, -1)
         else:
-            if gate_masks is None:
-                masked = flat.expand(gates, -1, -1)  # every gate reads the same x
-            else:
-                masked = (x.unsqueeze(0) * gate_masks).reshape(gates, steps * batch, width)  # (G, T*B, D)
             blocks = weight.split(hidden)
             biases = (None,) * gates if bias is None else bias.split(hidden)
-            parts = [linear(masked[g], blocks[g], biases[g]) for g in range(gates)]
+            buffer = None if gate_masks is None else torch.empty_like(x)
+            parts = [linear(_gate_input(x, gate_masks, g, buffer), blocks[g], biases[g]) for g in range(gates)]
             if gate_major:  # each gate's product in its own block
                 out = torch.stack(parts).view(gates, steps, batch, hidden)
             else:
                 out = torch.cat(parts, 1).view(steps, batch, gates * hidden)
         ctx.gates, ctx.gate_major = gates, gate_major
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(masked, weight, gate_masks)
+        ctx.save_for_backward(x, weight, gate_masks)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        masked, weight, gate_masks = ctx.saved_tensors
-        gates, width = ctx.gates, weight.size(1)
+        x, weight, gate_masks = ctx.saved_tensors
+        gates, (steps, batch, width) = ctx.gates, x.shape
         hidden = weight.size(0) // gates
         if ctx.gate_major:
-            _, steps, batch, _ = grad.shape
             rows = [grad[g].reshape(steps * batch, hidden) for g in range(gates)]
         else:
-            steps, batch, gh = grad.shape
-            flat = grad.reshape(steps * batch, gh)  # (T*B, G*H)
+            flat = grad.reshape(steps * batch, gates * hidden)  # (T*B, G*H)
             if gate_masks is None:
                 d_x = input_grad(flat, weight).view(steps, batch, width) if ctx.needs_input_grad[0] else None
-                d_w = weight_grad(flat, masked) if ctx.needs_input_grad[1] else None
+                d_w = weight_grad(flat, x.reshape(steps * batch, width)) if ctx.needs_input_grad[1] else None
                 d_b = flat.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
                 return d_x, d_w, d_b, None, None, None
             rows = [flat[:, g * hidden:(g + 1) * hidden] for g in range(gates)]
@@ -252,8 +262,9 @@ class _Projection(torch.autograd.Function):
                     d_x.addcmul_(part, gate_masks[g])
         if ctx.needs_input_grad[1]:
             d_w = weight.new_empty(weight.shape)
+            buffer = None if gate_masks is None else torch.empty_like(x)
             for g in range(gates):
-                weight_grad(rows[g], masked[g], out=d_w[g * hidden:(g + 1) * hidden])
+                weight_grad(rows[g], _gate_input(x, gate_masks, g, buffer), out=d_w[g * hidden:(g + 1) * hidden])
         if ctx.has_bias and ctx.needs_input_grad[2]:
             d_b = torch.cat([r.sum(0) for r in rows])
         return d_x, d_w, d_b, None, None, None

@@ -162,8 +162,8 @@ class _GRUSegment(torch.autograd.Function):
         hidden = out.size(2)
         d_u = None
         if ctx.needs_input_grad[2]:
-            d_u = gemm.recurrent_weight_grad(d_rec, recurrent_inputs(m, h0, out if carried is None else carried),
-                                             GATES, m.untied)
+            h_in, gate_masks = recurrent_inputs(m, h0, out if carried is None else carried)
+            d_u = gemm.recurrent_weight_grad(d_rec, h_in, GATES, m.untied, gate_masks=gate_masks)
         d_b = d_rec.sum((0, 1)) if ctx.has_bias and ctx.needs_input_grad[3] else None
         d_xw = torch.cat([d_rec[..., : 2 * hidden], d_xn], 2) if ctx.needs_input_grad[0] else None
         return d_xw, (dh if need_h0 else None), d_u, d_b, None

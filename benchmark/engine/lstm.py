@@ -217,8 +217,8 @@ class _LSTMSegment(torch.autograd.Function):
                                (need_h0, gate_major))
         d_u = None
         if ctx.needs_input_grad[3]:
-            d_u = gemm.recurrent_weight_grad(da, recurrent_inputs(m, h0, out if carried is None else carried),
-                                             GATES, m.untied, gate_major)
+            h_in, gate_masks = recurrent_inputs(m, h0, out if carried is None else carried)
+            d_u = gemm.recurrent_weight_grad(da, h_in, GATES, m.untied, gate_major, gate_masks)
         d_xw = da if ctx.needs_input_grad[0] else None
         return d_xw, (dh if need_h0 else None), (dc if need_h0 else None), d_u, None
 

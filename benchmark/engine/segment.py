@@ -50,20 +50,21 @@ def output_grads(m: SegmentMasks, dh: Tensor, d_out: Tensor | None, t: int) -> T
     return dh * m.state[t]
 
 
-def recurrent_inputs(m: SegmentMasks, h0: Tensor, carried: Tensor) -> Tensor:
-    """Every h that entered U, for ``dU``: ``h_{t-1} * m_t`` as (T, B, H), or (G, T, B, H) with untied masks.
+def recurrent_inputs(m: SegmentMasks, h0: Tensor, carried: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Every h that entered U, for ``dU``: ``(h_{t-1} * m_t (T, B, H), None)``, or with untied masks
+    ``(h_{t-1} (T, B, H), the gates' masks (G, T|1, B|1, H))`` for ``gemm.recurrent_weight_grad``
+    to apply gate by gate.
 
     Recomputed in backward from the carried states and the masks instead of kept from the
     forward: one vectorised product instead of a (G, T, B, H) buffer held over the step.
     """
     previous = torch.cat([h0.unsqueeze(0), carried[:-1]])  # h_0 .. h_{T-1}: (T, B, H)
     if m.h_in is None:
-        return previous
+        return previous, None
     if not isinstance(m.h_in[0], Tensor):
-        return previous * m.h_in[0]  # eval under test scaling: one factor
+        return previous * m.h_in[0], None  # eval under test scaling: one factor
     fixed = all(mask is m.h_in[0] for mask in m.h_in)  # one mask for the segment: broadcast it
     if m.untied:
-        masks = m.h_in[0].unsqueeze(1) if fixed else torch.stack(list(m.h_in), 1)  # (G, T|1, B|1, H)
-        return previous.unsqueeze(0) * masks  # (G, T, B, H)
+        return previous, (m.h_in[0].unsqueeze(1) if fixed else torch.stack(list(m.h_in), 1))  # (G, T|1, B|1, H)
     masks = m.h_in[0] if fixed else torch.stack(list(m.h_in))  # (T|., B|1, H)
-    return previous * masks
+    return previous * masks, None
