@@ -21,6 +21,8 @@ Modules, one job each:
 - ``analysis.dashboard``: a W&B report online, pointers offline; ``analysis.wandb_mode``
   decides online or offline for it and for the runners' tracker.
 - ``analysis.study``: a study's paired statistics, rate figure and published tables.
+- ``analysis.publish_sweep``: one sweep's scheme x cell table, published into ``docs/results``
+  and the README from the jobs' summaries, and checked against them.
 
 Nothing is imported here, so ``import analysis.store_reader`` does not pull in matplotlib.
 """

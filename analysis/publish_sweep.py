@@ -33,6 +33,7 @@ import yaml
 
 from analysis.runs import CELL_ORDER, SCHEME_ORDER, ordered
 from analysis.store_reader import collect
+from analysis.study import StudyReportError, replace_blocks
 
 PROG = "python -m analysis.publish_sweep"
 RUN_COLUMNS = ["scheme", "cell", "seed", "status", "best_val_ppl", "best_epoch", "last_val_ppl", "last_epoch",
@@ -71,8 +72,9 @@ def _sorted(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.loc[keys.sort_values(list(keys.columns), kind="stable").index].reset_index(drop=True)
 
 
-def sweep_runs(sweep: Path) -> pd.DataFrame:
-    """The sweep's jobs as ``runs.csv`` rows; a job without a summary is an error, not a gap.
+def sweep_runs(sweep: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The sweep's jobs as ``runs.csv`` rows, and the machine they ran on; a job without a summary is an
+    error, not a gap.
 
     A published table with a silently missing run would misreport the sweep, so an unfinished
     or killed job stops the publication (rerunning the sweep's command finishes it).
@@ -91,7 +93,7 @@ def sweep_runs(sweep: Path) -> pd.DataFrame:
     for key in ("seed", "best_epoch", "last_epoch", "epochs", "diverged_step"):
         runs[key] = runs[key].astype("Int64")
     _one_run_each(runs)
-    return _sorted(runs)
+    return _sorted(runs), sweep_machine(read.runs)
 
 
 def sweep_overrides(sweep: Path) -> list[str]:
@@ -107,21 +109,26 @@ def sweep_overrides(sweep: Path) -> list[str]:
     return [str(o) for o in overrides or []]
 
 
-def machine() -> dict[str, Any]:
-    """Where the sweep ran, as ``benchmark.speed`` records a machine (CPU, vector flags, torch).
+def sweep_machine(runs: pd.DataFrame) -> dict[str, Any]:
+    """Where the sweep's jobs ran, as each job's ``summary.json`` records it (``runners.job``).
 
-    Imported here, not at the top: it pulls in torch, which reading and checking do not need.
-    The load average and torch's thread count are left out: they describe the publishing
-    process, not the sweep's jobs.
+    Read from the jobs, not from the publishing process: a sweep run on a cluster is published
+    from a laptop. Its load average and thread count are left out (they describe one job).
     """
-    import torch
-
-    from benchmark.speed import machine as speed_machine
-
-    info = speed_machine(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    for key in ("load_avg_at_start", "threads"):
-        info.pop(key, None)
-    return info
+    seen: dict[str, dict[str, Any]] = {}
+    for run_dir in runs["run_dir"]:
+        try:
+            found = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8")).get("machine")
+        except (OSError, ValueError):
+            found = None
+        if not isinstance(found, dict):
+            raise PublishError(f"{run_dir}/summary.json records no machine (written before jobs recorded it); "
+                               f"run the sweep again to publish it")
+        found = {k: v for k, v in found.items() if k not in ("load_avg_at_start", "threads")}
+        seen[json.dumps(found, sort_keys=True)] = found
+    if len(seen) > 1:
+        raise PublishError(f"the sweep's jobs ran on {len(seen)} different machines; this table names one")
+    return next(iter(seen.values()))
 
 
 # --- the table --------------------------------------------------------------------------
@@ -261,33 +268,40 @@ def readme_note(results: Path, readme: Path) -> str:
             f"tests/test_publish_sweep.py fails if this block differs.*")
 
 
+def _block(results: Path, readme: Path, text: str) -> tuple[str, str, str]:
+    """The README's copy of ``table.md`` (without its title), between this sweep's markers."""
+    start, end = f"<!-- {marker(results)} -->", f"<!-- /{marker(results)} -->"
+    body = text.split("\n", 2)[2] if text.startswith("# ") else text
+    return start, end, f"{start}\n{body}\n{readme_note(results, readme)}\n{end}"
+
+
+def _readme_text(readme: Path) -> str:
+    try:
+        return readme.read_text(encoding="utf-8")
+    except OSError as e:
+        raise PublishError(f"--readme {readme}: {e.strerror or type(e).__name__}") from None
+
+
 def expected(results: Path, readme: Path | None = None) -> dict[Path, str]:
     """Every file the committed inputs determine, with its text: ``table.md`` and the README.
 
-    Raises ``benchmark.publish.BlockMissing`` when the README has no block for this sweep.
+    Raises ``StudyReportError`` (the study's README blocks work the same way) when the README
+    has no block for this sweep.
     """
-    from benchmark.publish import readme_body, replace_block  # pulls in torch: only here
-
     text = markdown(*load(results))
     wanted = {results / TABLE: text}
     if readme is not None:
-        try:
-            current = readme.read_text(encoding="utf-8")
-        except OSError as e:
-            raise PublishError(f"--readme {readme}: {e.strerror or type(e).__name__}") from None
-        wanted[readme] = replace_block(current, marker(results), readme_body(text, readme_note(results, readme)))
+        wanted[readme] = replace_blocks(_readme_text(readme), [_block(results, readme, text)])
     return wanted
 
 
 def check(results: Path, readme: Path | None = None) -> list[str]:
     """One line per file that differs from what the committed ``runs.csv`` and ``sweep.json`` give."""
-    from benchmark.publish import BlockMissing
-
     try:
         wanted = expected(results, readme)
-    except BlockMissing as e:
+    except StudyReportError as e:
         wanted = expected(results)
-        missing = [f"{readme} {e}"]
+        missing = [f"{readme}: {e}"]
     else:
         missing = []
     fix = f"write it again with the command in {results / RECORD}"
@@ -298,9 +312,11 @@ def check(results: Path, readme: Path | None = None) -> list[str]:
 
 def _readme_problem(out: Path, readme: Path) -> str | None:
     """Why the README cannot take this sweep's block: found before anything is written."""
-    from benchmark.publish import readme_problem
-
-    return readme_problem(readme, marker(out))
+    try:
+        replace_blocks(_readme_text(readme), [_block(out, readme, "")])
+    except StudyReportError as e:
+        return f"--readme {readme}: {e}"
+    return None
 
 
 def publish(sweep: Path, out: Path, command: str, readme: Path | None = None) -> list[Path]:
@@ -310,9 +326,9 @@ def publish(sweep: Path, out: Path, command: str, readme: Path | None = None) ->
     if readme is not None and (problem := _readme_problem(out, readme)):
         raise PublishError(problem)
     overrides = sweep_overrides(sweep)
-    runs = sweep_runs(sweep)
+    runs, where = sweep_runs(sweep)
     record = {"name": Path(os.path.abspath(sweep)).name, "overrides": overrides, "command": command,
-              "machine": machine()}
+              "machine": where}
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / RUNS, index=False)
     (out / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

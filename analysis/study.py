@@ -405,7 +405,7 @@ def readme_blocks(record: dict[str, Any], tables: dict[str, str], runs: pd.DataF
 def replace_blocks(text: str, blocks: list[tuple[str, str, str]]) -> str:
     for start, end, block in blocks:
         if start not in text or end not in text:
-            raise StudyReportError(f"the README has no {start} ... {end} block for the study's tables")
+            raise StudyReportError(f"the README has no {start} ... {end} block")
         head, rest = text.split(start, 1)
         text = head + block + rest.split(end, 1)[1]
     return text

@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.data import DataError
+from benchmark.speed import machine
 from benchmark.train import check_batches, train
 from runners import build, checkpoints
 from runners.build import ConfigError
@@ -171,7 +172,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
     summary = {**summary_base(cfg), "status": "failed", "best_val_ppl": None, "test_ppl": None,
                "bayes_test_ppl": None, "mc_test_ppl": None, "epochs": 0, "wall_s": None,
                "train_tokens_per_s": None, "diverged_step": None, "error": None, "dir": str(ctx.job_dir),
-               "reference": build.reference(cfg), "plan": None}
+               "reference": build.reference(cfg), "plan": None, "machine": None}
     # The signal is handed on only after summary.json is written and the W&B run closed.
     if joblib_worker():
         stop_when_orphaned()
@@ -184,6 +185,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                                        tags=[cfg.scheme.name, cfg.model.cell, cfg.data.name, f"seed-{cfg.seed}"],
                                        job_type="train", config=config, run_id=wandb_run_id(ctx.job_dir))
             dev = build.device(cfg)
+            summary["machine"] = machine(dev)  # where it ran: CPU and vector flags, torch, device
             model = build.model(cfg, data.vocab_size)
             # The plan the engine runs, as data: each site's rate, granularity, scaling and whether
             # it compounds, so analysis reads what ran instead of re-deriving it from scheme names.

@@ -35,6 +35,9 @@ JOBS = {
     ("variational", "gru"): ("finished", (250.0, 205.0, 190.0, 185.04)),
 }
 DIVERGED_STEP = 4
+# What ``runners.job`` records (``benchmark.speed.machine``); load and threads describe one job.
+MACHINE = {"cpu": "AMD EPYC", "vector": "AVX-512, AVX2", "cores": 2, "torch": "2.13.0+cpu", "threads": 1,
+           "python": "3.11.7", "platform": "Linux", "device": "cpu", "kernels": "AVX512", "load_avg_at_start": 0.4}
 
 TABLE = """\
 | | none | naive | variational | state_dropout |
@@ -50,7 +53,8 @@ SENTENCES = (
     "`state_dropout` on the GRU diverged at step 4.\n")
 
 
-def write_job(job: Path, scheme: str, cell: str, status: str, val: tuple[float, ...]) -> None:
+def write_job(job: Path, scheme: str, cell: str, status: str, val: tuple[float, ...],
+              machine: dict | None = MACHINE) -> None:
     """One job directory as ``runners.job`` leaves it, written by the run store itself."""
     config = config_for(scheme, cell, 0)
     store = RunStore(job)
@@ -69,7 +73,7 @@ def write_job(job: Path, scheme: str, cell: str, status: str, val: tuple[float, 
                  "epochs": len(val) if status != "failed" else 0, "wall_s": 2.5, "train_tokens_per_s": 900.0,
                  "diverged_step": DIVERGED_STEP if status == "diverged" else None,
                  "error": "RuntimeError: boom" if status == "failed" else None, "dir": str(job),
-                 "reference": None, "plan": None})
+                 "reference": None, "plan": None, "machine": machine})
 
 
 @pytest.fixture
@@ -113,7 +117,7 @@ def test_writes_the_runs_the_record_and_the_table(sweep: Path, tmp_path: Path) -
     record = json.loads((out / "sweep.json").read_text())
     assert record["name"] == "2026-01-02_03-04-05" and record["overrides"] == OVERRIDES
     assert record["command"] == f"python -m analysis.publish_sweep {sweep} --out {out}"
-    assert {"cpu", "vector", "torch", "device"} <= record["machine"].keys()
+    assert record["machine"] == {k: v for k, v in MACHINE.items() if k not in ("threads", "load_avg_at_start")}
 
     table = (out / "table.md").read_text()
     title, provenance, rest = table.split("\n\n", 2)
@@ -171,22 +175,28 @@ def test_a_readme_without_the_block(sweep: Path, tmp_path: Path, capsys: pytest.
 def test_missing_or_empty_directories_are_one_line_errors(tmp_path: Path, sweep: Path,
                                                           capsys: pytest.CaptureFixture) -> None:
     empty, no_jobs, two_seeds = tmp_path / "empty", tmp_path / "no_jobs", tmp_path / "two_seeds"
+    unknown, two_machines = tmp_path / "unknown", tmp_path / "two_machines"
+    write_job(unknown / "0-none-lstm-s0", "none", "lstm", "finished", (200.0,), machine=None)
+    write_job(two_machines / "0-none-lstm-s0", "none", "lstm", "finished", (200.0,))
+    write_job(two_machines / "1-none-gru-s0", "none", "gru", "finished", (200.0,), machine={**MACHINE, "cpu": "Intel"})
     empty.mkdir()
     no_jobs.mkdir()
     (no_jobs / "multirun.yaml").write_text((sweep / "multirun.yaml").read_text())
     for seed in (0, 1):
         write_job(two_seeds / f"{seed}-none-lstm-s{seed}", "none", "lstm", "finished", (200.0,))
-    (two_seeds / "multirun.yaml").write_text((sweep / "multirun.yaml").read_text())
+    for root in (two_seeds, unknown, two_machines):
+        (root / "multirun.yaml").write_text((sweep / "multirun.yaml").read_text())
     cases = [["--check", str(tmp_path / "nowhere")], ["--check", str(empty)],
              [str(tmp_path / "nowhere"), "--out", str(tmp_path / "o1")], [str(empty), "--out", str(tmp_path / "o2")],
-             [str(no_jobs), "--out", str(tmp_path / "o3")], [str(two_seeds), "--out", str(tmp_path / "o4")]]
+             [str(no_jobs), "--out", str(tmp_path / "o3")], [str(two_seeds), "--out", str(tmp_path / "o4")],
+             [str(unknown), "--out", str(tmp_path / "o5")], [str(two_machines), "--out", str(tmp_path / "o6")]]
     for argv in cases:
         capsys.readouterr()
         assert main(argv) == 2, argv
         captured = capsys.readouterr()
         lines = captured.err.splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err, (argv, lines)
-    assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3", "o4"))
+    assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3", "o4", "o5", "o6"))
 
 
 PUBLISHED = sorted(p.parent for p in (ROOT / "docs" / "results").glob("*/sweep.json"))
