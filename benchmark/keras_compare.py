@@ -64,7 +64,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from benchmark.publish import publish, readme_problem, usage_problem
-from benchmark.speed import Settings, Stepper, build, duration, machine, machine_line, parse_widths, path_of
+from benchmark.machine import machine, machine_line
+from benchmark.speed import Settings, Stepper, build, duration, parse_widths, path_of
 
 INSTALL = 'pip install -c constraints.txt -e ".[compare]"'
 MARKER = "keras_compare:table"  # the README block: <!-- keras_compare:table --> ... <!-- /keras_compare:table -->

@@ -71,6 +71,7 @@ import torch
 from torch import nn
 
 from benchmark.engine import SCHEMES
+from benchmark.machine import machine, machine_line
 from benchmark.model import LanguageModel
 from benchmark.publish import publish, readme_problem, usage_problem
 
@@ -78,8 +79,6 @@ WIDTHS = {"small": 200, "medium": 650, "large": 1500}  # Zaremba et al. 2014
 CELLS = ("lstm", "gru")
 KERNEL_TARGET, LOOP_TARGET, CUDA_LOOP_TARGET = 1.05, 1.10, 1.50
 TARGET_WIDTH = "medium"
-# The switches that cap the instruction sets of torch's kernels, oneDNN and MKL (see the module doc).
-ISA_CAPS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
 NATIVE = "native"
 MARKER = "speed:table"  # the README block: <!-- speed:table --> ... <!-- /speed:table -->
 PUBLISHED = Path("docs/results/speed_cpu/speed.json")
@@ -355,50 +354,6 @@ def run_group(width: str, hidden: int, cell: str, s: Settings, device: torch.dev
         log(f"[{counter[0]}/{total}] {width} {cell} {name:13s} {med * 1e3:9.1f} ms  x{ratio:.3f}  {status}")
     del steppers
     return rows
-
-
-def machine(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
-                    cpu = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    # The GEMM kernels, and so every speed ratio, depend on these (issue 16).
-    vector = [name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags]
-    info = {"cpu": cpu, "vector": ", ".join(vector) or "none", "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "python": platform.python_version(), "platform": platform.platform(), "device": str(device)}
-    info["kernels"] = torch.backends.cpu.get_cpu_capability()  # what torch's own kernels dispatch to
-    caps = {k: os.environ[k] for k in ISA_CAPS if os.environ.get(k)}
-    if caps:
-        info["isa_caps"] = caps
-    if hasattr(os, "getloadavg"):
-        info["load_avg_at_start"] = round(os.getloadavg()[0], 2)
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def machine_line(m: dict[str, Any]) -> str:
-    line = f"{m['cpu']} ({m.get('vector', 'vector flags unknown')}"
-    if "kernels" in m:
-        line += f"; torch kernels {m['kernels']}"
-    if m.get("isa_caps"):
-        line += "; capped with " + " ".join(f"{k}={v}" for k, v in m["isa_caps"].items())
-    threads = f"{m['threads']} thread" + ("" if m["threads"] == 1 else "s")
-    line += f"), {m['cores']} cores, torch {m['torch']}, {threads}, device {m['device']}"
-    if "gpu" in m:
-        line += f" ({m['gpu']}, CUDA {m['cuda']})"
-    if "load_avg_at_start" in m:
-        line += f", load average {m['load_avg_at_start']} at start"
-    return line
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.data import DataError
-from benchmark.speed import machine
+from benchmark.machine import machine
 from benchmark.train import check_batches, train
 from runners import build, checkpoints
 from runners.build import ConfigError

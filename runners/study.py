@@ -216,9 +216,9 @@ def machine() -> dict[str, Any]:
     """Where the study ran: the report prints it beside the results."""
     import torch
 
-    from benchmark.speed import machine as speed_machine
+    from benchmark.machine import machine as describe
 
-    return speed_machine(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    return describe(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 class Runner:

@@ -20,6 +20,7 @@ import torch
 
 from benchmark import speed
 from benchmark.engine import SCHEMES
+from benchmark.machine import ISA_CAPS
 
 from conftest import ROOT
 
@@ -227,7 +228,7 @@ def test_render_and_check_arguments_fail_in_one_line_before_any_work(tmp_path, c
 
 def test_the_machine_records_the_instruction_set_caps_in_effect(monkeypatch):
     """A run capped to another CPU kind's instruction sets says so in its machine line (issue 16)."""
-    for key in speed.ISA_CAPS:
+    for key in ISA_CAPS:
         monkeypatch.delenv(key, raising=False)
     plain = speed.machine(torch.device("cpu"))
     assert "isa_caps" not in plain and "capped" not in speed.machine_line(plain)
