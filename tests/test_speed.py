@@ -205,7 +205,7 @@ def test_the_published_speed_table_is_what_its_json_gives(published, capsys):
     assert {"cpu", "vector", "cores", "torch", "threads", "device", "kernels"} <= data["machine"].keys()
     assert data["command"].startswith("python -m benchmark.speed") and data["settings"] and data["rows"]
     checked = [row for row in data["rows"] if row["target"] is not None]
-    assert checked and all(row["status"] in ("PASS", "OVER") for row in checked)  # judged, PASS or not, as measured
+    assert checked and all(row["status"] == "PASS" for row in checked), "every speed target holds (issue 16)"
     if published.parent.name.endswith("avx2"):  # run as on a CPU without AVX-512
         assert data["machine"]["kernels"] == "AVX2" and data["machine"]["isa_caps"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
 
