@@ -7,7 +7,18 @@ table (``sites.py``) for everything it knows about a site.
 
 How rates derive from ``dropout``: a float is applied to *every* site the scheme uses for
 the cell (``emb`` included: the language model reads it from ``plan.rate("emb")``); a
-mapping ``{site: rate}`` sets the named sites and leaves the scheme's other sites at 0.
+mapping sets the sites it names and leaves the scheme's other sites at 0. A mapping names
+sites (``{"x": 0.2, "c": 0.3}``) or the groups of the site table (``{"ff": 0.5, "rec": 0.25}``:
+``ff`` every feed-forward site, ``rec`` every site of the recurrent mechanism, ``emb`` the
+embedding); a site named on its own wins over its group.
+
+Feed-forward composition (issue 22): every scheme but ``none`` may also take ``naive``'s
+feed-forward sites it does not list itself (``x`` and ``out``, per step, inverted), when a
+mapping gives them a rate. So ``moon`` with ``{"c": 0.3, "ff": 0.5}`` is Moon et al.'s memory
+dropout on Zaremba's footing, as Moon's and Semeniuta's papers ran it, while each scheme's
+default definition (a float ``dropout``) stays exactly what its paper's entry says. The
+study compares every scheme on that shared footing, so its comparison is about the
+recurrent part alone.
 
 Layer boundaries: ``x`` masks each layer's input and ``out`` the module's output. A scheme
 that also lists ``between`` gives the boundaries *inside* the stack (a layer's input that is
@@ -24,12 +35,15 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from benchmark.engine.masks import GRANULARITIES, SCALINGS, check_rate
-from benchmark.engine.sites import CELL_SITES, CELLS, SITE_DOCS, SITE_SPECS, SITES, SiteSpec
+from benchmark.engine.sites import CELL_SITES, CELLS, GROUPS, SITE_DOCS, SITE_SPECS, SITES, SiteSpec
 
-__all__ = ["CELLS", "CELL_SITES", "GATE_MASKS", "SCHEMES", "SITES", "SITE_DOCS", "DropoutPlan", "Scheme", "Site",
-           "SiteConfig", "resolve", "scheme_names"]
+__all__ = ["CELLS", "CELL_SITES", "FEED_FORWARD_SOURCE", "GATE_MASKS", "GROUPS", "SCHEMES", "SITES", "SITE_DOCS",
+           "DropoutPlan", "Scheme", "Site", "SiteConfig", "resolve", "scheme_names"]
 
 GATE_MASKS: tuple[str, ...] = ("untied", "tied")
+# The scheme whose feed-forward sites every other scheme may take (see the module docstring).
+FEED_FORWARD_SOURCE = "naive"
+GROUP_NAMES: tuple[str, ...] = tuple(dict.fromkeys(GROUPS.values()))  # emb, ff, rec
 OPTION_NAMES: tuple[str, ...] = ("granularity", "gate_masks", "scaling", "drop_cell")
 
 
@@ -54,7 +68,9 @@ class Scheme:
     ``granularity_sites`` are the sites the ``granularity`` option sets (the others keep
     their default); ``state_output`` says what a step outputs when the ``state`` site is
     masked: ``"masked"`` (the carried value, e.g. Moon's GRU) or ``"pre_mask"`` (TensorFlow
-    ``DropoutWrapper``, where output and state dropout are separate).
+    ``DropoutWrapper``, where output and state dropout are separate). ``feed_forward``: whether
+    the scheme may take ``FEED_FORWARD_SOURCE``'s feed-forward sites it does not list (every
+    scheme but ``none``, which stays the model without dropout).
     """
 
     name: str
@@ -66,6 +82,7 @@ class Scheme:
     granularity_choices: tuple[str, ...] = GRANULARITIES
     cells: tuple[str, ...] = CELLS
     state_output: str = "masked"
+    feed_forward: bool = True
 
     def sites_for(self, cell: str) -> dict[str, str]:
         """``{site: default granularity}`` of the sites this scheme uses on ``cell``."""
@@ -83,6 +100,7 @@ SCHEMES: Mapping[str, Scheme] = MappingProxyType(
                 (),
                 source="baseline",
                 summary="no dropout",
+                feed_forward=False,
             ),
             Scheme(
                 "naive",
@@ -168,6 +186,7 @@ class SiteConfig:
             "granularity": self.granularity,
             "scaling": self.scaling,
             "gate_masks": self.gate_masks,
+            "group": spec.group,
             "in_recurrence": spec.in_recurrence,
             "carried": spec.carried,
             "compounds": spec.compounds(self.scaling),
@@ -290,35 +309,33 @@ def resolve(scheme: str, cell: str, dropout: float | Mapping[str, float] = 0.0, 
         if opts["drop_cell"] and cell != "lstm":
             raise ValueError("drop_cell=True needs an LSTM (a GRU has no memory c); allowed for GRU: drop_cell=False")
 
-    # Rates: a float for every used site, or a mapping naming some of them.
+    # Rates: a float for every used site, or a mapping naming sites or groups of them.
+    borrowed = feed_forward_sites(scheme, cell)
     if isinstance(dropout, Mapping):
-        rates = {name: 0.0 for name in used}
-        for site, value in dropout.items():
-            if site not in SITES:
-                raise ValueError(f"unknown site {site!r}; choose one of: {_one_of(SITES)}")
-            if site not in CELL_SITES[cell]:
-                raise ValueError(f"site {site!r} does not exist on a {cell.upper()}; its sites: {_one_of(CELL_SITES[cell])}")
-            if site not in used:
-                raise ValueError(f"site {site!r} is not used by scheme {scheme!r} on a {cell.upper()}; its sites: {_one_of(list(used))}")
-            rates[site] = check_rate(value, f"dropout rate for site {site!r}")
+        rates = mapping_rates(scheme, cell, used, borrowed, dropout)
+        used = {**used, **{name: borrowed[name] for name in borrowed if rates.get(name)}}
+        used = {name: used[name] for name in SITES if name in used}  # the site table's order
     else:
         p = check_rate(dropout, "dropout")
         rates = {name: p for name in used}
 
+    source = SCHEMES[FEED_FORWARD_SOURCE].options
     sites: dict[str, SiteConfig] = {}
     for name, default_granularity in used.items():
         site = SITE_SPECS[name]
+        own = name not in borrowed  # a borrowed site keeps the source scheme's granularity and scaling
+        site_opts = opts if own else source
         if site.fixed_granularity is not None:
             granularity = site.fixed_granularity
-        elif name in spec.granularity_sites:
+        elif own and name in spec.granularity_sites:
             granularity = opts.get("granularity", default_granularity)
         else:
             granularity = default_granularity
         sites[name] = SiteConfig(
             rate=rates[name],
             granularity=granularity,
-            scaling=opts.get("scaling", "inverted"),
-            gate_masks=opts.get("gate_masks", "tied") if site.gate_masks else None,
+            scaling=site_opts.get("scaling", "inverted"),
+            gate_masks=site_opts.get("gate_masks", "tied") if site.gate_masks else None,
         )
     return DropoutPlan(
         scheme=scheme,
@@ -327,6 +344,51 @@ def resolve(scheme: str, cell: str, dropout: float | Mapping[str, float] = 0.0, 
         options=opts,
         state_output=spec.state_output,
     )
+
+
+def feed_forward_sites(scheme: str, cell: str) -> dict[str, str]:
+    """``{site: granularity}`` of ``FEED_FORWARD_SOURCE``'s sites that ``scheme`` may take on ``cell``.
+
+    Only the sites the scheme does not list itself (its own keep their granularity), and none
+    for a scheme that takes no feed-forward dropout (``none``).
+    """
+    spec = SCHEMES[scheme]
+    if not spec.feed_forward or scheme == FEED_FORWARD_SOURCE:
+        return {}
+    own = spec.sites_for(cell)
+    return {name: g for name, g in SCHEMES[FEED_FORWARD_SOURCE].sites_for(cell).items() if name not in own}
+
+
+def mapping_rates(scheme: str, cell: str, used: Mapping[str, str], borrowed: Mapping[str, str],
+                  dropout: Mapping[str, Any]) -> dict[str, float]:
+    """The rate of every site a ``{site or group: rate}`` mapping reaches; unnamed sites get 0.
+
+    Groups first, then sites named on their own, so ``{"ff": 0.5, "out": 0.3}`` gives ``x``
+    0.5 and ``out`` 0.3. A group reaches the scheme's own sites of that group and, for
+    ``ff``, the borrowed feed-forward sites. A positive rate that would reach no site is an
+    error: the user asked for dropout the model would not apply.
+    """
+    reachable = {**used, **borrowed}
+    rates = {name: 0.0 for name in reachable}
+    sites_text = _one_of(list(used)) + (f" (and the feed-forward sites {_one_of(list(borrowed))})" if borrowed else "")
+    for key in sorted(dropout, key=lambda k: k not in GROUP_NAMES):  # groups before sites
+        value = dropout[key]
+        if key in GROUP_NAMES:
+            rate = check_rate(value, f"dropout rate for group {key!r}")
+            members = [name for name in reachable if SITE_SPECS[name].group == key]
+            if rate and not members:
+                raise ValueError(f"dropout group {key!r} reaches no site of scheme {scheme!r} on a {cell.upper()}; "
+                                 f"its sites: {sites_text}")
+            rates.update({name: rate for name in members})
+            continue
+        if key not in SITES:
+            raise ValueError(f"unknown site {key!r}; choose one of: {_one_of(SITES)} or a group: {_one_of(GROUP_NAMES)}")
+        if key not in CELL_SITES[cell]:
+            raise ValueError(f"site {key!r} does not exist on a {cell.upper()}; its sites: {_one_of(CELL_SITES[cell])}")
+        if key not in reachable:
+            raise ValueError(f"site {key!r} is not used by scheme {scheme!r} on a {cell.upper()}; its sites: {sites_text}")
+        rates[key] = check_rate(value, f"dropout rate for site {key!r}")
+    return rates
 
 
 def scheme_names() -> list[str]:

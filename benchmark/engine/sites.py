@@ -32,6 +32,15 @@ PLACEMENTS: tuple[str, ...] = (
     "module_output",  # the module's output (the last layer only)
 )
 
+# What part of the network a site regularises, by its placement (issue 22): ``ff``, the
+# feed-forward connections every scheme can share (a layer's input, the boundaries between
+# layers, the output); ``rec``, the recurrent mechanism that tells schemes apart (inside the
+# step, or U itself); ``emb``, word types. A dropout mapping may name a group for its sites.
+GROUPS: Mapping[str, str] = MappingProxyType({
+    "embedding": "emb", "module_input": "ff", "inner_input": "ff", "module_output": "ff",
+    "recurrence": "rec", "weight": "rec",
+})
+
 
 @dataclass(frozen=True)
 class SiteSpec:
@@ -62,6 +71,11 @@ class SiteSpec:
     fixed_granularity: str | None = None
     memory_mask: str | None = None
     cells: tuple[str, ...] = CELLS
+
+    @property
+    def group(self) -> str:
+        """``ff``, ``rec`` or ``emb``: the part of the network the site regularises (``GROUPS``)."""
+        return GROUPS[self.placement]
 
     def eval_rule(self, scaling: str) -> str:
         """What the site does in evaluation: ``identity``, ``scale_by_keep`` or ``expectation``."""
