@@ -1,25 +1,20 @@
-"""The study's report: the headline table, paired comparisons and the perplexity-vs-rate figure.
+"""The study's report: its answer, tables (Markdown, CSV, LaTeX), figures and page, and their check.
 
     python -m analysis.study STUDY_DIR --out docs/results/study_cpu [--readme README.md]
+    python -m analysis.study --render docs/results/study_cpu [--readme README.md]
     python -m analysis.study --check docs/results/study_cpu [--readme README.md]
 
 The first form reads a study's run stores (``runners.study`` writes them) and writes, in
-``--out``: ``runs.csv`` (the seeded runs that are compared), ``trials.csv`` (the tuning
-trials), ``study.json`` (commands, machine, wall time), then everything derived from those
-three files: ``headline.{md,csv,tex}``, ``paired.{md,csv,tex}``, ``ppl_vs_rate.{png,svg,pdf}``
-and ``README.md``. With ``--readme`` it also puts the headline table into the README
-between ``<!-- <name>:headline -->`` markers, and the paired table between
-``<!-- <name>:paired -->`` markers.
+``--out``, the three inputs everything else derives from: ``runs.csv`` (every seeded run, with
+its setting and tuned rates), ``trials.csv`` (the tuning trials) and ``study.json`` (the design,
+commands, machine, wall time, and each setting's model and data read from its runs' configs);
+then the tables of ``analysis.study_tables`` as ``<table>.{md,csv,tex}``, the figures
+``tuning.{png,svg,pdf}`` and ``seeds.{png,svg,pdf}``, and ``README.md``. With ``--readme`` it
+also writes the answer (``analysis.study_text``) and the headline table into the README between
+``<!-- <name>:answer -->`` and ``<!-- <name>:headline -->`` markers.
 
-``--check`` renders the tables again from the committed CSVs and fails (exit 1) when a
-committed table, or the README's copy, differs: a number edited by hand cannot pass.
-
-The statistics follow issue 14. Per scheme x cell: mean and sd of the test perplexity over
-the finished seeds, and a 95 % t interval. Against ``none`` and against the cell's best
-scheme: a paired comparison over the seeds both finished (the same seed gives both runs the
-same initialisation and data order), with the mean difference, its 95 % t interval, a
-two-sided paired t-test's p-value and how many seeds the scheme won. A diverged run is
-counted as diverged in every table, never dropped silently.
+``--check`` renders everything again from the committed CSVs and fails (exit 1) when a committed
+table, the page or the README's copy differs: a number edited by hand cannot pass.
 """
 
 from __future__ import annotations
@@ -31,93 +26,79 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
-from analysis.runs import CELL_ORDER, SCHEME_ORDER, ordered
+from analysis import study_tables as tables
+from analysis.runs import CELL_ORDER, SCHEME_ORDER, config_value, ordered
 from analysis.store_reader import collect
+from analysis.study_text import answer, rates_line
 
-SEEDED_RUN_COLUMNS = ["scheme", "cell", "dropout", "seed", "status", "best_val_ppl", "test_ppl", "epochs",
-               "diverged_step", "wall_s", "train_tokens_per_s"]
-TRIAL_COLUMNS = ["scheme", "cell", "dropout", "seed", "status", "best_val_ppl", "diverged_step", "wall_s"]
 INPUTS = ("runs.csv", "trials.csv", "study.json")
-TABLES = ("headline.md", "headline.csv", "headline.tex", "paired.md", "paired.csv", "paired.tex")
+FIGURES = ("tuning", "seeds")
 
 
 class StudyReportError(ValueError):
     """A study directory or results directory that cannot be reported."""
 
 
-# --- statistics -------------------------------------------------------------------------
-
-
-def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
-    """The t interval for the mean of ``values`` (NaN with fewer than 2 values)."""
-    from scipy import stats
-
-    x = np.asarray(values, dtype=float)
-    if len(x) < 2:
-        return math.nan, math.nan
-    half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
-    return float(x.mean() - half), float(x.mean() + half)
-
-
-def summarise(values: Sequence[float]) -> dict[str, float]:
-    """Mean, sd (n - 1) and 95 % interval of the finished seeds' test perplexities."""
-    x = np.asarray(values, dtype=float)
-    low, high = t_interval(x)
-    return {"n": len(x), "mean": float(x.mean()) if len(x) else math.nan,
-            "sd": float(x.std(ddof=1)) if len(x) > 1 else math.nan, "ci_low": low, "ci_high": high}
-
-
-def paired(a: pd.Series, b: pd.Series) -> dict[str, float]:
-    """``a - b`` over the seeds where both finished: mean, 95 % interval, paired t-test p, wins of a.
-
-    Both series are indexed by seed. Pairing removes what the seed decides (initialisation,
-    data order, masks' stream) from the comparison, which is why the study re-runs every
-    scheme with the same seeds.
-    """
-    from scipy import stats
-
-    both = pd.concat([a, b], axis=1, keys=["a", "b"]).dropna()
-    d = (both["a"] - both["b"]).to_numpy(dtype=float)
-    low, high = t_interval(d)
-    p = float(stats.ttest_rel(both["a"], both["b"]).pvalue) if len(d) > 1 and d.std() > 0 else math.nan
-    return {"pairs": len(d), "diff": float(d.mean()) if len(d) else math.nan, "diff_low": low,
-            "diff_high": high, "p": p, "wins": int((d < 0).sum())}
-
-
 # --- reading a study --------------------------------------------------------------------
 
 
-def _frame(root: Path, columns: list[str]) -> pd.DataFrame:
+def _frame(root: Path, columns: list[str]) -> tuple[pd.DataFrame, list[dict]]:
     runs = collect([root]).runs
+    rates = pd.DataFrame([tables.group_rates(p) for p in runs.get("plan", pd.Series([None] * len(runs)))],
+                         index=runs.index, columns=["rate_ff", "rate_rec"])
+    runs = pd.concat([runs.drop(columns=[c for c in ("rate_ff", "rate_rec") if c in runs]), rates], axis=1)
     for column in columns:
         if column not in runs:
             runs[column] = math.nan
     frame = runs[columns].copy()
     frame["scheme"] = pd.Categorical(frame["scheme"], ordered(frame["scheme"], SCHEME_ORDER), ordered=True)
     frame["cell"] = pd.Categorical(frame["cell"], ordered(frame["cell"], CELL_ORDER), ordered=True)
-    frame = frame.sort_values(["cell", "scheme", "dropout", "seed"]).reset_index(drop=True)
+    frame = frame.sort_values([c for c in ("cell", "scheme", "rate_ff", "rate_rec", "seed") if c in frame])
     frame["scheme"] = frame["scheme"].astype(str)
     frame["cell"] = frame["cell"].astype(str)
-    return frame
+    configs = [json.loads(c) for c in runs.get("config", pd.Series(dtype=object)).dropna()]
+    return frame.reset_index(drop=True), configs
+
+
+def describe_setting(config: dict[str, Any]) -> str:
+    """A setting as measured: model, data and epochs, from one of its runs' resolved configs."""
+    get = lambda key: config_value(config, key)  # noqa: E731
+    tokens = get("data.size")
+    data = f"{tokens:,} training tokens of `{get('data.name')}`" if tokens else f"`{get('data.name')}`"
+    return (f"{get('model.num_layers')} x {get('model.hidden_size')} (embedding {get('model.emb_size')}), "
+            f"{data}, {get('train.epochs')} epoch{'' if get('train.epochs') == 1 else 's'}")
 
 
 def export(study_dir: Path, out: Path) -> None:
     """The study's three inputs, from its run stores, into ``out``."""
     record_path = study_dir / "study.json"
     if not record_path.is_file():
-        raise StudyReportError(f"{study_dir} is not a study directory (no study.json); "
-                               f"run python -m runners.study first")
-    if not (study_dir / "seeds").is_dir():
-        raise StudyReportError(f"{study_dir} has no seeded runs yet (no seeds/ folder)")
+        raise StudyReportError(f"{study_dir} is not a study directory (no study.json); run python -m runners.study first")
+    record = json.loads(record_path.read_text())
+    settings = list(record.get("study", {}).get("settings") or [])
+    if not settings or "rates_ff" not in record["study"]:
+        raise StudyReportError(f"{study_dir} is a one-rate study (issue 14's design); report it with "
+                               f"python -m analysis.study_v1")
+    frames, scope = [], {}
+    for setting in settings:
+        where = study_dir / "seeds" / setting
+        if not where.is_dir():
+            continue
+        frame, configs = _frame(where, [c for c in tables.RUN_COLUMNS if c != "setting"])
+        frames.append(frame.assign(setting=setting)[tables.RUN_COLUMNS])
+        if configs:
+            scope[setting] = describe_setting(configs[0])
+    if not frames:
+        raise StudyReportError(f"{study_dir} has no seeded runs yet (nothing under seeds/)")
     out.mkdir(parents=True, exist_ok=True)
-    _frame(study_dir / "seeds", SEEDED_RUN_COLUMNS).to_csv(out / "runs.csv", index=False)
+    pd.concat(frames, ignore_index=True).to_csv(out / "runs.csv", index=False)
     tune = study_dir / "tune"
-    trials = _frame(tune, TRIAL_COLUMNS) if tune.is_dir() else pd.DataFrame(columns=TRIAL_COLUMNS)
+    trials = (_frame(tune, tables.TRIAL_COLUMNS)[0] if tune.is_dir() and any(tune.iterdir())
+              else pd.DataFrame(columns=tables.TRIAL_COLUMNS))
     trials.to_csv(out / "trials.csv", index=False)
-    (out / "study.json").write_text(record_path.read_text())
+    (out / "study.json").write_text(json.dumps({**record, "scope": scope}, indent=2) + "\n")
 
 
 def load(results: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -125,203 +106,114 @@ def load(results: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     if missing:
         raise StudyReportError(f"{results} lacks {', '.join(missing)}; write it with "
                                f"python -m analysis.study STUDY_DIR --out {results}")
-    return (pd.read_csv(results / "runs.csv"), pd.read_csv(results / "trials.csv"),
-            json.loads((results / "study.json").read_text()))
+    runs = pd.read_csv(results / "runs.csv", dtype={"setting": str})
+    if "setting" not in runs:
+        raise StudyReportError(f"{results}/runs.csv has no setting column: a one-rate study (issue 14's design); "
+                               f"check it with python -m analysis.study_v1")
+    return runs, pd.read_csv(results / "trials.csv"), json.loads((results / "study.json").read_text())
 
 
-# --- tables -----------------------------------------------------------------------------
+# --- figures ----------------------------------------------------------------------------
 
 
-def _test_ppl(runs: pd.DataFrame, scheme: str, cell: str) -> pd.Series:
-    rows = runs[(runs.scheme == scheme) & (runs.cell == cell)]
-    finished = rows[rows.status == "finished"]
-    return finished.set_index("seed")["test_ppl"].astype(float)
+def _save(fig: Any, out: Path, name: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for suffix in ("png", "svg", "pdf"):
+        path = out / f"{name}.{suffix}"
+        fig.savefig(path, dpi=130, **({"metadata": {"Date": None}} if suffix == "svg" else
+                                      {"metadata": {"CreationDate": None}} if suffix == "pdf" else {}))
+        paths.append(path)
+    plt.close(fig)
+    return paths
 
 
-def best_schemes(runs: pd.DataFrame) -> dict[str, str]:
-    """Per cell, the scheme with the lowest mean test perplexity among those whose seeds all finished."""
-    best: dict[str, str] = {}
-    for cell, rows in runs.groupby("cell", sort=False):
-        complete = rows.groupby("scheme").filter(lambda g: (g.status == "finished").all())
-        if not complete.empty:
-            best[str(cell)] = str(complete.groupby("scheme")["test_ppl"].mean().idxmin())
-    return best
+def tuning_figure(trials: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Every tuning trial's best validation perplexity: schemes down, grid points across, one panel per cell.
 
-
-def headline(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell x scheme, best first within a cell."""
-    rows = []
-    best = best_schemes(runs)
-    for cell in ordered(runs.cell, CELL_ORDER):
-        none = _test_ppl(runs, "none", cell)
-        for scheme in ordered(runs[runs.cell == cell].scheme, SCHEME_ORDER):
-            group = runs[(runs.cell == cell) & (runs.scheme == scheme)]
-            ppl = _test_ppl(runs, scheme, cell)
-            s = summarise(ppl.to_numpy())
-            vs_none = paired(ppl, none) if scheme != "none" else {}
-            rate = group.dropout.iloc[0] if scheme != "none" else math.nan
-            rows.append({"cell": cell, "scheme": scheme, "rate": rate, "seeds": len(group),
-                         "finished": int((group.status == "finished").sum()),
-                         "diverged": int((group.status == "diverged").sum()),
-                         "test_mean": s["mean"], "test_sd": s["sd"], "test_ci_low": s["ci_low"],
-                         "test_ci_high": s["ci_high"],
-                         "val_mean": float(group[group.status == "finished"].best_val_ppl.mean()),
-                         "vs_none_diff": vs_none.get("diff", math.nan),
-                         "vs_none_low": vs_none.get("diff_low", math.nan),
-                         "vs_none_high": vs_none.get("diff_high", math.nan),
-                         "vs_none_p": vs_none.get("p", math.nan), "best": best.get(cell) == scheme})
-    table = pd.DataFrame(rows)
-    table["_order"] = table.test_mean.fillna(math.inf)
-    return table.sort_values(["cell", "_order"], key=lambda c: c.map(CELL_ORDER.index) if c.name == "cell" else c,
-                             kind="stable").drop(columns="_order").reset_index(drop=True)
-
-
-def paired_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every scheme against ``none`` and against its cell's best scheme, paired over seeds."""
-    rows = []
-    best = best_schemes(runs)
-    for cell in ordered(runs.cell, CELL_ORDER):
-        for scheme in ordered(runs[runs.cell == cell].scheme, SCHEME_ORDER):
-            for reference in ("none", best.get(cell)):
-                if scheme == "none" or reference is None or reference == scheme:
-                    continue
-                r = paired(_test_ppl(runs, scheme, cell), _test_ppl(runs, reference, cell))
-                rows.append({"cell": cell, "scheme": scheme, "against": reference, **r})
-    return pd.DataFrame(rows, columns=["cell", "scheme", "against", "pairs", "diff", "diff_low", "diff_high",
-                                       "p", "wins"])
-
-
-def _f(value: Any, digits: int = 1) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def _p(value: float) -> str:
-    if math.isnan(value):
-        return "-"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def _signed(value: float, digits: int = 1) -> str:
-    return "-" if math.isnan(value) else f"{value:+.{digits}f}"
-
-
-def _interval(low: float, high: float, signed: bool = False) -> str:
-    fmt = _signed if signed else _f
-    return "-" if math.isnan(low) else f"[{fmt(low)}, {fmt(high)}]"
-
-
-def _difference(diff: float, low: float, high: float) -> str:
-    """``-29.2 [-36.2, -22.2]``; ``no finished pair`` when one side never finished."""
-    if math.isnan(diff):
-        return "no finished pair"
-    return f"{_signed(diff)} {_interval(low, high, True)}"
-
-
-def headline_markdown(table: pd.DataFrame) -> str:
-    lines = ["| cell | scheme | rate | test ppl, mean ± sd | 95 % CI | vs none: Δ ppl [95 % CI] | p | finished |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for r in table.itertuples():
-        name = f"**{r.scheme}**" if r.best else r.scheme
-        score = "diverged" if r.finished == 0 else f"{_f(r.test_mean)} ± {_f(r.test_sd)}"
-        status = f"{r.finished}/{r.seeds}" + (f" ({r.diverged} diverged)" if r.diverged else "")
-        vs = "" if r.scheme == "none" else _difference(r.vs_none_diff, r.vs_none_low, r.vs_none_high)
-        lines.append(f"| {r.cell} | {name} | {'' if r.scheme == 'none' else _f(r.rate, 2)} | {score} | "
-                     f"{_interval(r.test_ci_low, r.test_ci_high)} | {vs} | {'' if r.scheme == 'none' else _p(r.vs_none_p)} | "
-                     f"{status} |")
-    return "\n".join(lines) + "\n"
-
-
-def paired_markdown(table: pd.DataFrame) -> str:
-    lines = ["| cell | scheme | against | Δ test ppl, mean [95 % CI] | p (paired t) | seeds won | pairs |",
-             "|---|---|---|---:|---:|---:|---:|"]
-    for r in table.itertuples():
-        lines.append(f"| {r.cell} | {r.scheme} | {r.against} | {_difference(r.diff, r.diff_low, r.diff_high)} "
-                     f"| {_p(r.p)} | {r.wins}/{r.pairs} | {r.pairs} |")
-    return "\n".join(lines) + "\n"
-
-
-def _csv(table: pd.DataFrame) -> str:
-    return table.to_csv(index=False, float_format="%.6g")
-
-
-def _latex(table: pd.DataFrame, caption: str) -> str:
-    """booktabs LaTeX through pandas' Styler, for a paper (issue 15)."""
-    whole = ("seeds", "finished", "diverged", "pairs", "wins")
-    formats = {c: ("{:.3g}" if c.endswith("p") else "{:.1f}") for c in table.select_dtypes("number").columns
-               if c not in whole}
-    styler = table.style.format(formats, na_rep="--", escape="latex").format_index(escape="latex", axis=1)
-    return styler.hide(axis="index").to_latex(hrules=True, caption=caption, position_float="centering")
-
-
-def render_tables(runs: pd.DataFrame) -> dict[str, str]:
-    """Every table file's text, from the seeded runs alone."""
-    head, pairs = headline(runs), paired_table(runs)
-    return {"headline.md": headline_markdown(head), "headline.csv": _csv(head),
-            "headline.tex": _latex(head, "Test perplexity over seeds at each scheme's tuned rate."),
-            "paired.md": paired_markdown(pairs), "paired.csv": _csv(pairs),
-            "paired.tex": _latex(pairs, "Paired differences in test perplexity over seeds.")}
-
-
-# --- the figure -------------------------------------------------------------------------
-
-
-def rate_figure(trials: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Path]:
-    """Best validation perplexity against the dropout rate: one curve per scheme, one panel per cell.
-
-    The rate each scheme was compared at is circled; a rate whose run diverged is an x on the
-    panel's top edge; ``none`` (no rate) is the dashed line, its mean over the seeded runs.
+    The point each scheme was re-run at is boxed; a diverged trial is marked as such; ``naive``
+    has no recurrent rate, so only its ``rec = -`` column is filled.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
+
+    cells = ordered(trials.cell, CELL_ORDER)
+    ffs = sorted(trials.rate_ff.dropna().unique())
+    recs = [math.nan, *sorted(trials.rate_rec.dropna().unique())]
+    columns = [(f, r) for f in ffs for r in recs]
+    schemes = ordered(trials.scheme, SCHEME_ORDER)
+    finite = trials[trials.status == "finished"].best_val_ppl
+    low, high = (float(finite.min()), float(finite.quantile(0.9))) if len(finite) else (0.0, 1.0)
+    fig, axes = plt.subplots(1, len(cells), figsize=(1.0 + 0.9 * len(columns) * len(cells), 1.2 + 0.5 * len(schemes)),
+                             squeeze=False, layout="constrained")
+    first = runs[runs.setting == tables.settings_of(runs)[0]] if len(runs) else runs
+    image = None
+    for ax, cell in zip(axes[0], cells):
+        grid = np.full((len(schemes), len(columns)), np.nan)
+        for i, scheme in enumerate(schemes):
+            rows = trials[(trials.cell == cell) & (trials.scheme == scheme)]
+            chosen = first[(first.cell == cell) & (first.scheme == scheme)]
+            for j, (f, r) in enumerate(columns):
+                hit = rows[np.isclose(rows.rate_ff, f) & (rows.rate_rec.isna() if math.isnan(r) else np.isclose(rows.rate_rec, r))]
+                if hit.empty:
+                    continue
+                t = hit.iloc[0]
+                if t.status == "finished":
+                    grid[i, j] = t.best_val_ppl
+                    ax.text(j, i, f"{t.best_val_ppl:.0f}", ha="center", va="center", fontsize=7)
+                else:
+                    ax.text(j, i, "div." if t.status == "diverged" else t.status[:4], ha="center", va="center",
+                            fontsize=7, color="crimson")
+                if len(chosen) and np.isclose(chosen.rate_ff.iloc[0], f) and (
+                        (math.isnan(r) and chosen.rate_rec.isna().iloc[0]) or np.isclose(chosen.rate_rec.iloc[0], r)):
+                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, linewidth=2, edgecolor="black"))
+        image = ax.imshow(grid, cmap="viridis_r", vmin=low, vmax=high, aspect="auto")
+        ax.set_xticks(range(len(columns)), [f"ff {f:g}\nrec {'-' if math.isnan(r) else f'{r:g}'}" for f, r in columns],
+                      fontsize=7)
+        ax.set_yticks(range(len(schemes)), schemes, fontsize=8)
+        ax.set_title(f"{cell.upper()}: best validation ppl per trial (seed {int(trials.seed.iloc[0])})", fontsize=9)
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="best validation perplexity")
+    return _save(fig, out, "tuning")
+
+
+def seeds_figure(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Test perplexity of every seeded run: one dot per seed, a bar at the mean, per setting x cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
 
     from analysis.plotting import scheme_colour
 
-    cells = ordered(trials.cell, CELL_ORDER)
-    fig, axes = plt.subplots(1, len(cells), figsize=(5.0 * len(cells) + 1.6, 4.4), squeeze=False,
-                             layout="constrained")
-    colours = plt.get_cmap("tab10")
-    schemes = ordered(trials.scheme, SCHEME_ORDER)
-    finite = trials[trials.status == "finished"].best_val_ppl
-    none_val = runs[(runs.scheme == "none") & (runs.status == "finished")].groupby("cell").best_val_ppl.mean()
-    top = float(max(finite.max(), none_val.max() if len(none_val) else 0) * 1.08) if len(finite) else 1.0
-    bottom = float(finite.min() * 0.95) if len(finite) else 0.0
-    for ax, cell in zip(axes[0], cells):
-        for scheme in schemes:
-            rows = trials[(trials.cell == cell) & (trials.scheme == scheme)].sort_values("dropout")
-            if rows.empty:
-                continue
-            # a scheme the suite does not ship: the reports' colour for it (their fallback palette, none
-            # of it among the eight tab10 colours above), not a tab10 entry another scheme may hold
-            colour = colours(SCHEME_ORDER.index(scheme) % 10) if scheme in SCHEME_ORDER else scheme_colour(scheme)
-            ok = rows[rows.status == "finished"]
-            ax.plot(ok.dropout, ok.best_val_ppl, "o-", color=colour, label=scheme, markersize=4)
-            bad = rows[rows.status != "finished"]
-            if len(bad):  # an empty unclipped line would stretch the layout to the figure's origin
-                ax.plot(bad.dropout, [top] * len(bad), "x", color=colour, markersize=8, clip_on=False)
-            chosen = runs[(runs.cell == cell) & (runs.scheme == scheme)].dropout
-            if len(chosen):
-                at = ok[np.isclose(ok.dropout, chosen.iloc[0])]
-                ax.plot(at.dropout, at.best_val_ppl, "o", markersize=11, markerfacecolor="none", color=colour)
-        if cell in none_val:
-            ax.axhline(none_val[cell], color="black", linestyle="--", linewidth=1, label="none (seeds' mean)")
-        ax.set_ylim(bottom, top)
-        ax.set_xticks(sorted(trials.dropout.unique()))
-        ax.set_title(f"{cell.upper()}: tuning trials (seed {int(trials.seed.iloc[0])})")
-        ax.set_xlabel("dropout rate")
-        ax.set_ylabel("best validation perplexity")
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8)
-    # how to read it (circled: the rate re-run with seeds; x: diverged) is in the page's caption
-    paths = []
-    for suffix in ("png", "svg", "pdf"):
-        path = out / f"ppl_vs_rate.{suffix}"
-        fig.savefig(path, dpi=130, **({"metadata": {"Date": None}} if suffix == "svg" else {}))
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    settings, cells = tables.settings_of(runs), ordered(runs.cell, CELL_ORDER)
+    fig, axes = plt.subplots(len(settings), len(cells), figsize=(5.2 * len(cells), 3.2 * len(settings)),
+                             squeeze=False, layout="constrained")
+    for row, setting in enumerate(settings):
+        for col, cell in enumerate(cells):
+            ax = axes[row][col]
+            here = runs[(runs.setting == setting) & (runs.cell == cell)]
+            schemes = ordered(here.scheme, SCHEME_ORDER)
+            for i, scheme in enumerate(schemes):
+                done = here[(here.scheme == scheme) & (here.status == "finished")].test_ppl.astype(float)
+                jitter = np.linspace(-0.18, 0.18, len(done)) if len(done) else []
+                ax.plot(i + np.asarray(jitter), done, "o", markersize=3, alpha=0.7, color=scheme_colour(scheme))
+                if len(done):
+                    ax.hlines(done.mean(), i - 0.3, i + 0.3, color="black", linewidth=1.2)
+                failed = int((here.scheme == scheme).sum() - len(done))
+                if failed:
+                    ax.annotate(f"{failed} div.", (i, 1.0), xycoords=("data", "axes fraction"), ha="center",
+                                va="top", fontsize=7, color="crimson")
+            ax.set_xticks(range(len(schemes)), schemes, rotation=30, ha="right", fontsize=8)
+            ax.set_title(f"{setting}, {cell.upper()}", fontsize=9)
+            ax.set_ylabel("test perplexity")
+            ax.grid(axis="y", alpha=0.3)
+    return _save(fig, out, "seeds")
 
 
 # --- the page ---------------------------------------------------------------------------
@@ -332,43 +224,79 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
-def readme_text(record: dict[str, Any], tables: dict[str, str], runs: pd.DataFrame, trials: pd.DataFrame) -> str:
+def machine_line(record: dict[str, Any]) -> str:
     m = record["machine"]
+    return f"{m['cpu']} ({m.get('vector', '?')}), {m['cores']} cores, torch {m['torch']}, device {m['device']}"
+
+
+def readme_text(record: dict[str, Any], files: dict[str, str], runs: pd.DataFrame, trials: pd.DataFrame,
+                text: str) -> str:
     s = record["study"]
     commands = "\n".join(record.get("commands", []))
-    return f"""# Study `{record['name']}`: every scheme at its tuned rate, {len(s['seeds'])} seeds
+    settings = "\n".join(f"  - `{name}`: {record.get('scope', {}).get(name, ', '.join(o) or 'the preset as it is')}"
+                         f" (overrides: {' '.join(o) or 'none'})" for name, o in s["settings"].items())
+    head = tables.headline(runs)
+    return f"""# Study `{record['name']}`: every scheme on one feed-forward footing, two rates tuned, {len(s['seeds'])} seeds, {len(s['settings'])} settings
 
 Generated by `python -m analysis.study` from this folder's `runs.csv`, `trials.csv` and
-`study.json`; `tests/test_study_results.py` fails if a table here differs from what those
-files give.
+`study.json`; `tests/test_study_results.py` fails if a table here differs from what those files give.
 
 - **Ran with:** `{record['command']}`, then
-  `python -m analysis.study outputs/studies/{record['name']} --out docs/results/{record['name']} --readme README.md`
-- **Machine:** {m['cpu']} ({m.get('vector', '?')}), {m['cores']} cores, torch {m['torch']}, device {m['device']};
-  {record['jobs']} commands at a time, each on its share of the cores.
+  `python -m analysis.study <output dir>/studies/{record['name']} --out docs/results/{record['name']} --readme README.md`
+- **Machine:** {machine_line(record)}; {record['jobs']} commands at a time, each on its share of the cores.
 - **Wall time:** {_duration(record['wall_s'])} for {len(trials)} tuning trials and {len(runs)} seeded runs
   ({record.get('invocations', 1)} invocation(s) of the study command).
-- **Protocol:** each scheme's dropout rate tuned on the grid {s['rates']} (validation split,
-  seed {s['tuning_seed']}, the same budget for every scheme); the best rate re-run with seeds
-  {s['seeds']}, compared on the test split. Same seed = same initialisation and data order.
+- **Settings:**
+{settings}
 
-## Test perplexity at the tuned rate
+## Design
 
-Best scheme per cell in bold (lowest mean among schemes whose seeds all finished). Δ is the
-paired difference to `none` over seeds (negative: better than no dropout), with a 95 % t interval
-and a two-sided paired t-test.
+- **One footing.** Every scheme is `naive`'s feed-forward dropout (layer inputs `x`, between layers,
+  output `out`; the scheme's own granularity where it has those sites, `naive`'s per-step mask where
+  it has none) plus its own recurrent mechanism. `naive` is the footing alone; `none` has no dropout.
+  Word-type dropout (`emb`) is {s.get('emb', 'left out for every scheme')}: it is orthogonal to the question.
+- **Equal budget.** Two rates, tuned jointly: `rate_ff` on {s['rates_ff']} and `rate_rec` on
+  {s['rates_rec']}, the same {len(s['rates_ff']) * len(s['rates_rec'])}-point grid for every scheme
+  with a recurrent site, and `naive` on the same {len(s['rates_ff'])} `rate_ff` points; Optuna's
+  grid sampler in SQLite, validation split, seed {s['tuning_seed']}, in `{next(iter(s['settings']))}`
+  only. A diverged trial scores +inf. Tuned pairs: {rates_line(head)}.
+- **Seeds and selection.** The tuned pair of every scheme x cell, and `none`, re-run with seeds
+  {s['seeds']} (never the tuning seed) in every setting. The cell's best scheme, which the third block
+  of comparisons is measured against, is chosen on **validation** (bold in the tables), never on test.
+- **Statistics.** Every comparison is paired over seeds (same seed: same initialisation and data
+  order): mean Δ with a 95 % t interval, the paired t-test, the exact sign-flip test (all 2^n sign
+  assignments; with {len(s['seeds'])} seeds its smallest p is {2 / 2 ** len(s['seeds']):.2g}), and Holm's
+  adjustment of the exact p over every comparison of the setting. Claims use the Holm-adjusted exact p.
+- **MC dropout.** {s.get('mc_samples', 0)} samples of the masks averaged in probability (Gal &
+  Ghahramani 2016, eq. 4), beside the standard test of the same weights.
 
-{tables['headline.md']}
-## Paired comparisons: against `none` and against the best scheme
+## The answer
 
-{tables['paired.md']}
-## Validation perplexity against the dropout rate
+{text}
+## Test perplexity at the tuned rates
 
-![best validation perplexity against the dropout rate](ppl_vs_rate.png)
+{files['headline.md']}
+![test perplexity of every seeded run](seeds.png)
 
-Every tuning trial; the circled point is the rate re-run with seeds. Also as
-[SVG](ppl_vs_rate.svg) and [PDF](ppl_vs_rate.pdf); the tables as LaTeX
-([headline.tex](headline.tex), [paired.tex](paired.tex)) and CSV.
+## Paired comparisons
+
+Against `none` (does the scheme help at all), against `naive` (does the recurrent part add to the
+footing) and against the cell's best scheme on validation.
+
+{files['paired.md']}
+## Does the ranking hold in the other setting?
+
+{files['rank_stability.md']}
+{files['survival.md']}
+## MC dropout against the standard test
+
+{files['mc.md']}
+## Tuning: every trial
+
+![best validation perplexity of every tuning trial](tuning.png)
+
+Boxed: the pair re-run with seeds. Also as [SVG](tuning.svg) and [PDF](tuning.pdf); every table as
+LaTeX (booktabs) and CSV beside its Markdown.
 
 ## The commands the study ran
 
@@ -378,28 +306,27 @@ Every tuning trial; the circled point is the rate re-run with seeds. Also as
 """
 
 
-README_BLOCKS = ("headline", "paired")
+README_BLOCKS = ("answer", "headline")
 
 
 def provenance(record: dict[str, Any], runs: pd.DataFrame, trials: pd.DataFrame) -> str:
     """One line: the command, the machine and the wall time, from ``study.json``."""
-    m = record["machine"]
     return (f"*{len(runs)} seeded runs and {len(trials)} tuning trials from `{record['command']}`, "
-            f"{_duration(record['wall_s'])} on {m['cpu']} ({m.get('vector', '?')}), {m['cores']} cores, "
-            f"torch {m['torch']}, device {m['device']}.*\n")
+            f"{_duration(record['wall_s'])} on {machine_line(record)}.*\n")
 
 
-def readme_block(name: str, table: str, tables: dict[str, str], note: str = "") -> tuple[str, str, str]:
-    """The README's copy of one table, between markers the report command finds again."""
-    start, end = f"<!-- {name}:{table} -->", f"<!-- /{name}:{table} -->"
-    return start, end, f"{start}\n{tables[table + '.md']}{note and chr(10) + note}{end}"
-
-
-def readme_blocks(record: dict[str, Any], tables: dict[str, str], runs: pd.DataFrame,
-                  trials: pd.DataFrame) -> list[tuple[str, str, str]]:
-    note = provenance(record, runs, trials)
-    return [readme_block(record["name"], table, tables, note if table == "headline" else "")
-            for table in README_BLOCKS]
+def readme_blocks(record: dict[str, Any], files: dict[str, str], runs: pd.DataFrame, trials: pd.DataFrame,
+                  text: str) -> list[tuple[str, str, str]]:
+    name = record["name"]
+    first = tables.settings_of(runs)[0]
+    head = tables.headline(runs)
+    table = tables.markdown(tables.headline_display(head[head.setting == first]).drop(columns="setting"))
+    bodies = {"answer": text, "headline": f"{table}\n{provenance(record, runs, trials)}"}
+    blocks = []
+    for block in README_BLOCKS:
+        start, end = f"<!-- {name}:{block} -->", f"<!-- /{name}:{block} -->"
+        blocks.append((start, end, f"{start}\n{bodies[block]}{end}"))
+    return blocks
 
 
 def replace_blocks(text: str, blocks: list[tuple[str, str, str]]) -> str:
@@ -411,29 +338,36 @@ def replace_blocks(text: str, blocks: list[tuple[str, str, str]]) -> str:
     return text
 
 
+def rendered(results: Path) -> tuple[dict[str, str], list[tuple[str, str, str]], pd.DataFrame, pd.DataFrame]:
+    """Every text file of ``results`` and the README blocks, from its three inputs."""
+    runs, trials, record = load(results)
+    files = tables.render_tables(runs)
+    pairs, mc = tables.paired_table(runs), tables.mc_table(runs)
+    text = answer(record, tables.headline(runs), pairs, mc, tables.rank_stability(runs), tables.survival(pairs))
+    files["README.md"] = readme_text(record, files, runs, trials, text)
+    return files, readme_blocks(record, files, runs, trials, text), runs, trials
+
+
 def render(results: Path, readme: Path | None = None) -> None:
     """Every derived file of ``results``, from its three inputs."""
-    runs, trials, record = load(results)
-    tables = render_tables(runs)
-    for name, text in tables.items():
+    files, blocks, runs, trials = rendered(results)
+    for name, text in files.items():
         (results / name).write_text(text)
-    rate_figure(trials, runs, results)
-    (results / "README.md").write_text(readme_text(record, tables, runs, trials))
+    if len(trials):
+        tuning_figure(trials, runs, results)
+    seeds_figure(runs, results)
     if readme is not None:
-        readme.write_text(replace_blocks(readme.read_text(), readme_blocks(record, tables, runs, trials)))
+        readme.write_text(replace_blocks(readme.read_text(), blocks))
 
 
 def check(results: Path, readme: Path | None = None) -> list[str]:
-    """The committed tables (and README block) that differ from what the committed runs give."""
-    runs, trials, record = load(results)
-    tables = render_tables(runs)
-    expected = {**tables, "README.md": readme_text(record, tables, runs, trials)}  # the page holds the tables too
-    stale = [name for name, text in expected.items()
+    """The committed files (and README blocks) that differ from what the committed runs give."""
+    files, blocks, _, _ = rendered(results)
+    stale = [name for name, text in files.items()
              if not (results / name).is_file() or (results / name).read_text() != text]
-    if readme is not None:
-        text = readme.read_text()
-        if any(block not in text for _, _, block in readme_blocks(record, tables, runs, trials)):
-            stale.append(str(readme))
+    stale += [f"{name}.png" for name in FIGURES if not (results / f"{name}.png").is_file()]
+    if readme is not None and any(block not in readme.read_text() for _, _, block in blocks):
+        stale.append(str(readme))
     return stale
 
 
@@ -445,19 +379,23 @@ def write_study_report(study_dir: Path, out: Path, readme: Path | None = None) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.study",
-                                     description="Tables, paired statistics and the rate figure of a study.")
-    parser.add_argument("path", type=Path, help="the study directory (outputs/studies/NAME); with --render or "
+                                     description="The answer, tables, figures and page of a study, and their check.")
+    parser.add_argument("path", type=Path, help="the study directory (<output dir>/studies/NAME); with --render or "
                                                 "--check, a results directory (docs/results/NAME)")
     parser.add_argument("--out", type=Path, help="where the results go (default: STUDY_DIR/report)")
-    parser.add_argument("--readme", type=Path, help="also update (with --check: check) this README's headline block")
+    parser.add_argument("--readme", type=Path, help="also update (with --check: check) this README's answer and "
+                                                    "headline blocks")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--render", action="store_true",
-                      help="only re-derive the tables, figure and page from the results directory's CSVs")
+                      help="only re-derive the tables, figures and page from the results directory's CSVs")
     mode.add_argument("--check", action="store_true",
-                      help="fail when a committed table differs from what the committed CSVs give")
+                      help="fail when a committed file differs from what the committed CSVs give")
     args = parser.parse_args(argv)
     if args.out is not None and (args.render or args.check):
         parser.error("--out goes with a study directory, not with --render or --check")
+    if not args.path.is_dir():
+        print(f"error: {args.path} is not a directory; give a study directory or a results directory", file=sys.stderr)
+        return 2
     try:
         if args.check:
             stale = check(args.path, args.readme)

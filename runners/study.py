@@ -1,25 +1,32 @@
-"""The multi-seed, equal-budget study: tune every scheme's rate, re-run the best with seeds, report.
+"""The fair study: every scheme on one feed-forward footing, two rates tuned on one grid, seeds, settings.
 
     python -m runners.study experiment=study_cpu [key=value ...] [--jobs N] [--out DIR]
 
-A preset's ``study`` block names the schemes, cells, rate grid and seeds (issue 14);
-``schemes: null`` means every scheme of the registry (``benchmark.engine.SCHEMES``) but
-``none``, so a scheme added there joins the study without editing a preset (issue 16). For
-every scheme x cell the driver runs one Optuna grid search over the dropout rate
-(``hparams_search=dropout``, the same grid for every scheme, on the validation split with
-``study.tuning_seed``), then re-runs the best rate with every seed in ``study.seeds``;
-``none`` skips the search. Only the seeded runs are compared, on the test split, by
-``analysis.study``. Tuning and comparison use different seeds, so the comparison is not
-biased towards the seed a rate was chosen on.
+A preset's ``study`` block names the schemes, cells, the two rate grids, the seeds and the
+settings (issue 22). Every scheme is its own recurrent mechanism on the same feed-forward
+footing: ``dropout={ff: rate_ff, rec: rate_rec}`` (``benchmark.engine.schemes``: ``ff`` is
+naive's input/between/output dropout, with the scheme's own granularity where it has those
+sites; ``rec`` the scheme's sites inside the recurrence), so ``naive`` is the footing alone
+and the comparison is about the recurrent part. ``emb`` (word-type dropout) is left out for
+every scheme. ``schemes: null`` means every scheme of the registry but ``none``.
+
+For every scheme x cell the driver runs one Optuna grid search (``hparams_search=dropout``
+with the search space replaced by the two axes, seeded, in SQLite) over ``rates_ff`` x
+``rates_rec`` in the first setting with ``study.tuning_seed``, scored on the validation
+split; ``naive``, which has no recurrent site, searches ``rates_ff`` alone at the same
+points, and ``none`` skips the search. The best pair is then re-run with every seed in
+``study.seeds`` in every setting (the first is the one tuned on; the others re-run the
+tuned configuration at another scale), with MC-dropout evaluation (``study.mc_samples``).
+Only seeded runs are compared, by ``analysis.study``.
 
 Each search and each seed sweep is one ``python run.py -m`` command; ``--jobs`` of them run
 at a time, each on its share of the cores (or its own GPU). Everything lives under
 ``<paths.output_dir>/studies/<study.name>/``: ``tune/<scheme>-<cell>/`` (the trials and their
-``optuna.db``), ``seeds/<scheme>-<cell>/``, ``logs/`` (each command's output) and
-``study.json`` (the commands, the machine and the wall time).
+``optuna.db``), ``seeds/<setting>/<scheme>-<cell>/``, ``logs/`` (each command's output) and
+``study.json`` (the design, the commands, the machine and the wall time).
 
 Rerunning the same command continues an interrupted study: a search asks only for the
-grid points its SQLite study has not finished (an interrupted trial's rate is asked again
+grid points its SQLite study has not finished (an interrupted trial's point is asked again
 and its job directory resumes from its checkpoint), and the seed sweeps skip finished jobs.
 """
 
@@ -27,8 +34,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import queue
+import re
 import shlex
 import subprocess
 import sys
@@ -44,6 +53,7 @@ import yaml
 from omegaconf import DictConfig
 
 from benchmark.engine import SCHEMES
+from benchmark.engine.sites import SITE_SPECS
 from runners.hydra_task import CONF_DIR, check_overrides, group_options
 
 DONE_STATES = ("COMPLETE", "FAIL", "PRUNED")
@@ -58,16 +68,43 @@ def default_schemes() -> tuple[str, ...]:
     return tuple(name for name in SCHEMES if name != "none")
 
 
+def tuned_groups(scheme: str, cell: str) -> tuple[str, ...]:
+    """The rate groups a scheme is tuned on: ``ff`` and, when it has a recurrent site, ``rec``.
+
+    ``none`` has neither; ``naive`` is the feed-forward footing alone.
+    """
+    if scheme == "none":
+        return ()
+    own = {SITE_SPECS[name].group for name in SCHEMES[scheme].sites_for(cell)}
+    return ("ff", "rec") if "rec" in own else ("ff",)
+
+
+def _rates(block: Any, key: str) -> tuple[float, ...]:
+    given = list(block.get(key) or ())
+    values = tuple(float(r) for r in given if isinstance(r, (int, float)) and not isinstance(r, bool))
+    if (not values or len(values) != len(given) or any(not 0.0 <= r < 1.0 for r in values)
+            or len(set(values)) != len(values)):
+        raise StudyError(f"study.{key} must be a non-empty list of distinct rates in [0, 1), got {list(values)}")
+    return values
+
+
 @dataclass(frozen=True)
 class StudySpec:
-    """What a preset's ``study`` block asks for, checked."""
+    """What a preset's ``study`` block asks for, checked.
+
+    ``settings`` maps a setting's name to the overrides that make it; the first is the one
+    the rates are tuned in, every setting re-runs the tuned rates with every seed.
+    """
 
     name: str
     schemes: tuple[str, ...]
     cells: tuple[str, ...]
-    rates: tuple[float, ...]
+    rates_ff: tuple[float, ...]
+    rates_rec: tuple[float, ...]
     tuning_seed: int
     seeds: tuple[int, ...]
+    settings: dict[str, tuple[str, ...]]
+    mc_samples: int = 0
 
     @classmethod
     def from_config(cls, cfg: DictConfig) -> "StudySpec":
@@ -77,10 +114,16 @@ class StudySpec:
                        if "study" in (yaml.safe_load((CONF_DIR / "experiment" / f"{p}.yaml").read_text()) or {})]
             raise StudyError(f"this configuration defines no study; choose a preset that does: "
                              f"{', '.join('experiment=' + p for p in presets)}")
+        if block.get("rates") is not None:
+            raise StudyError("study.rates is the one-rate design; a study tunes two rates: "
+                             "set study.rates_ff and study.rates_rec")
         schemes = block.get("schemes")
+        settings = block.get("settings") or {}
         spec = cls(name=str(block.name), schemes=default_schemes() if schemes is None else tuple(schemes),
-                   cells=tuple(block.cells), rates=tuple(float(r) for r in block.rates),
-                   tuning_seed=int(block.tuning_seed), seeds=tuple(int(s) for s in block.seeds))
+                   cells=tuple(block.cells), rates_ff=_rates(block, "rates_ff"), rates_rec=_rates(block, "rates_rec"),
+                   tuning_seed=int(block.tuning_seed), seeds=tuple(int(s) for s in block.seeds),
+                   settings={str(k): tuple(str(o) for o in (v or ())) for k, v in settings.items()},
+                   mc_samples=int(block.get("mc_samples") or 0))
         allowed = group_options("scheme")
         for scheme in spec.schemes:
             if scheme not in allowed or scheme == "none":
@@ -89,12 +132,29 @@ class StudySpec:
         for cell in spec.cells:
             if cell not in group_options("model"):
                 raise StudyError(f"study.cells has {cell!r}; choose from: {', '.join(group_options('model'))}")
-        if not spec.rates or any(not 0.0 <= r < 1.0 for r in spec.rates):
-            raise StudyError(f"study.rates must be a non-empty list of rates in [0, 1), got {list(spec.rates)}")
         if len(spec.seeds) < 2 or len(set(spec.seeds)) != len(spec.seeds) or spec.tuning_seed in spec.seeds:
             raise StudyError(f"study.seeds must be at least 2 distinct seeds without study.tuning_seed "
                              f"({spec.tuning_seed}), got {list(spec.seeds)}")
+        if not spec.settings or any(not re.fullmatch(r"[A-Za-z0-9_]+", name) for name in spec.settings):
+            raise StudyError(f"study.settings must map at least one name (letters, digits, _) to its overrides, "
+                             f"got {list(spec.settings)}")
+        if spec.mc_samples < 0:
+            raise StudyError(f"study.mc_samples must be 0 (off) or a number of samples, got {spec.mc_samples}")
         return spec
+
+    @property
+    def tuning_setting(self) -> str:
+        return next(iter(self.settings))
+
+    def grid(self, scheme: str, cell: str) -> dict[str, tuple[float, ...]]:
+        """``{group: rates}`` the scheme is searched over: the same points for every scheme."""
+        return {group: self.rates_ff if group == "ff" else self.rates_rec for group in tuned_groups(scheme, cell)}
+
+    def describe(self) -> dict[str, Any]:
+        return {"schemes": list(self.schemes), "cells": list(self.cells), "rates_ff": list(self.rates_ff),
+                "rates_rec": list(self.rates_rec), "tuning_seed": self.tuning_seed, "seeds": list(self.seeds),
+                "settings": {k: list(v) for k, v in self.settings.items()}, "mc_samples": self.mc_samples,
+                "emb": "left out for every scheme"}
 
 
 @dataclass
@@ -105,13 +165,14 @@ class Task:
     scheme: str
     cell: str
     sweep_dir: Path
-    rate: float | None = None
-    tuned_by: "Task | None" = None                          # the search whose best rate a seed sweep uses
+    setting: str = ""
+    rates: dict[str, float] | None = None                   # {group: rate} of a seed sweep
+    tuned_by: "Task | None" = None                          # the search whose best rates a seed sweep uses
     after: list["Task"] = field(default_factory=list)       # what may start once this one has finished
 
     @property
     def label(self) -> str:
-        return f"{self.stage} {self.scheme}-{self.cell}"
+        return f"{self.stage} {self.setting + ' ' if self.setting else ''}{self.scheme}-{self.cell}"
 
 
 def compose(overrides: Sequence[str]) -> DictConfig:
@@ -149,48 +210,67 @@ def finished_trials(sweep_dir: Path, scheme: str, cell: str) -> list[Any]:
     return [t for t in study.get_trials(deepcopy=False) if t.state.name in DONE_STATES]
 
 
-def best_rate(sweep_dir: Path, scheme: str, cell: str) -> float:
-    """The rate with the lowest best-validation perplexity; ties go to the lower rate.
+def param(group: str) -> str:
+    """The config key a rate group is searched on: ``dropout.ff``, ``dropout.rec``."""
+    return f"dropout.{group}"
 
-    A rate whose run diverged scores +inf, so a scheme that blows up at every rate is
-    still compared at its lowest one, and its seeded runs show it.
+
+def best_rates(sweep_dir: Path, scheme: str, cell: str) -> dict[str, float]:
+    """``{group: rate}`` of the grid point with the lowest best-validation perplexity.
+
+    Ties go to the weaker regularisation (lower ``ff``, then lower ``rec``). A point whose
+    run diverged scores +inf, so a scheme that blows up everywhere is still compared at its
+    weakest point, and its seeded runs show it. Chosen on validation only, never on test.
     """
     trials = [t for t in finished_trials(sweep_dir, scheme, cell) if t.values]
     if not trials:
         raise StudyError(f"the search in {sweep_dir} has no finished trial")
-    best = min(trials, key=lambda t: (t.values[0], t.params["dropout"]))
-    return float(best.params["dropout"])
+    groups = [g for g in ("ff", "rec") if param(g) in trials[0].params]
+    best = min(trials, key=lambda t: (t.values[0], *(t.params[param(g)] for g in groups)))
+    return {g: float(best.params[param(g)]) for g in groups}
 
 
 def plan(spec: StudySpec, root: Path) -> list[Task]:
-    """Every command of the study; a seed sweep runs after its scheme's search."""
-    tasks = [Task("seeds", "none", cell, root / "seeds" / f"none-{cell}") for cell in spec.cells]
+    """Every command of the study; a scheme's seed sweeps run after its search, in every setting."""
+    def seeds(scheme: str, cell: str, setting: str, **kw: Any) -> Task:
+        return Task("seeds", scheme, cell, root / "seeds" / setting / f"{scheme}-{cell}", setting=setting, **kw)
+
+    tasks = [seeds("none", cell, setting, rates={}) for setting in spec.settings for cell in spec.cells]
     for scheme in spec.schemes:
         for cell in spec.cells:
-            tune = Task("tune", scheme, cell, root / "tune" / f"{scheme}-{cell}")
-            tune.after.append(Task("seeds", scheme, cell, root / "seeds" / f"{scheme}-{cell}", tuned_by=tune))
+            tune = Task("tune", scheme, cell, root / "tune" / f"{scheme}-{cell}", setting=spec.tuning_setting)
+            tune.after.extend(seeds(scheme, cell, setting, tuned_by=tune) for setting in spec.settings)
             tasks.append(tune)
     return tasks
+
+
+def total_runs(spec: StudySpec) -> int:
+    """Every job of the study: the grid points of every search and every seeded run."""
+    trials = sum(math.prod(len(r) for r in spec.grid(s, c).values()) for s in spec.schemes for c in spec.cells)
+    return trials + len(spec.settings) * (len(spec.schemes) + 1) * len(spec.cells) * len(spec.seeds)
 
 
 def command(task: Task, spec: StudySpec, overrides: Sequence[str], threads: int | None) -> list[str]:
     """The ``run.py -m`` command line of a task."""
     # runners.cli is run.py's installed twin: the study also works from a `pip install .`
-    argv = [sys.executable, "-m", "runners.cli", "-m", *overrides, f"scheme={task.scheme}",
-            f"model={task.cell}", f"hydra.sweep.dir={task.sweep_dir}"]
+    argv = [sys.executable, "-m", "runners.cli", "-m", *overrides, *spec.settings[task.setting],
+            f"scheme={task.scheme}", f"model={task.cell}", f"hydra.sweep.dir={task.sweep_dir}"]
     if threads is not None and not any(o.startswith("threads=") for o in overrides):
         argv.append(f"threads={threads}")
     if task.stage == "tune":
-        remaining = len(spec.rates) - len(finished_trials(task.sweep_dir, task.scheme, task.cell))
-        argv += ["hparams_search=dropout", f"seed={spec.tuning_seed}",
-                 f"dropout=choice({','.join(repr(r) for r in spec.rates)})",
+        grid = spec.grid(task.scheme, task.cell)
+        remaining = math.prod(len(r) for r in grid.values()) - len(finished_trials(task.sweep_dir, task.scheme, task.cell))
+        argv += ["hparams_search=dropout", "~hydra.sweeper.params.dropout", f"seed={spec.tuning_seed}",
+                 *(f"{param(g)}=choice({','.join(repr(r) for r in rates)})" for g, rates in grid.items()),
+                 "hydra.sweep.subdir=${run_name}" + "".join(f"-{g}${{{param(g)}}}" for g in grid),
                  f"hydra.sweeper.study_name={study_name(task.scheme, task.cell)}",
                  f"hydra.sweeper.storage={storage_url(task.sweep_dir)}",
                  f"hydra.sweeper.n_trials={max(remaining, 0)}"]
     else:
         argv.append(f"seed={','.join(str(s) for s in spec.seeds)}")
-        if task.rate is not None:
-            argv.append(f"dropout={task.rate!r}")
+        argv += [f"{param(g)}={r!r}" for g, r in (task.rates or {}).items()]
+        if spec.mc_samples and task.scheme != "none":  # nothing to average over without masks
+            argv.append(f"train.mc_samples={spec.mc_samples}")
     return argv
 
 
@@ -203,7 +283,7 @@ def display(argv: Sequence[str]) -> str:
 def completed_runs(root: Path) -> int:
     """Job directories of the study with a final status: the progress bar's count."""
     done = 0
-    for summary in root.glob("*/*/*/summary.json"):
+    for summary in [*root.glob("tune/*/*/summary.json"), *root.glob("seeds/*/*/*/summary.json")]:
         try:
             if json.loads(summary.read_text()).get("status") in ("finished", "diverged", "failed"):
                 done += 1
@@ -237,7 +317,7 @@ class Runner:
 
     def run(self, task: Task) -> Task:
         if task.tuned_by is not None:
-            task.rate = best_rate(task.tuned_by.sweep_dir, task.scheme, task.cell)
+            task.rates = best_rates(task.tuned_by.sweep_dir, task.scheme, task.cell)
         argv = command(task, self.spec, self.overrides, None if self.gpus else self.threads)
         if task.stage == "tune" and argv[-1] == "hydra.sweeper.n_trials=0":
             return task  # every grid point has its result
@@ -246,7 +326,7 @@ class Runner:
         env = dict(os.environ)
         if self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(slot % self.gpus)
-        log_path = self.root / "logs" / f"{task.stage}-{task.scheme}-{task.cell}.log"
+        log_path = self.root / "logs" / f"{task.stage}-{task.setting + '-' if task.stage == 'seeds' else ''}{task.scheme}-{task.cell}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock:
             self.commands.append(display(argv))
@@ -276,7 +356,7 @@ def run_study(spec: StudySpec, root: Path, overrides: Sequence[str], jobs: int, 
     record_path = root / "study.json"
     previous = json.loads(record_path.read_text()) if record_path.is_file() else {}
     started = time.time()
-    total = len(spec.seeds) * (len(spec.schemes) + 1) * len(spec.cells) + len(spec.rates) * len(spec.schemes) * len(spec.cells)
+    total = total_runs(spec)
     tasks = plan(spec, root)
     bar = tqdm(total=total, initial=completed_runs(root), unit="run", desc=spec.name, disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
@@ -287,8 +367,7 @@ def run_study(spec: StudySpec, root: Path, overrides: Sequence[str], jobs: int, 
         """study.json, rewritten while the study runs: a killed invocation loses at most a poll's time."""
         data = {
             "name": spec.name,
-            "study": {"schemes": list(spec.schemes), "cells": list(spec.cells), "rates": list(spec.rates),
-                      "tuning_seed": spec.tuning_seed, "seeds": list(spec.seeds)},
+            "study": spec.describe(),
             "command": shlex.join(["python", "-m", "runners.study", *overrides]),
             "overrides": list(overrides),
             "jobs": jobs,
@@ -322,7 +401,7 @@ def run_study(spec: StudySpec, root: Path, overrides: Sequence[str], jobs: int, 
                     continue
                 for follow in task.after:
                     pending[pool.submit(runner.run, follow)] = follow
-                rate = f" (best rate {best_rate(task.sweep_dir, task.scheme, task.cell)})" if task.stage == "tune" else ""
+                rate = f" (best {best_rates(task.sweep_dir, task.scheme, task.cell)})" if task.stage == "tune" else ""
                 bar.write(f"done: {task.label}{rate}")
     bar.close()
     record()
@@ -340,8 +419,9 @@ def default_jobs() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m runners.study",
-        description="Tune every scheme's dropout rate on the same grid, re-run the best rate with several "
-                    "seeds, and report. Rerun the same command to continue an interrupted study.")
+        description="Tune every scheme's two dropout rates (feed-forward, recurrent) on the same grid, re-run the "
+                    "best pair with several seeds in every setting, and report. Rerun the same command to continue "
+                    "an interrupted study.")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="Hydra overrides, e.g. experiment=study_cpu (a preset with a study block)")
     parser.add_argument("--jobs", type=int, default=None,
@@ -360,8 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     root = study_dir(cfg, spec)
-    print(f"study {spec.name}: {len(spec.schemes)} schemes x {len(spec.cells)} cells, rates {list(spec.rates)}, "
-          f"seeds {list(spec.seeds)}; in {root}", file=sys.stderr)
+    print(f"study {spec.name}: {len(spec.schemes)} schemes x {len(spec.cells)} cells, rate_ff {list(spec.rates_ff)} x "
+          f"rate_rec {list(spec.rates_rec)}, seeds {list(spec.seeds)}, settings {', '.join(spec.settings)}: "
+          f"{total_runs(spec)} runs; in {root}", file=sys.stderr)
     failed = run_study(spec, root, args.overrides, args.jobs or default_jobs(), progress=not args.no_progress)
     from analysis.study import write_study_report
 

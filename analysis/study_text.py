@@ -1,0 +1,171 @@
+"""The study's answer in words, written from its tables: no number or verdict in it is typed by hand.
+
+Issue 22: the README's first section states what was measured (model, data, seeds, machine)
+and what holds, with claims made on the Holm-adjusted exact p; where the result agrees or
+disagrees with a paper's published finding, it says so with the citation. The papers' findings
+are data here (``PAPER_FINDINGS``), each read against the paired table of every setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from analysis.study_tables import ALPHA, fmt_p, fmt_ppl, fmt_rate, fmt_signed, fmt_tau, verdict
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A paper's published comparison: ``scheme`` is ``expected`` (better / worse) than ``against``."""
+
+    source: str
+    what: str
+    cell: str
+    scheme: str
+    against: str
+    expected: str = "better"
+    table: str = "paired"  # or "mc": MC dropout against the standard test of the same scheme
+
+
+PAPER_FINDINGS = (
+    Finding("Gal & Ghahramani (2016), PTB", "variational dropout beats naive dropout", "lstm", "variational", "naive"),
+    Finding("Gal & Ghahramani (2016), PTB", "MC dropout beats the standard test of the variational LSTM", "lstm",
+            "variational", "standard", table="mc"),
+    Finding("Semeniuta et al. (2016), PTB", "dropout on the candidate adds to feed-forward dropout", "lstm",
+            "semeniuta", "naive"),
+    Finding("Merity et al. (2017), PTB ablation", "DropConnect on the recurrent weights adds to the other dropout",
+            "lstm", "weightdrop", "naive"),
+)
+
+
+def _comparison(r: Any) -> str:
+    return (f"Δ {fmt_signed(r.diff)} [{fmt_signed(r.diff_low)}, {fmt_signed(r.diff_high)}], "
+            f"{r.wins}/{r.pairs} seeds, Holm-adjusted exact p {fmt_p(r.p_holm)}")
+
+
+def _names(rows: pd.DataFrame) -> str:
+    return ", ".join(f"`{r.scheme}` ({_comparison(r)})" for r in rows.itertuples()) or "none"
+
+
+def _plain(rows: pd.DataFrame) -> str:
+    return ", ".join(f"`{s}`" for s in rows.scheme)
+
+
+def scope(record: dict[str, Any]) -> str:
+    """What was measured, from the exported study record: settings, data, seeds, machine."""
+    s, m = record["study"], record["machine"]
+    settings = record.get("scope", {})
+    described = "; ".join(f"`{name}`: {d}" for name, d in settings.items()) or ", ".join(s["settings"])
+    grid = len(s["rates_ff"]) * len(s["rates_rec"])
+    return (f"Measured on {described}. Every scheme is `naive`'s feed-forward dropout (layer inputs, between "
+            f"layers, output) plus its own recurrent mechanism; the two rates were tuned jointly on one "
+            f"{len(s['rates_ff'])} x {len(s['rates_rec'])} grid ({grid} trials per scheme, `naive` "
+            f"{len(s['rates_ff'])}) on validation with seed {s['tuning_seed']} in `{next(iter(s['settings']))}`, "
+            f"then every scheme x cell ran {len(s['seeds'])} other seeds in every setting, on {m['cpu']} "
+            f"({m.get('vector', '?')}), {m['cores']} cores. Word-type dropout (`emb`) is off for every scheme.")
+
+
+def cell_lines(head: pd.DataFrame, pairs: pd.DataFrame, setting: str) -> list[str]:
+    lines = []
+    for cell in dict.fromkeys(head[head.setting == setting].cell):
+        rows = head[(head.setting == setting) & (head.cell == cell)]
+        best = rows[rows.best_on_val]
+        p = pairs[(pairs.setting == setting) & (pairs.cell == cell)]
+        p = p.assign(v=[verdict(r) for r in p.itertuples()])
+        vs_naive = p[(p.against == "naive") & (p.scheme != "none")]
+        vs_none = p[p.against == "none"]
+        dead = rows[rows.finished == 0]
+        text = f"- **{cell.upper()}**: "
+        if len(best):
+            b = best.iloc[0]
+            text += (f"best on validation **`{b.scheme}`** (ff {fmt_rate(b.rate_ff)}, rec {fmt_rate(b.rate_rec)}; "
+                     f"test {fmt_ppl(b.test_mean)} ± {fmt_ppl(b.test_sd)}). ")
+        if len(vs_naive):
+            parts = [f"{word} for {_names(vs_naive[vs_naive.v == v]) if v != 'n.s.' else _plain(vs_naive[vs_naive.v == v])}"
+                     for v, word in (("better", "better"), ("worse", "worse"), ("n.s.", "no significant difference"))
+                     if (vs_naive.v == v).any()]
+            text += f"Against `naive`'s footing alone, the recurrent part is {'; '.join(parts)}. "
+        beat = vs_none[vs_none.v == "better"]
+        text += f"{len(beat)} of {len(vs_none)} schemes beat no dropout significantly"
+        if len(dead):
+            text += "; " + ", ".join(f"`{r.scheme}` diverged on {r.diverged} of {r.seeds} seeds" for r in dead.itertuples())
+        lines.append(text + ".")
+    return lines
+
+
+def finding_lines(pairs: pd.DataFrame, mc: pd.DataFrame, settings: list[str]) -> list[str]:
+    lines = []
+    for f in PAPER_FINDINGS:
+        parts = []
+        for setting in settings:
+            if f.table == "mc":
+                rows = mc[(mc.setting == setting) & (mc.cell == f.cell) & (mc.scheme == f.scheme)]
+            else:
+                rows = pairs[(pairs.setting == setting) & (pairs.cell == f.cell) & (pairs.scheme == f.scheme)
+                             & (pairs.against == f.against)]
+                if rows.empty:  # compared the other way round (against the best scheme)
+                    rows = pairs[(pairs.setting == setting) & (pairs.cell == f.cell) & (pairs.scheme == f.against)
+                                 & (pairs.against == f.scheme)]
+                    rows = rows.assign(diff=-rows["diff"], diff_low=-rows.diff_high, diff_high=-rows.diff_low,
+                                       wins=rows.pairs - rows.wins)
+            if rows.empty:
+                parts.append(f"`{setting}`: not compared")
+                continue
+            r = next(rows.itertuples())
+            v = verdict(r)
+            word = ("agrees" if v == f.expected else "not significant" if v == "n.s." else "disagrees")
+            parts.append(f"`{setting}`: **{word}** ({_comparison(r)})")
+        lines.append(f"- {f.source}: {f.what} ({f.cell.upper()}). Here: {'; '.join(parts)}.")
+    return lines
+
+
+def answer(record: dict[str, Any], head: pd.DataFrame, pairs: pd.DataFrame, mc: pd.DataFrame,
+           ranks: pd.DataFrame, alive: pd.DataFrame) -> str:
+    """The README's first section, in Markdown."""
+    settings = list(dict.fromkeys(head.setting))
+    out = [scope(record), "",
+           f"Claims below are made at {ALPHA:g} on the exact paired sign-flip test, Holm-adjusted over every "
+           f"comparison of a setting; Δ is the scheme's test perplexity minus the other's (negative: better), "
+           f"with its 95 % t interval.", ""]
+    for setting in settings:
+        out.append(f"**In `{setting}`:**")
+        out.append("")
+        out.extend(cell_lines(head, pairs, setting))
+        out.append("")
+    if len(ranks):
+        taus = "; ".join(f"{r.cell.upper()} τ = {fmt_tau(r.kendall_tau)} ({r.schemes} schemes)" for r in ranks.itertuples())
+        held = alive[alive.holds]
+        out.append(f"**Does the ranking hold?** Kendall's tau between the settings' rankings by mean test perplexity: "
+                   f"{taus}. Significant comparisons that hold, with the same sign, in every setting: "
+                   + (", ".join(f"{r.cell.upper()} `{r.scheme}` {verdict_word(r, settings)} than `{r.against}`"
+                                for r in held.itertuples()) or "none") + ".")
+        out.append("")
+    if len(mc):
+        mc_v = mc.assign(v=[verdict(r) for r in mc.itertuples()])
+        helped = mc_v[mc_v.v == "better"]
+        hurt = mc_v[mc_v.v == "worse"]
+        out.append(f"**MC dropout** ({record['study'].get('mc_samples', '?')} samples, Gal & Ghahramani 2016, eq. 4) "
+                   f"against the standard test: lower perplexity for "
+                   + (", ".join(f"`{r.scheme}` {r.cell.upper()} in `{r.setting}` ({fmt_signed(r.diff)})" for r in helped.itertuples())
+                      or "no scheme") + "; higher for "
+                   + (", ".join(f"`{r.scheme}` {r.cell.upper()} in `{r.setting}` ({fmt_signed(r.diff)})" for r in hurt.itertuples())
+                      or "no scheme")
+                   + f"; no significant difference in the other {len(mc_v) - len(helped) - len(hurt)} of {len(mc_v)} cases.")
+        out.append("")
+    out.append("**Against the papers** (their finding, then this study's verdict in each setting):")
+    out.append("")
+    out.extend(finding_lines(pairs, mc, settings))
+    return "\n".join(out) + "\n"
+
+
+def verdict_word(row: Any, settings: list[str]) -> str:
+    return getattr(row, f"verdict_{settings[0]}", "n.s.")
+
+
+def rates_line(head: pd.DataFrame) -> str:
+    """The tuned pairs, for the study page."""
+    first = head[head.setting == head.setting.iloc[0]]
+    return "; ".join(f"{r.cell} `{r.scheme}` ff {fmt_rate(r.rate_ff) or '-'} rec {fmt_rate(r.rate_rec) or '-'}"
+                     for r in first.itertuples() if r.scheme != "none")
