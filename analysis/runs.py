@@ -72,7 +72,7 @@ _FINISHED_ONLY = ("test_ppl", "bayes_test_ppl", "mc_test_ppl")
 # Config keys that never make two runs different experiments: bookkeeping, and where
 # things are stored, how often progress is logged or probed. ``seed`` is what tables
 # average over.
-_NOT_VARIANT = ("seed", "run_name", "paths", "logger", "device", "threads", "hardware", "reference",
+_NOT_VARIANT = ("seed", "run_name", "paths", "logger", "device", "threads", "flush_denormal", "hardware", "reference",
                 "hydra", "data.path", "data.download", "train.log_interval", "train.probe_steps",
                 "train.probe_batch")
 

@@ -71,7 +71,7 @@ import torch
 from torch import nn
 
 from benchmark.engine import SCHEMES
-from benchmark.machine import machine, machine_line
+from benchmark.machine import machine, machine_line, set_flush_denormal
 from benchmark.model import LanguageModel
 from benchmark.publish import publish, readme_problem, usage_problem
 
@@ -444,6 +444,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--bptt", type=int, default=35)
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--keep-denormals", action="store_true",
+                   help="do not flush denormal floats to zero (the default flushes them on the CPU, as training jobs do)")
     mem = p.add_mutually_exclusive_group()
     mem.add_argument("--memory", dest="memory", action="store_true", default=None, help="measure peak memory")
     mem.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak memory")
@@ -484,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value is not None and value < (0 if name in ("warmup", "threads") else 1):
             print(f"error: --{name}={value} is too small", file=sys.stderr)
             return 2
+    set_flush_denormal(not args.keep_denormals)  # before any parallel op: worker threads inherit it
     if args.threads:
         torch.set_num_threads(args.threads)
     s = Settings(

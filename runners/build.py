@@ -123,8 +123,9 @@ def check_data(cfg: DictConfig) -> None:
 
 
 def check_top_level(cfg: DictConfig) -> None:
-    """The run-wide keys that are not groups: seed, threads, hardware, device."""
-    check_types("", {"seed": cfg.seed, "threads": cfg.threads}, {"seed": int, "threads": int | None})
+    """The run-wide keys that are not groups: seed, threads, flush_denormal, hardware, device."""
+    check_types("", {"seed": cfg.seed, "threads": cfg.threads, "flush_denormal": cfg.get("flush_denormal", True)},
+                {"seed": int, "threads": int | None, "flush_denormal": bool})
     _at_least("threads", cfg.threads, 1)
     if cfg.hardware not in HARDWARE:
         raise ConfigError(f"hardware={cfg.hardware} is unknown; choose one of: {', '.join(HARDWARE)}")

@@ -22,7 +22,7 @@ from runners.build import ConfigError
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 # Keys that do not change what is trained: a job may resume with these changed.
-VOLATILE = ("logger", "paths", "threads", "device", "run_name")
+VOLATILE = ("logger", "paths", "threads", "flush_denormal", "device", "run_name")
 
 
 def fingerprint(config: dict) -> dict:

@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.data import DataError
-from benchmark.machine import machine
+from benchmark.machine import machine, set_flush_denormal
 from benchmark.train import check_batches, train
 from runners import build, checkpoints
 from runners.build import ConfigError
@@ -164,6 +164,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
     except DataError as e:
         raise ConfigError(str(e)) from None
 
+    set_flush_denormal(cfg.get("flush_denormal", True))  # before any parallel op: torch's worker threads inherit it
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     torch.manual_seed(int(cfg.seed))

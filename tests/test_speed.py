@@ -20,7 +20,7 @@ import torch
 
 from benchmark import speed
 from benchmark.engine import SCHEMES
-from benchmark.machine import ISA_CAPS
+from benchmark.machine import ISA_CAPS, flushes_denormals, set_flush_denormal
 
 from conftest import ROOT
 
@@ -34,12 +34,13 @@ FIELDS = {"width", "hidden", "cell", "scheme", "path", "step_ms", "step_ms_runs"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A tiny real run's speed.json and speed.md."""
-    before = torch.get_num_threads()
+    before, flushed = torch.get_num_threads(), flushes_denormals()
     out = tmp_path_factory.mktemp("speed")
     try:
         assert speed.main([*TINY, "--out", str(out)]) == 0
     finally:
         torch.set_num_threads(before)
+        set_flush_denormal(flushed)
     return out
 
 
@@ -66,6 +67,7 @@ def test_every_scheme_and_cell_has_a_row_with_the_expected_fields(result):
     assert paths["variational"] == "segment" and paths["zoneout"] == "segment"
     assert {"cpu", "cores", "torch", "threads"} <= data["machine"].keys()
     assert data["machine"]["threads"] == 1
+    assert data["machine"]["flush_denormal"] is True  # flushed by default, as in training jobs (issue 24)
     assert data["command"].startswith("python -m benchmark.speed --quick")
 
 
@@ -178,7 +180,7 @@ def test_the_readme_block_is_the_rendering_and_an_edited_number_fails_the_check(
                           "--readme README.md`; `tests/test_speed.py` fails if this block differs from what "
                           "that file renders.*\n")
     line = block.splitlines()[2]  # the machine line names the vector flags and what torch's kernels dispatch to
-    assert f" ({data['machine']['vector']}; torch kernels {data['machine']['kernels']})" in line
+    assert f" ({data['machine']['vector']}; torch kernels {data['machine']['kernels']}; denormals flushed to zero)" in line
     assert speed.main(["--render", str(json_path), "--readme", str(readme), "--check"]) == 0
     readme.write_text(edit_a_number(text, "| 16 (16) | gru | zoneout |"))
     proc = subprocess.run([sys.executable, "-m", "benchmark.speed", "--render", str(json_path), "--readme",
