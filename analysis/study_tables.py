@@ -194,7 +194,7 @@ def survival(pairs: pd.DataFrame) -> pd.DataFrame:
         rows.append({"cell": cell, "scheme": scheme, "against": against,
                      **{f"verdict_{s}": v for s, v in zip(settings, verdicts)},
                      "holds": verdicts[0] in ("better", "worse") and len(set(verdicts)) == 1})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["cell", "scheme", "against", *(f"verdict_{s}" for s in settings), "holds"])
 
 
 def rank_stability(runs: pd.DataFrame) -> pd.DataFrame:
@@ -262,12 +262,22 @@ Display = pd.DataFrame  # strings under readable headers: what Markdown and LaTe
 TEXT_COLUMNS = {"setting", "cell", "scheme", "against", "settings"}
 
 
-def headline_display(table: pd.DataFrame) -> Display:
+def on_edge(rate: Any, grid: Sequence[float] | None) -> bool:
+    """Whether a tuned rate sits on the end of its grid, where the optimum may lie beyond it."""
+    return bool(grid) and isinstance(rate, float) and not math.isnan(rate) and len(grid) > 1 and \
+        any(math.isclose(rate, end) for end in (min(grid), max(grid)))
+
+
+def headline_display(table: pd.DataFrame, grid: dict[str, Sequence[float]] | None = None) -> Display:
+    """The headline's strings; a tuned rate on the end of its grid is marked with a dagger."""
+    grid = grid or {}
     rows = []
     for r in table.itertuples():
         status = f"{r.finished}/{r.seeds}" + (f" ({r.diverged} diverged)" if r.diverged else "")
+        rate = {g: fmt_rate(getattr(r, f"rate_{g}")) + ("†" if on_edge(getattr(r, f"rate_{g}"), grid.get(g)) else "")
+                for g in ("ff", "rec")}
         rows.append({"setting": r.setting, "cell": r.cell, "scheme": f"**{r.scheme}**" if r.best_on_val else r.scheme,
-                     "rate ff": fmt_rate(r.rate_ff), "rate rec": fmt_rate(r.rate_rec), "val ppl": fmt_ppl(r.val_mean),
+                     "rate ff": rate["ff"], "rate rec": rate["rec"], "val ppl": fmt_ppl(r.val_mean),
                      "test ppl, mean ± sd": "diverged" if r.finished == 0 else f"{fmt_ppl(r.test_mean)} ± {fmt_ppl(r.test_sd)}",
                      "95 % CI": _interval(r.test_ci_low, r.test_ci_high), "MC test ppl": fmt_ppl(r.mc_test_mean),
                      "finished": status})
@@ -320,7 +330,7 @@ def markdown(display: Display) -> str:
     return "\n".join(lines) + "\n"
 
 
-LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "τ": r"$\tau$", "−": "$-$"}
+LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "τ": r"$\tau$", "−": "$-$", "†": r"$^\dagger$"}
 
 
 def latex(display: Display, caption: str) -> str:
@@ -344,14 +354,14 @@ def csv(table: pd.DataFrame) -> str:
     return table.to_csv(index=False, float_format="%.6g")
 
 
-def render_tables(runs: pd.DataFrame) -> dict[str, str]:
-    """Every table file's text, from the seeded runs alone."""
+def render_tables(runs: pd.DataFrame, grid: dict[str, Sequence[float]] | None = None) -> dict[str, str]:
+    """Every table file's text, from the seeded runs alone (and the tuning grid, to mark its edges)."""
     head, pairs, mc, ranks = headline(runs), paired_table(runs), mc_table(runs), rank_stability(runs)
     alive = survival(pairs)
     files: dict[str, str] = {}
     for name, table, display, caption in (
-            ("headline", head, headline_display(head), "Test perplexity over seeds at each scheme's tuned rates "
-             "(bold: best on validation)."),
+            ("headline", head, headline_display(head, grid), "Test perplexity over seeds at each scheme's tuned "
+             "rates (bold: best on validation; a dagger: a rate on the end of its tuning grid)."),
             ("paired", pairs, paired_display(pairs), "Paired differences in test perplexity over seeds; "
              "p (Holm): the exact p adjusted over the setting's comparisons."),
             ("mc", mc, mc_display(mc), "MC-dropout test perplexity against the standard one, paired over seeds."),

@@ -80,8 +80,9 @@ def cell_lines(head: pd.DataFrame, pairs: pd.DataFrame, setting: str) -> list[st
         text = f"- **{cell.upper()}**: "
         if len(best):
             b = best.iloc[0]
-            text += (f"best on validation **`{b.scheme}`** (ff {fmt_rate(b.rate_ff)}, rec {fmt_rate(b.rate_rec)}; "
-                     f"test {fmt_ppl(b.test_mean)} ± {fmt_ppl(b.test_sd)}). ")
+            rates = "".join(f"{g} {fmt_rate(v)}, " for g, v in (("ff", b.rate_ff), ("rec", b.rate_rec)) if fmt_rate(v))
+            text += (f"best on validation **`{b.scheme}`** ({rates}test {fmt_ppl(b.test_mean)} ± "
+                     f"{fmt_ppl(b.test_sd)}). ")
         if len(vs_naive):
             parts = [f"{word} for {_names(vs_naive[vs_naive.v == v]) if v != 'n.s.' else _plain(vs_naive[vs_naive.v == v])}"
                      for v, word in (("better", "better"), ("worse", "worse"), ("n.s.", "no significant difference"))

@@ -150,9 +150,11 @@ def test_rank_stability_is_kendalls_tau_between_the_settings_rankings():
 def test_formats_rates_as_given_p_values_and_readable_latex():
     runs = _runs({("small", "lstm", "none"): (200, 210, 1, 0), ("small", "lstm", "naive"): (150, 160, 1, 0.55),
                   ("small", "lstm", "moon"): (160, 170, 2, 0.25)})
-    files = tables.render_tables(runs)
-    assert "| 0.55 |" in files["headline.md"] and "| 0.25 |" in files["headline.md"]
-    assert " 0.55 & " in files["headline.tex"] and "0.6 &" not in files["headline.tex"]
+    files = tables.render_tables(runs, {"ff": [0.25, 0.4, 0.55], "rec": [0.1, 0.3, 0.5]})
+    assert "| 0.55† |" in files["headline.md"] and "| 0.25† |" in files["headline.md"]  # on the grid's ends
+    assert "| 0.3 |" in files["headline.md"]  # rec 0.3: inside the grid
+    assert tables.render_tables(runs)["headline.md"].count("†") == 0
+    assert " 0.55$^\\dagger$ & " in files["headline.tex"] and "0.6" not in files["headline.tex"]
     assert "\\toprule" in files["paired.tex"] and "p (Holm)" in files["paired.tex"] and "_" not in files["paired.tex"]
     assert "$\\pm$" in files["headline.tex"] and "±" not in files["headline.tex"]
     assert tables.fmt_p(0.000311) == "<0.001" and tables.fmt_p(0.0234567) == "0.0235" and tables.fmt_p(0.15) == "0.150"
