@@ -24,24 +24,41 @@ def test_scheme_group_is_what_the_generator_writes_from_the_registry():
         assert body == {"name": name, **SCHEMES[name].options}, f"conf/scheme/{name}.yaml differs from the registry"
 
 
+def test_each_scheme_file_and_the_readme_table_state_every_site_it_masks():
+    """Issue 27: what a scheme masks is answered in one file, from the plan the engine resolves."""
+    semeniuta = (CONF / "scheme" / "semeniuta.yaml").read_text()
+    assert "x (step, inverted scaling, tied gate masks), g (step, inverted scaling), out (step" in semeniuta
+    moon = (CONF / "scheme" / "moon.yaml").read_text()
+    assert "#   lstm: c (sequence, test scaling)\n#   gru: state (sequence, test scaling)" in moon
+    assert "feed-forward sites: x (step, inverted scaling), out (step, inverted scaling)" in moon
+    assert scheme_configs.readme_problem() is None, scheme_configs.readme_problem()
+    assert "| `moon` | LSTM: `c` (sequence, test scaling)<br>GRU: `state` (sequence, test scaling) |" in \
+        scheme_configs.readme_table()
+
+
 def test_the_generator_names_stale_missing_and_extra_files_and_writes_only_what_differs(tmp_path, capsys):
     group = tmp_path / "scheme"
-    assert scheme_configs.main(["--dir", str(group)]) == 0
+    readme = tmp_path / "README.md"
+    readme.write_text((CONF.parent / "README.md").read_text().replace("| `none` | no site |", "| `none` | edited |"))
+    assert scheme_configs.main(["--check", "--dir", str(CONF / "scheme"), "--readme", str(readme)]) == 1
+    assert "scheme table does not match" in capsys.readouterr().err
+    assert scheme_configs.main(["--dir", str(group), "--readme", str(readme)]) == 0
+    assert scheme_configs.readme_problem(readme) is None
     assert sorted(p.name for p in group.iterdir()) == sorted(f"{s}.yaml" for s in SCHEMES)  # no temporary left
-    assert scheme_configs.main(["--check", "--dir", str(group)]) == 0
-    assert scheme_configs.main(["--dir", str(group)]) == 0 and "wrote 0 of" in capsys.readouterr().out
+    assert scheme_configs.main(["--check", "--dir", str(group), "--readme", str(readme)]) == 0
+    assert scheme_configs.main(["--dir", str(group), "--readme", str(readme)]) == 0 and "wrote 0 of" in capsys.readouterr().out
 
     (group / "naive.yaml").write_text((group / "naive.yaml").read_text().replace("step", "sequence"))
     (group / "moon.yaml").unlink()
     (group / "gone.yaml").write_text(scheme_configs.render(SCHEMES["none"]).replace("none", "gone"))
     (group / "mine.yaml").write_text("name: naive\ngranularity: batch\n")  # a user's own variant
     capsys.readouterr()
-    assert scheme_configs.main(["--check", "--dir", str(group)]) == 1
+    assert scheme_configs.main(["--check", "--dir", str(group), "--readme", str(readme)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.rstrip().endswith("run python -m runners.scheme_configs"), err
     assert "stale: naive.yaml; missing: moon.yaml; extra: gone.yaml, mine.yaml" in err
 
-    assert scheme_configs.main(["--dir", str(group)]) == 0
+    assert scheme_configs.main(["--dir", str(group), "--readme", str(readme)]) == 0
     out, err = capsys.readouterr()
     assert "moon.yaml, naive.yaml" in out and "mine.yaml" in err  # the user's file is named and kept
     assert sorted(p.name for p in group.iterdir()) == sorted([*(f"{s}.yaml" for s in SCHEMES), "mine.yaml"])

@@ -273,16 +273,25 @@ class DropoutPlan:
         }
 
 
-def resolve(scheme: str, cell: str, dropout: float | Mapping[str, float] = 0.0, **options: Any) -> DropoutPlan:
+def _scheme(scheme: str | Scheme) -> Scheme:
+    """A registry scheme by name, or a ``Scheme`` entry as it is (one not registered yet, e.g. while
+    its config file is written)."""
+    if isinstance(scheme, Scheme):
+        return scheme
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        raise ValueError(f"unknown scheme {scheme!r}; choose one of: {_one_of(list(SCHEMES))}")
+    return SCHEMES[scheme]
+
+
+def resolve(scheme: str | Scheme, cell: str, dropout: float | Mapping[str, float] = 0.0, **options: Any) -> DropoutPlan:
     """Validate a scheme request and resolve it into a ``DropoutPlan``.
 
     Every error is a ``ValueError`` with one line naming what was wrong and what is allowed.
     """
     if cell not in CELLS:
         raise ValueError(f"unknown cell {cell!r}; choose one of: {_one_of(CELLS)}")
-    if not isinstance(scheme, str) or scheme not in SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}; choose one of: {_one_of(list(SCHEMES))}")
-    spec = SCHEMES[scheme]
+    spec = _scheme(scheme)
+    scheme = spec.name
     if cell not in spec.cells:
         raise ValueError(f"scheme {scheme!r} does not run on a {cell.upper()}; it runs on: {_one_of(spec.cells)}")
     used = spec.sites_for(cell)
@@ -310,7 +319,7 @@ def resolve(scheme: str, cell: str, dropout: float | Mapping[str, float] = 0.0, 
             raise ValueError("drop_cell=True needs an LSTM (a GRU has no memory c); allowed for GRU: drop_cell=False")
 
     # Rates: a float for every used site, or a mapping naming sites or groups of them.
-    borrowed = feed_forward_sites(scheme, cell)
+    borrowed = feed_forward_sites(spec, cell)
     if isinstance(dropout, Mapping):
         rates = mapping_rates(scheme, cell, used, borrowed, dropout)
         used = {**used, **{name: borrowed[name] for name in borrowed if rates.get(name)}}
@@ -346,14 +355,14 @@ def resolve(scheme: str, cell: str, dropout: float | Mapping[str, float] = 0.0, 
     )
 
 
-def feed_forward_sites(scheme: str, cell: str) -> dict[str, str]:
+def feed_forward_sites(scheme: str | Scheme, cell: str) -> dict[str, str]:
     """``{site: granularity}`` of ``FEED_FORWARD_SOURCE``'s sites that ``scheme`` may take on ``cell``.
 
     Only the sites the scheme does not list itself (its own keep their granularity), and none
     for a scheme that takes no feed-forward dropout (``none``).
     """
-    spec = SCHEMES[scheme]
-    if not spec.feed_forward or scheme == FEED_FORWARD_SOURCE:
+    spec = _scheme(scheme)
+    if not spec.feed_forward or spec.name == FEED_FORWARD_SOURCE:
         return {}
     own = spec.sites_for(cell)
     return {name: g for name, g in SCHEMES[FEED_FORWARD_SOURCE].sites_for(cell).items() if name not in own}
