@@ -142,3 +142,18 @@ def test_masks_hit_their_probability_in_every_dtype_and_repeat_under_a_seed(dtyp
     assert zone.float().mean().item() == pytest.approx(0.15, abs=0.005)
     torch.manual_seed(3)
     assert torch.equal(dropout_mask((200, 500), 0.3, "inverted", like), drop)
+
+
+def test_segment_masks_declares_one_field_per_site_inside_the_recurrence():
+    """Issue 27: the per-step mask lists are declared fields, found by name, and they are exactly the
+    site table's sites inside the recurrence (with the LSTM memory's own masks) plus the input mask."""
+    import dataclasses
+
+    from benchmark.engine.masks import STEP_FIELDS, SegmentMasks
+
+    lists = [f.name for f in dataclasses.fields(SegmentMasks) if f.type == "StepMasks"]
+    assert tuple(lists) == STEP_FIELDS
+    m = SegmentMasks(g=[1.0, 1.0])
+    assert m.g == [1.0, 1.0] and m.h_in is None and not m.untied
+    with pytest.raises(AttributeError):
+        m.not_a_site  # noqa: B018 - nothing is made up on the fly

@@ -22,7 +22,7 @@ from torch.autograd.function import once_differentiable
 
 from benchmark.engine import gemm, native
 from benchmark.engine.cuda_graphs import run_steps
-from benchmark.engine.masks import Mask, SegmentMasks, segment_masks
+from benchmark.engine.masks import Mask, SegmentMasks, dropped_weight_hh, input_mask, segment_masks
 from benchmark.engine.segment import (carry_state, gate_product, output_grads, recurrent_inputs, sigmoid_backward,
                                       tanh_backward)
 
@@ -180,12 +180,12 @@ def run_layer(x: Tensor, h0: Tensor, c0: None, params: list[Tensor], masks: Mapp
     if path == "native":
         return native.run_layer("GRU", x, h0, None, params, masks)
     m = segment_masks(masks, sites, x.size(0), output_pre_mask)
-    weight_ih, weight_hh = params[0], native.dropped_weight_hh(params[1], masks)
+    weight_ih, weight_hh = params[0], dropped_weight_hh(params[1], masks)
     bias_ih, bias_hh = (params[2], params[3]) if len(params) == 4 else (None, None)
     if path == "reference":
         out, h = gru_reference(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, m, trace)
     else:
-        x_mask, untied = native.input_mask(masks, sites)
+        x_mask, untied = input_mask(masks, sites)
         xw = gemm.project(x, weight_ih, bias_ih, x_mask, GATES, untied)
         out, h = gru_segment(xw, h0, weight_hh, bias_hh, m)
     return out, h, None

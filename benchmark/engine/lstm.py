@@ -28,7 +28,7 @@ from torch.autograd.function import once_differentiable
 
 from benchmark.engine import gemm, native
 from benchmark.engine.cuda_graphs import run_steps
-from benchmark.engine.masks import Mask, SegmentMasks, segment_masks
+from benchmark.engine.masks import Mask, SegmentMasks, dropped_weight_hh, input_mask, segment_masks
 from benchmark.engine.segment import (carry_state, gate_product, output_grads, recurrent_inputs, sigmoid_backward,
                                       tanh_backward)
 
@@ -240,11 +240,11 @@ def run_layer(x: Tensor, h0: Tensor, c0: Tensor, params: list[Tensor], masks: Ma
     if path == "native":
         return native.run_layer("LSTM", x, h0, c0, params, masks)
     m = segment_masks(masks, sites, x.size(0), output_pre_mask)
-    weight_ih, weight_hh = params[0], native.dropped_weight_hh(params[1], masks)
+    weight_ih, weight_hh = params[0], dropped_weight_hh(params[1], masks)
     bias_ih, bias_hh = (params[2], params[3]) if len(params) == 4 else (None, None)
     if path == "reference":
         return lstm_reference(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, m, trace)
-    x_mask, untied = native.input_mask(masks, sites)
+    x_mask, untied = input_mask(masks, sites)
     xw = gemm.project(x, weight_ih, None if bias_ih is None else bias_ih + bias_hh, x_mask, GATES, untied,
                       gate_major=m.untied)  # untied recurrence: every term kept per gate
     return lstm_segment(xw, h0, c0, weight_hh, m)

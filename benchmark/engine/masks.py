@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -146,6 +147,26 @@ def draw_layer_masks(
     return masks
 
 
+def input_mask(masks: Mapping[str, Any], sites: Mapping[str, Any] | None = None) -> tuple[Any, bool]:
+    """The mask on the layer's input (the site as wide as the input: ``x`` or ``between``) and whether it is untied.
+
+    ``sites`` (the layer's site configs) tells untied masks apart; without it the mask is taken as tied.
+    """
+    for key, mask in masks.items():
+        if SITE_SPECS[key.split(".")[0]].width == "input":
+            untied = sites is not None and isinstance(mask, Tensor) and sites[key].gate_masks == "untied"
+            return mask, untied
+    return None, False
+
+
+def dropped_weight_hh(weight_hh: Tensor, masks: Mapping[str, Any]) -> Tensor:
+    """``U`` with its DropConnect mask applied when a ``weight`` site drew one (fresh each call; grad reaches U)."""
+    for key, mask in masks.items():
+        if SITE_SPECS[key.split(".")[0]].width == "weight":
+            return weight_hh * mask  # (G*H, H)
+    return weight_hh
+
+
 def per_step(mask: Mask | None, steps: int, step_axis: int | None) -> list[Mask] | None:
     """Split a mask into the ``steps`` per-step masks the recurrence indexes.
 
@@ -169,28 +190,29 @@ STEP_FIELDS: tuple[str, ...] = ("input", *(
     for name in ((spec.name, f"{spec.name}_c") if spec.memory_mask else (spec.name,))))
 
 
+@dataclass
 class SegmentMasks:
-    """The per-step masks of one layer and segment, one list per ``STEP_FIELDS`` entry.
+    """The per-step masks of one layer and segment: one declared field per ``STEP_FIELDS`` entry.
 
-    Each is a list over steps (a tensor, or a float in eval) or None when inactive (an
-    absent field reads as None). ``input`` is the layer's input mask (site ``x`` or ``between``),
-    which the reference step applies and the segments apply in their input projection;
-    ``input_untied`` / ``h_in_untied``: the entries are ``(G, B|1, D)``, one mask per gate;
-    ``output_pre_mask``: the step outputs the state before the ``state`` mask (TensorFlow).
+    Each is a list over steps (a tensor, or a float in eval) or None when inactive. ``input`` is
+    the layer's input mask (site ``x`` or ``between``), which the reference step applies and the
+    segments apply in their input projection; ``input_untied`` / ``h_in_untied``: the entries are
+    ``(G, B|1, D)``, one mask per gate; ``output_pre_mask``: the step outputs the state before the
+    ``state`` mask (TensorFlow). The fields are declared, not made on the fly, so every reader can
+    be found by name; ``tests/test_engine_masks.py`` holds them to the site table's ``STEP_FIELDS``.
     """
 
-    def __init__(self, *, input_untied: bool = False, h_in_untied: bool = False, output_pre_mask: bool = False,
-                 **steps: StepMasks) -> None:
-        unknown = set(steps) - set(STEP_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown per-step masks {sorted(unknown)}; known: {', '.join(STEP_FIELDS)}")
-        self.steps = {k: v for k, v in steps.items() if v is not None}
-        self.input_untied, self.h_in_untied, self.output_pre_mask = input_untied, h_in_untied, output_pre_mask
-
-    def __getattr__(self, name: str) -> StepMasks:
-        if name in STEP_FIELDS:  # only asked for a field the instance lacks: read it from the lists
-            return self.__dict__.get("steps", {}).get(name)
-        raise AttributeError(name)
+    input: StepMasks = None
+    h_in: StepMasks = None
+    g: StepMasks = None
+    c: StepMasks = None
+    state: StepMasks = None
+    state_c: StepMasks = None
+    zoneout: StepMasks = None
+    zoneout_c: StepMasks = None
+    input_untied: bool = False
+    h_in_untied: bool = False
+    output_pre_mask: bool = False
 
     @property
     def untied(self) -> bool:

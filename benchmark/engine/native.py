@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, _VF
 
-from benchmark.engine.sites import SITE_SPECS
+from benchmark.engine.masks import dropped_weight_hh, input_mask
 
 
 def lstm_layer(x: Tensor, h0: Tensor, c0: Tensor, weights: list[Tensor], has_biases: bool) -> tuple[Tensor, Tensor, Tensor]:
@@ -44,26 +44,6 @@ def gru_layer(x: Tensor, h0: Tensor, weights: list[Tensor], has_biases: bool) ->
     """``(T, B, D), (B, H) -> (T, B, H), (B, H)`` on the native kernel."""
     out, h = _VF.gru(x, h0.unsqueeze(0), weights, has_biases, 1, 0.0, torch.is_grad_enabled(), False, False)
     return out, h[0]
-
-
-def input_mask(masks: Mapping[str, Any], sites: Mapping[str, Any] | None = None) -> tuple[Any, bool]:
-    """The mask on the layer's input (the site as wide as the input: ``x`` or ``between``) and whether it is untied.
-
-    ``sites`` (the layer's site configs) tells untied masks apart; without it the mask is taken as tied.
-    """
-    for key, mask in masks.items():
-        if SITE_SPECS[key.split(".")[0]].width == "input":
-            untied = sites is not None and isinstance(mask, Tensor) and sites[key].gate_masks == "untied"
-            return mask, untied
-    return None, False
-
-
-def dropped_weight_hh(weight_hh: Tensor, masks: Mapping[str, Any]) -> Tensor:
-    """``U`` with its DropConnect mask applied when a ``weight`` site drew one (fresh each call; grad reaches U)."""
-    for key, mask in masks.items():
-        if SITE_SPECS[key.split(".")[0]].width == "weight":
-            return weight_hh * mask  # (G*H, H)
-    return weight_hh
 
 
 def run_layer(mode: str, x: Tensor, h0: Tensor, c0: Tensor | None, params: list[Tensor],
