@@ -501,6 +501,21 @@ def _growth_text(record: ProbeRecord) -> str:
     return measured + (f"   1/keep = {record.inv_keep:.3g}" if record.inv_keep else "")
 
 
+def _explosion_reading(cases: Sequence[ProbeRecord]) -> str:
+    """What this figure's runs show, from their measured growth (issue 27: no result typed into a caption).
+
+    A run grows at 1/keep when its measured growth is within 5 % of it, and is bounded when it
+    grows by at most 5 % per step; the rest sit between.
+    """
+    at_keep = sorted({r.case for r in cases if r.growth is not None and r.inv_keep
+                      and abs(r.growth / r.inv_keep - 1) <= 0.05})
+    bounded = sorted({r.case for r in cases if r.growth is not None and r.growth <= 1.05})
+    between = sorted({r.case for r in cases if r.growth is not None} - set(at_keep) - set(bounded))
+    parts = [f"{label}: {', '.join(names)}" for label, names in (
+        ("At 1/keep here", at_keep), ("bounded", bounded), ("in between", between)) if names]
+    return ("; ".join(parts) + ".") if parts else "No run here has a measured growth."
+
+
 @styled
 def plot_explosion(records: Sequence[ProbeRecord], path: Path) -> SavedFigure | None:
     """The GRU explosion study: relative state growth of every case on one axis with the
@@ -592,13 +607,10 @@ def plot_explosion(records: Sequence[ProbeRecord], path: Path) -> SavedFigure | 
         "(exp of the least-squares slope of log-norm against t over the finite steps) as a dot "
         "per run, and 1/keep as a black bar for the schemes that mask the carried state; the "
         "numbers are written beside each row.",
-        "A dot on its bar means the state grows at the full 1/keep per step: the explosion that "
-        "makes GRU + state dropout (and the LSTM with its memory masked, drop_cell) diverge. Dots "
-        "at 1.00 are bounded states: the LSTM under plain state dropout, and variational and "
-        "semeniuta dropout, which never rescale the carried state, on both cells. Each run is read "
-        "from its probe with the fastest growth: the weights that explode may not survive the "
-        "next (huge, clipped) update; see the training-perplexity and gradient figures for the "
-        "blow-up itself.",
+        "A dot on its bar means the state grows at the full 1/keep per step; a dot at 1.00 is a "
+        "bounded state. " + _explosion_reading(cases) + " Each run is read from its probe with the "
+        "fastest growth: the weights that explode may not survive the next (huge, clipped) update; "
+        "see the training-perplexity and gradient figures for the blow-up itself.",
         files=files, drawn={"cases": drawn_cases})
 
 

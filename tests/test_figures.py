@@ -81,6 +81,10 @@ def test_explosion_figure_reports_the_measured_growth_beside_inverse_keep(made: 
     assert cases["LSTM variational"]["growth"] == pytest.approx(1.001)
     # the explosion case is listed first
     assert next(iter(cases)) == "GRU state_dropout"
+    # what the runs show is read from them, not typed into the figure's words (issue 27)
+    words = made["figures"]["explosion"].how_to_read
+    assert "At 1/keep here: GRU state_dropout" in words and "bounded: " in words
+    assert "LSTM variational" in words.split("bounded: ")[1]
 
 
 def test_growth_is_refitted_when_the_probe_did_not_record_it(tmp_path: Path) -> None:
