@@ -100,6 +100,7 @@ def test_logger_none_runs_without_wandb(run_cli, tmp_path):
     ("train.batch_size=abc", "train.batch_size=abc must be an integer"),
     ("train.variable_bptt=3", "train.variable_bptt=3 must be true or false"),
     ("train.optimizer=sgdd", "train.optimizer=sgdd is unknown; choose one of: sgd, ntasgd, adam"),
+    ("train.test_weights=final", "train.test_weights=final is unknown; choose one of: best, last"),
     ("scheme=naive scheme.granularity=hourly", "granularity 'hourly' is not allowed for scheme 'naive'"),
     ("scheme.granularity=element", "scheme.granularity does not apply to scheme=none (its keys: name); "
                                    "scheme options that take it: moon, naive, "),

@@ -176,6 +176,7 @@ def test_tied_weights_share_one_matrix_and_need_equal_sizes():
     ("train.clip=0", "train.clip=0 must be a positive number"),
     ("train.lr_decay=1.5", "train.lr_decay=1.5 must be in (0, 1]: the factor the rate is multiplied by"),
     ("train.weight_decay=-0.1", "train.weight_decay=-0.1 must be 0 or more"),
+    ("train.test_weights=final", "train.test_weights=final is unknown; choose one of: best, last"),
 ])
 def test_the_schema_names_the_key_and_what_it_allows(override, message):
     """The model and data groups are checked against the library's own schemas (ModelConfig, the corpus loader)."""
