@@ -299,7 +299,7 @@ def plot_test_ppl(runs: Runs, path: Path) -> SavedFigure | None:
         ax.set_xticks(range(len(groups)), groups, rotation=35, ha="right")
         ax.set_xlim(-0.6, len(groups) - 0.4)
         drawn[title] = record
-    fig.suptitle("Test perplexity (best-validation weights)")
+    fig.suptitle("Test perplexity (the weights train.test_weights names; best-validation by default)")
     handles = [Line2D([], [], marker="D", color="0.3", linestyle="none", label="mean ± sd over seeds"),
                Line2D([], [], marker="o", color="0.3", alpha=0.5, linestyle="none", markersize=3, label="one seed"),
                Line2D([], [], marker="x", color="0.3", linestyle="none", markeredgewidth=2,
@@ -310,7 +310,8 @@ def plot_test_ppl(runs: Runs, path: Path) -> SavedFigure | None:
     files = save_figure(fig, path)
     return SavedFigure(
         path, "Final test perplexity by scheme and cell",
-        "Test perplexity of the best-validation weights: a diamond with error bars is the mean "
+        "Test perplexity of the weights each run's train.test_weights names (the best-validation "
+        "epoch's by default, the last epoch's where a paper preset tests those): a diamond with error bars is the mean "
         "± sample sd over the finished seeds, dots are single seeds, a cross at the foot of the "
         "panel marks a scheme none of whose runs finished. The dashed line is the Bayes floor, "
         "the perplexity of the true distribution, where the corpus has one.",

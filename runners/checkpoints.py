@@ -23,6 +23,11 @@ CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 # Keys that do not change what is trained: a job may resume with these changed.
 VOLATILE = ("logger", "paths", "threads", "flush_denormal", "device", "run_name")
+# Config keys added after checkpoints were already being written, with the value that does
+# what a job did before the key existed: a checkpoint without the key is read as having it
+# at that value, so a job interrupted before the key was added resumes instead of being
+# refused as "another config" (and one asked to run otherwise is still refused).
+ADDED_KEYS = {("train", "test_weights"): "best"}  # before it, every job tested its best-validation weights
 
 
 def fingerprint(config: dict) -> dict:
@@ -60,6 +65,14 @@ def _first_difference(a: dict, b: dict, prefix: str = "") -> str:
     return ""
 
 
+def with_added_keys(saved: dict) -> dict:
+    """``saved`` (a checkpoint's config fingerprint) with every ``ADDED_KEYS`` key it lacks at its old value."""
+    for (section, key), value in ADDED_KEYS.items():
+        if isinstance(saved.get(section), dict):
+            saved[section].setdefault(key, value)
+    return saved
+
+
 def load(job_dir: Path, config: dict) -> dict | None:
     """The checkpoint to resume from, ``None`` if there is none; ``ConfigError`` if unusable."""
     path = job_dir / CHECKPOINT
@@ -70,7 +83,7 @@ def load(job_dir: Path, config: dict) -> dict | None:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if payload.get("format") != FORMAT:
             raise ValueError(f"format {payload.get('format')!r}, expected {FORMAT}")
-        saved = json.loads(payload["config"])
+        saved = with_added_keys(json.loads(payload["config"]))
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint gets the same one-line answer
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"checkpoint {path} is unreadable ({reason[:160]}); {advice}") from None

@@ -1,6 +1,7 @@
 """Score a finished run again from its saved weights: ``python -m runners.evaluate RUN_DIR``.
 
-Training ends by scoring the test split with the best-validation weights, once. Papers
+Training ends by scoring the test split once, with the weights ``train.test_weights`` names
+(the best-validation epoch's by default, or the last epoch's). Papers
 and follow-up questions need more: the same number again (to check a result), the
 validation split, an MC-dropout estimate with another sample count, or the same model
 on another corpus. None of that should cost a retraining, so this reads the run's own
@@ -10,11 +11,14 @@ test perplexity equals the one in ``summary.json``.
 
 Usage::
 
-    python -m runners.evaluate RUN_DIR [--split test|valid] [--mc N] [--seed S]
+    python -m runners.evaluate RUN_DIR [--split test|valid] [--weights best|last] [--mc N] [--seed S]
                                [--data NAME] [--data.KEY=VALUE ...] [--device auto|cpu|cuda[:N]] [--json]
 
-The checkpoint holds the best-validation weights next to the last ones (``Progress.
-best_state``); those are the weights scored, as at the end of training. Another corpus
+The checkpoint holds the best-validation weights (``Progress.best_state``) next to the last
+ones; the run's ``train.test_weights`` says which are scored, as at the end of training
+(``best`` for a run from before the setting existed), and ``--weights`` picks the other.
+The last weights are read as training tested them: through NT-ASGD's running average once
+it has switched to averaging (``benchmark.optim.averaged_weights``). Another corpus
 (``--data NAME``, ``--data.path=DIR``, ...) is read with its own loader and its words are
 mapped into the run's vocabulary (the model knows no other): words the run never saw
 count as ``<unk>``, and the share of ``<unk>`` is printed beside the perplexity.
@@ -26,6 +30,7 @@ is one ``error: ...`` line on stderr and exit status 2, like ``run.py``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -40,7 +45,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmark.data import Corpus, DataError, batchify
 from benchmark.data.corpus import UNK
-from benchmark.train import evaluate, evaluate_mc, ppl
+from benchmark.optim import averaged_weights, make_optimizer
+from benchmark.train import TEST_WEIGHTS, evaluate, evaluate_mc, ppl
 from runners import build
 from runners.build import ConfigError
 from runners.checkpoints import CHECKPOINT, FORMAT
@@ -63,6 +69,8 @@ class Evaluation:
     cell: str
     status: str  # the run's: finished, diverged, interrupted, unfinished, ...
     split: str
+    weights: str  # which weights were scored: best (the best-validation epoch's) or last
+    weights_epoch: int | None  # the epoch they are from (None: not recorded, an older checkpoint)
     data: str  # the corpus scored
     own_corpus: bool  # the run's own corpus (else another one, mapped into the run's vocabulary)
     tokens: int
@@ -70,7 +78,7 @@ class Evaluation:
     vocab_size: int
     loss: float
     ppl: float
-    summary_ppl: float | None  # what summary.json says for this split, on the run's own corpus
+    summary_ppl: float | None  # what summary.json says for this split, these weights and the run's own corpus
     mc_samples: int
     mc_loss: float | None = None
     mc_ppl: float | None = None
@@ -109,7 +117,7 @@ def _from(origin: Path | None, value: Any) -> Any:
 
 
 def load_run(run_dir: Path) -> tuple[DictConfig, dict | None, dict]:
-    """The run's resolved config, its summary (None if it never wrote one) and its checkpoint.
+    """The run's resolved config, its summary (None if it never wrote one) and its checkpoint's payload.
 
     Relative ``paths.cache_dir`` and ``data.path`` are made absolute against the directory
     the run was started from, so evaluating from anywhere reads the same corpus.
@@ -143,15 +151,45 @@ def load_run(run_dir: Path) -> tuple[DictConfig, dict | None, dict]:
             raise ValueError(f"format {got!r}, expected {FORMAT}")
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint gets the same one-line answer
         raise EvalError(f"{path} is corrupt or not a checkpoint of this suite ({_reason(e)})") from None
-    best = (payload.get("progress") or {}).get("best_state")
-    if not best:
-        raise EvalError(f"{path} holds no best-validation weights yet: the run stopped before its first "
-                        "validation; resume it (run the same command again) to get some")
     origin = origin_dir(run_dir)
     cfg.paths.cache_dir = _from(origin, cfg.paths.get("cache_dir"))
     if "path" in cfg.data:
         cfg.data.path = _from(origin, cfg.data.path)
-    return cfg, summary, best
+    return cfg, summary, payload
+
+
+def run_weights(cfg: DictConfig) -> str:
+    """The weights the run's own test scored: its ``train.test_weights`` (``best`` before the setting existed)."""
+    return str(cfg.train.get("test_weights", "best"))
+
+
+def best_state(payload: dict, path: Path) -> dict:
+    """The checkpoint's best-validation weights, or a one-line ``EvalError`` when it has none yet."""
+    state = (payload.get("progress") or {}).get("best_state")
+    if not state:
+        raise EvalError(f"{path} holds no best-validation weights yet: the run stopped before its first "
+                        "validation; resume it (run the same command again) to get some")
+    return state
+
+
+def load_weights(model: torch.nn.Module, cfg: DictConfig, payload: dict, weights: str,
+                 path: Path) -> tuple[contextlib.AbstractContextManager, int | None]:
+    """Load ``weights`` (``best`` or ``last``) from the checkpoint's ``payload`` into ``model``.
+
+    Returns the context to score them in (NT-ASGD's average for the last weights of a run
+    that switched to averaging, as ``train`` scores them; else nothing) and their epoch.
+    """
+    progress = payload.get("progress") or {}
+    if weights == "best":
+        model.load_state_dict(best_state(payload, path))
+        return contextlib.nullcontext(), progress.get("best_epoch")
+    model.load_state_dict(payload["model"])
+    epoch = int(progress.get("epoch", 1)) - 1  # the checkpoint is taken after an epoch or within the next one
+    if not progress.get("averaging"):
+        return contextlib.nullcontext(), epoch
+    optimizer = make_optimizer(model, build.train_config(cfg), averaged=True)
+    optimizer.load_state_dict(payload["optimizer"])
+    return averaged_weights(model, optimizer), epoch
 
 
 def data_option(name: str) -> dict:
@@ -220,19 +258,26 @@ def _load(cfg: DictConfig) -> Corpus:
 
 def evaluate_run(run_dir: Path, split: str = "test", mc: int | None = None, data: str | None = None,
                  data_overrides: dict[str, Any] | None = None, device: str = "auto",
-                 seed: int | None = None) -> Evaluation:
-    """Score ``split`` with the run's best-validation weights, as training scored its test split.
+                 seed: int | None = None, weights: str | None = None) -> Evaluation:
+    """Score ``split`` with the run's weights, as training scored its test split.
 
-    ``mc``: MC-dropout samples (None: the run's ``train.mc_samples``; 0: none). ``seed``
-    seeds the MC masks (None: the run's seed). ``data``/``data_overrides`` name another
-    corpus, or change the run's corpus options.
+    ``weights``: ``best`` or ``last`` (None: the run's ``train.test_weights``). ``mc``:
+    MC-dropout samples (None: the run's ``train.mc_samples``; 0: none). ``seed`` seeds the
+    MC masks (None: the run's seed). ``data``/``data_overrides`` name another corpus, or
+    change the run's corpus options.
     """
     if split not in SPLITS:
         raise EvalError(f"--split {split} is unknown; choose one of: {', '.join(SPLITS)}")
+    if weights is not None and weights not in TEST_WEIGHTS:
+        raise EvalError(f"--weights {weights} is unknown; choose one of: {', '.join(TEST_WEIGHTS)}")
     if mc is not None and mc < 0:
         raise EvalError(f"--mc {mc} must be 0 (none) or a number of samples")
     run_dir = Path(run_dir)
-    cfg, summary, best = load_run(run_dir)
+    cfg, summary, payload = load_run(run_dir)
+    own_weights = run_weights(cfg)
+    weights = own_weights if weights is None else weights
+    if weights == "best":
+        best_state(payload, run_dir / CHECKPOINT)  # held at all: said before any corpus is read
     try:  # the run's own check of device names; the rest of a run's config was checked when it trained
         build.check_top_level(OmegaConf.create({"seed": 0, "threads": None, "hardware": "any", "device": device}))
     except ConfigError as e:
@@ -252,7 +297,7 @@ def evaluate_run(run_dir: Path, split: str = "test", mc: int | None = None, data
     dev = build.device(cfg)
     model = build.model(cfg, corpus.vocab_size)
     try:
-        model.load_state_dict(best)
+        scoring, weights_epoch = load_weights(model, cfg, payload, weights, run_dir / CHECKPOINT)
     except RuntimeError as e:
         raise EvalError(f"the saved weights do not fit the run's config and corpus (vocabulary {corpus.vocab_size} "
                         f"words now): {_one_line(e)}") from None
@@ -265,27 +310,31 @@ def evaluate_run(run_dir: Path, split: str = "test", mc: int | None = None, data
     except ValueError as e:
         raise EvalError(f"the {split} split of {scored.name}: {_one_line(e)}") from None
     bptt = int(train_cfg.bptt)
-    loss = evaluate(model, batches, bptt)
-
     status = (summary or {}).get("status", "unfinished")
-    result = Evaluation(
-        run_dir=str(run_dir), run_name=str(cfg.get("run_name", run_dir.name)), scheme=str(cfg.scheme.name),
-        cell=str(cfg.model.cell), status=status, split=split, data=scored.name, own_corpus=own,
-        tokens=int(tokens.numel()), unk_share=float((tokens == corpus.itos.index(UNK)).float().mean()),
-        vocab_size=corpus.vocab_size, loss=loss, ppl=ppl(loss),
-        summary_ppl=(summary or {}).get("test_ppl" if split == "test" else "best_val_ppl") if own else None,
-        mc_samples=int(train_cfg.get("mc_samples", 0) if mc is None else mc))
-    if result.mc_samples:
-        sites = mc_sampled_sites(model)
-        if not sites:
-            result.mc_note = (f"scheme {result.scheme} samples no dropout mask at test time (word dropout is off in "
-                              "MC passes), so MC-dropout would repeat the standard perplexity")
-        else:
-            torch.manual_seed(int(cfg.seed) if seed is None else seed)
-            result.mc_loss = evaluate_mc(model, batches, bptt, result.mc_samples)
-            result.mc_ppl = ppl(result.mc_loss)
-            if own and split == "test":
-                result.summary_mc_ppl = (summary or {}).get("mc_test_ppl")
+    # summary.json's number for this split is of the run's own test weights (test) or of the
+    # best-validation epoch (valid): shown beside ours only where it scored the same weights.
+    recorded = {"test": ("test_ppl", own_weights), "valid": ("best_val_ppl", "best")}[split]
+    comparable = own and weights == recorded[1]
+    with scoring:
+        loss = evaluate(model, batches, bptt)
+        result = Evaluation(
+            run_dir=str(run_dir), run_name=str(cfg.get("run_name", run_dir.name)), scheme=str(cfg.scheme.name),
+            cell=str(cfg.model.cell), status=status, split=split, weights=weights, weights_epoch=weights_epoch,
+            data=scored.name, own_corpus=own, tokens=int(tokens.numel()),
+            unk_share=float((tokens == corpus.itos.index(UNK)).float().mean()), vocab_size=corpus.vocab_size,
+            loss=loss, ppl=ppl(loss), summary_ppl=(summary or {}).get(recorded[0]) if comparable else None,
+            mc_samples=int(train_cfg.get("mc_samples", 0) if mc is None else mc))
+        if result.mc_samples:
+            sites = mc_sampled_sites(model)
+            if not sites:
+                result.mc_note = (f"scheme {result.scheme} samples no dropout mask at test time (word dropout is off "
+                                  "in MC passes), so MC-dropout would repeat the standard perplexity")
+            else:
+                torch.manual_seed(int(cfg.seed) if seed is None else seed)
+                result.mc_loss = evaluate_mc(model, batches, bptt, result.mc_samples)
+                result.mc_ppl = ppl(result.mc_loss)
+                if comparable and split == "test":
+                    result.summary_mc_ppl = (summary or {}).get("mc_test_ppl")
     return result
 
 
@@ -299,8 +348,11 @@ def render(result: Evaluation) -> str:
     data = f"{result.data} {result.split} split, {result.tokens:,} tokens"
     if not result.own_corpus:
         data += f", {100 * result.unk_share:.1f} % <unk> under the run's vocabulary of {result.vocab_size:,} words"
+    which = "best-validation weights" if result.weights == "best" else "last weights"
+    if result.weights_epoch is not None:
+        which += f" (epoch {result.weights_epoch})"
     lines = [f"run      {result.run_dir}: {result.run_name} ({result.scheme}, {result.cell}, {result.status}); "
-             "best-validation weights",
+             + which,
              f"data     {data}"]
     rows = [(f"{what} ppl", result.ppl, result.summary_ppl)]
     if result.mc_ppl is not None:
@@ -327,12 +379,15 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, Any]]:
     """The options, and ``--data.KEY=VALUE`` / ``--data.KEY VALUE`` pairs as ``{KEY: value}``."""
     parser = _Parser(prog="python -m runners.evaluate",
-                     description="Score a finished run's best-validation weights again, on its own corpus or "
-                                 "another one, with or without MC dropout.",
+                     description="Score a finished run's weights again (those its test scored, or --weights), "
+                                 "on its own corpus or another one, with or without MC dropout.",
                      epilog="--data.KEY=VALUE (or --data.KEY VALUE) sets an option of the corpus scored, e.g. "
                             "--data text --data.path DIR; values read as Hydra reads them (null, 2000, ...).")
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run's directory (it holds checkpoint.pt)")
     parser.add_argument("--split", default="test", choices=SPLITS, help="the split to score (default: test)")
+    parser.add_argument("--weights", default=None, choices=TEST_WEIGHTS,
+                        help="best: the best-validation epoch's; last: after the last epoch (default: the run's "
+                             "train.test_weights, the weights its own test scored)")
     parser.add_argument("--mc", type=int, default=None, metavar="N",
                         help="MC-dropout samples (default: the run's train.mc_samples; 0: none)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the MC masks (default: the run's seed)")
@@ -363,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = {key: parse_value(key, value) for key, value in raw.items()}
         result = evaluate_run(args.run_dir, split=args.split, mc=args.mc, data=args.data, data_overrides=overrides,
-                              device=args.device, seed=args.seed)
+                              device=args.device, seed=args.seed, weights=args.weights)
     except EvalError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -170,7 +170,9 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
     torch.manual_seed(int(cfg.seed))
     store.open(config, resume_at=resume["metrics_offset"] if resume else None)
     tracker = None
+    # test_weights: which weights test_ppl scores (train.test_weights); test_epoch: the epoch they are from.
     summary = {**summary_base(cfg), "status": "failed", "best_val_ppl": None, "test_ppl": None,
+               "test_weights": cfg.train.test_weights, "test_epoch": None,
                "bayes_test_ppl": None, "mc_test_ppl": None, "epochs": 0, "wall_s": None,
                "train_tokens_per_s": None, "diverged_step": None, "error": None, "dir": str(ctx.job_dir),
                "reference": build.reference(cfg), "plan": None, "machine": None}
@@ -214,7 +216,9 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                 if event["split"] == "val":
                     log.info("epoch %d  val ppl %.2f", event["epoch"], event["ppl"])
                 elif event["split"] == "test":
-                    log.info("test ppl %.2f (best-validation weights)", event["ppl"])
+                    log.info("test ppl %.2f (%s weights, epoch %s)", event["ppl"],
+                             "best-validation" if event.get("weights") == "best" else "last epoch's",
+                             event.get("weights_epoch", "-"))
                 elif event.get("event") == "diverged":
                     log.warning("diverged at step %d: non-finite %s", event["step"], event["what"])
                 elif event["split"] == "probe" and event.get("growth_per_step") is not None:
@@ -229,6 +233,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
             summary.update(status=result.status, best_val_ppl=result.best_val_ppl, test_ppl=result.test_ppl,
                            epochs=result.epochs, train_tokens_per_s=result.train_tokens_per_s,
                            diverged_step=result.diverged_step, mc_test_ppl=result.mc_test_ppl,
+                           test_epoch=result.test_epoch,
                            bayes_test_ppl=getattr(data, "bayes_test_ppl", None))
             if result.diverged_what:
                 summary["diverged_what"] = result.diverged_what

@@ -10,7 +10,7 @@ The run declares its metrics the way W&B's run table and sweep charts read them:
 curves (``val/*``, ``train_epoch/*``) are plotted against ``epoch`` rather than the optimizer
 step, the summary of ``val/ppl`` is its minimum over epochs (the number a sweep is judged
 by, not whatever the last epoch happened to score) and that of ``test/*`` is the last value
-logged (it is logged once, after training, with the best-validation weights).
+logged (it is logged once, after training, with the weights ``train.test_weights`` names).
 """
 
 from __future__ import annotations

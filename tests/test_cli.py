@@ -100,6 +100,7 @@ def test_logger_none_runs_without_wandb(run_cli, tmp_path):
     ("train.batch_size=abc", "train.batch_size=abc must be an integer"),
     ("train.variable_bptt=3", "train.variable_bptt=3 must be true or false"),
     ("train.optimizer=sgdd", "train.optimizer=sgdd is unknown; choose one of: sgd, ntasgd, adam"),
+    ("train.test_weights=final", "train.test_weights=final is unknown; choose one of: best, last"),
     ("scheme=naive scheme.granularity=hourly", "granularity 'hourly' is not allowed for scheme 'naive'"),
     ("scheme.granularity=element", "scheme.granularity does not apply to scheme=none (its keys: name); "
                                    "scheme options that take it: moon, naive, "),
@@ -115,6 +116,21 @@ def test_bad_input_stops_before_training_with_one_line(run_cli, tmp_path, overri
     assert proc.stderr.strip().count("\n") == 0, proc.stderr
     assert proc.stderr.startswith("error: ") and needle in proc.stderr
     assert not (tmp_path / "run" / "metrics.jsonl").exists() and not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_the_semeniuta_preset_trains_one_gru_with_drop_rnns_gru_rate_and_clip(run_cli, tmp_path):
+    """``experiment=semeniuta model=gru`` without a sweep: drop-rnn main.py's GRU lr 0.1 and clip 20
+    reach the job's resolved config, and the test scores the last epoch's weights, as drop-rnn."""
+    import yaml
+
+    job = tmp_path / "run"
+    run_cli("experiment=semeniuta", "model=gru", "data=kjv", *TINY, "train.epochs=1", "train.batch_size=4",
+            "train.eval_batch_size=4", "logger=none", f"hydra.run.dir={job}")
+    config = yaml.safe_load((job / "config.yaml").read_text())
+    assert (config["model"]["cell"], config["train"]["lr"], config["train"]["clip"]) == ("gru", 0.1, 20.0)
+    summary = json.loads((job / "summary.json").read_text())
+    assert (summary["status"], summary["cell"], summary["test_weights"], summary["test_epoch"]) == \
+        ("finished", "gru", "last", 1)
 
 
 def test_unknown_scheme_lists_the_registered_ones(run_cli, tmp_path):

@@ -145,6 +145,64 @@ def test_paper_presets_carry_their_published_numbers(experiment):
     assert cfg.data.name == "ptb"
 
 
+# Which weights each preset's source tests: main.lua, Gal's v3 script and drop-rnn run their test
+# after the training loop on the weights they end with; AWD-LSTM's main.py reloads its best model.
+# moon follows main.lua's recipe. The suite's own comparisons and studies keep the default, best.
+TESTED_WEIGHTS = {"zaremba_small": "last", "zaremba_medium": "last", "zaremba_large": "last", "gal_medium": "last",
+                  "gal_large": "last", "semeniuta": "last", "moon": "last", "awd_lstm": "best"}
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_preset_tests_the_weights_its_source_tests(experiment):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for job in _sweep_jobs(experiment) or [[]]:
+            cfg = compose("config", overrides=[f"experiment={experiment}", *job])
+            assert build.train_config(cfg).test_weights == TESTED_WEIGHTS.get(experiment, "best"), job
+
+
+def _plan(cfg):
+    from benchmark.engine import resolve
+
+    return resolve(cfg.scheme.name, cfg.model.cell, build.dropout_rates(cfg), **build.scheme_options(cfg))
+
+
+def test_gal_medium_runs_the_papers_medium_rates():
+    """Gal & Ghahramani 2016, Sec. 5.1: "0.2 and 0.35 respectively for the medium model", the
+    first the tied embedding and recurrent rate, the second the tied input and output rate."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for masks in ("untied", "tied"):
+            plan = _plan(compose("config", overrides=["experiment=gal_medium", f"scheme.gate_masks={masks}"]))
+            assert plan.rates == {"emb": 0.2, "x": 0.35, "h_in": 0.2, "out": 0.35}, masks
+
+
+def test_semeniuta_trains_each_cell_with_drop_rnns_rate_and_clip_without_a_sweep():
+    """drop-rnn main.py: lr {'lstm': 1, 'gru': 0.1}, clip {'lstm': 10, 'gru': 20}, also for ``model=gru`` alone."""
+    from omegaconf import OmegaConf
+
+    expected = {"lstm": (1.0, 10.0), "gru": (0.1, 20.0)}
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for cell, (lr, clip) in expected.items():
+            cfg = compose("config", overrides=["experiment=semeniuta", f"model={cell}"])
+            build.check_config(cfg)
+            train_cfg = build.train_config(cfg)
+            assert (cfg.model.cell, train_cfg.lr, train_cfg.clip) == (cell, lr, clip)
+            saved = OmegaConf.to_container(cfg, resolve=True)["train"]  # what the run's config.yaml holds
+            assert (saved["lr"], saved["clip"]) == (lr, clip)
+        default = build.train_config(compose("config", overrides=["experiment=semeniuta"]))
+        assert (default.lr, default.clip) == expected["lstm"]
+        assert sorted(job for jobs in _sweep_jobs("semeniuta") for job in jobs) == ["model=gru", "model=lstm"]
+
+
+def test_moon_keeps_zarembas_feed_forward_dropout_beside_its_memory_mask():
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for cell, memory in (("lstm", "c"), ("gru", "state")):
+            plan = _plan(compose("config", overrides=["experiment=moon", f"model={cell}"]))
+            assert plan.rates == {"x": 0.5, "out": 0.5, memory: 0.25}, cell
+            assert plan.sites["x"].granularity == plan.sites["out"].granularity == "step"
+            assert plan.sites["x"].scaling == "inverted"
+            assert (plan.sites[memory].granularity, plan.sites[memory].scaling) == ("sequence", "test")
+
+
 def test_gal_presets_pick_the_reference_of_their_gate_masks_and_evaluate_with_mc():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         untied = compose("config", overrides=["experiment=gal_large", "scheme.gate_masks=untied"])
@@ -193,6 +251,7 @@ def test_tied_weights_share_one_matrix_and_need_equal_sizes():
     ("train.clip=0", "train.clip=0 must be a positive number"),
     ("train.lr_decay=1.5", "train.lr_decay=1.5 must be in (0, 1]: the factor the rate is multiplied by"),
     ("train.weight_decay=-0.1", "train.weight_decay=-0.1 must be 0 or more"),
+    ("train.test_weights=final", "train.test_weights=final is unknown; choose one of: best, last"),
 ])
 def test_the_schema_names_the_key_and_what_it_allows(override, message):
     """The model and data groups are checked against the library's own schemas (ModelConfig, the corpus loader)."""

@@ -21,12 +21,15 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     with a relative corpus cache, as a user in their project directory would."""
     origin = tmp_path_factory.mktemp("origin")
     made = {}
-    for scheme in ("variational", "none"):
-        proc = subprocess.run([sys.executable, str(ROOT / "run.py"), f"scheme={scheme}", *RUN, "paths.cache_dir=cache",
-                               f"hydra.run.dir=runs/{scheme}"], cwd=origin, env=cli_env(origin),
-                              capture_output=True, text=True, timeout=300)
+    # "last": three epochs at lr 2 over-fit the slice (validation best at epoch 1), tested with the
+    # weights after the last epoch, as the Zaremba, Gal and drop-rnn presets test them.
+    for name, scheme, extra in (("variational", "variational", []), ("none", "none", []),
+                                ("last", "variational", ["train.epochs=3", "train.lr=2", "train.test_weights=last"])):
+        proc = subprocess.run([sys.executable, str(ROOT / "run.py"), f"scheme={scheme}", *RUN, *extra,
+                               "paths.cache_dir=cache", f"hydra.run.dir=runs/{name}"], cwd=origin,
+                              env=cli_env(origin), capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        made[scheme] = origin / "runs" / scheme
+        made[name] = origin / "runs" / name
     return made
 
 
@@ -56,12 +59,37 @@ def test_the_validation_split_gives_the_best_validation_perplexity(runs, tmp_pat
     assert got["ppl"] == pytest.approx(summary["best_val_ppl"], rel=1e-6)
 
 
+def test_a_run_that_tested_its_last_weights_is_scored_with_them_and_with_the_best_on_request(runs, tmp_path):
+    run = runs["last"]
+    summary = json.loads((run / "summary.json").read_text())
+    val = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    val = [e for e in val if e["split"] == "val"]
+    best_epoch = min(val, key=lambda e: e["loss"])["epoch"]
+    assert best_epoch != val[-1]["epoch"] == 3, "precondition: validation must be best before the last epoch"
+    assert (summary["test_weights"], summary["test_epoch"]) == ("last", 3)
+
+    got = result(str(run), cwd=tmp_path)
+    assert (got["weights"], got["weights_epoch"]) == ("last", 3) and got["summary_ppl"] == summary["test_ppl"]
+    assert got["ppl"] == pytest.approx(summary["test_ppl"], rel=1e-6)
+    last_valid = result(str(run), "--split", "valid", cwd=tmp_path)
+    assert last_valid["ppl"] == pytest.approx(val[-1]["ppl"], rel=1e-6) and last_valid["summary_ppl"] is None
+
+    best_valid = result(str(run), "--split", "valid", "--weights", "best", cwd=tmp_path)
+    assert (best_valid["weights"], best_valid["weights_epoch"]) == ("best", best_epoch)
+    assert best_valid["ppl"] == pytest.approx(summary["best_val_ppl"], rel=1e-6) == best_valid["summary_ppl"]
+    best_test = result(str(run), "--weights", "best", cwd=tmp_path)
+    assert best_test["summary_ppl"] is None and best_test["ppl"] != pytest.approx(summary["test_ppl"], rel=1e-6)
+    text = evaluate(str(run), cwd=tmp_path).stdout.splitlines()[0]
+    assert text.endswith("; last weights (epoch 3)"), text
+
+
 def test_text_output_shows_both_numbers_and_mc_dropout(runs, tmp_path):
     summary = json.loads((runs["variational"] / "summary.json").read_text())
     proc = evaluate(str(runs["variational"]), "--mc", "3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("run ") and "variational" in lines[0] and "finished" in lines[0]
+    assert lines[0].endswith("; best-validation weights (epoch 1)"), lines[0]
     test_line = next(line for line in lines if line.startswith("test ppl"))
     assert f"{summary['test_ppl']:.2f}" in test_line and f"summary.json: {summary['test_ppl']:.2f}" in test_line
     mc_line = next(line for line in lines if line.startswith("MC test ppl (K=3)"))
@@ -119,6 +147,7 @@ def _corrupt(run: Path, tmp: Path) -> Path:
     ("no weights", lambda run, tmp: [str(_no_checkpoint(run, tmp))], "has no saved weights"),
     ("corrupt", lambda run, tmp: [str(_corrupt(run, tmp))], "is corrupt or not a checkpoint"),
     ("split", lambda run, tmp: [str(run), "--split", "train"], "invalid choice: 'train'"),
+    ("weights", lambda run, tmp: [str(run), "--weights", "final"], "invalid choice: 'final'"),
     ("corpus", lambda run, tmp: [str(run), "--data", "bogus"], "--data bogus is unknown; choose one of: kjv,"),
     ("option", lambda run, tmp: [str(run), "--data.sizee=3"], "data.sizee is not a config key"),
     ("mc", lambda run, tmp: [str(run), "--mc", "-1"], "--mc -1 must be 0"),

@@ -162,3 +162,17 @@ def test_a_blow_up_ends_as_diverged_while_the_other_job_of_the_sweep_finishes(ru
     last = json.loads((sweep / "1-state_dropout-gru-s0" / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["event"] == "diverged" and last["step"] == diverged["diverged_step"]
     assert "1 diverged, 1 finished" in proc.stdout + proc.stderr
+
+
+def test_a_checkpoint_from_before_test_weights_existed_resumes_as_it_ran(tmp_path):
+    """A job interrupted before ``train.test_weights`` was added tested its best-validation
+    weights; its checkpoint resumes under ``best`` and is refused under ``last``, naming the key."""
+    from runners import checkpoints
+    from runners.build import ConfigError
+
+    now = {"seed": 0, "train": {"epochs": 2, "test_weights": "best"}, "logger": {"name": "none"}}
+    before = {"seed": 0, "train": {"epochs": 2}, "logger": {"name": "none"}}
+    checkpoints.save(tmp_path, {"progress": {}}, 0, before)
+    assert checkpoints.load(tmp_path, now) is not None
+    with pytest.raises(ConfigError, match="train.test_weights: best in the checkpoint, last now"):
+        checkpoints.load(tmp_path, {**now, "train": {"epochs": 2, "test_weights": "last"}})

@@ -222,3 +222,57 @@ def test_fixed_segments_keep_the_epoch_rate_even_for_the_short_last_one():
     finally:
         torch.optim.SGD.step = original
     assert seen == [0.7, 0.7, 0.7]
+
+
+def _scored_twice(optimizer: str) -> dict[str, tuple]:
+    """The same training (seed 0) twice, testing ``best`` then ``last`` weights, on a corpus
+    whose test split is its validation split: a test then repeats one epoch's validation exactly."""
+    g = torch.Generator().manual_seed(0)
+    valid = torch.randint(0, 30, (200,), generator=g)
+    # Random text: only the training split can be memorised, so validation is best early on.
+    corpus = Corpus("toy", torch.randint(0, 30, (800,), generator=g), valid, valid.clone(),
+                    tuple(f"w{i}" for i in range(30)))
+    out = {}
+    for weights in ("best", "last"):
+        torch.manual_seed(0)
+        model = LanguageModel(corpus.vocab_size, 16, 16, 1, "lstm", "none", 0.0)
+        events = []
+        cfg = TrainConfig(epochs=4, batch_size=4, eval_batch_size=4, bptt=10, optimizer=optimizer, nonmono=1,
+                          test_weights=weights)
+        result = train(model, corpus, cfg, CPU, log=events.append, progress=False)
+        val = [e["loss"] for e in events if e["split"] == "val"]
+        (test,) = [e for e in events if e["split"] == "test"]
+        out[weights] = (result, val, test, events)
+    assert out["best"][1] == out["last"][1], "the setting must change only which weights are tested"
+    return out
+
+
+def test_test_weights_scores_the_best_validation_or_the_last_epochs_weights():
+    """main.lua, Gal's and drop-rnn's scripts test the weights after the last epoch; AWD-LSTM
+    reloads its best-validation model. ``train.test_weights`` picks, and the result says which."""
+    runs = _scored_twice("sgd")
+    val = runs["best"][1]
+    best_epoch = val.index(min(val)) + 1
+    assert best_epoch < len(val), "precondition: validation must be best before the last epoch"
+    best, _, best_event, _ = runs["best"]
+    last, _, last_event, _ = runs["last"]
+    assert best_event["loss"] == min(val) and last_event["loss"] == val[-1] and best.test_ppl != last.test_ppl
+    assert (best.test_weights, best.test_epoch) == ("best", best_epoch)
+    assert (last.test_weights, last.test_epoch) == ("last", len(val))
+    assert (best_event["weights"], best_event["weights_epoch"]) == ("best", best_epoch)
+    assert (last_event["weights"], last_event["weights_epoch"]) == ("last", len(val))
+
+
+def test_the_last_weights_of_ntasgd_are_its_running_average_as_validation_scored_them():
+    runs = _scored_twice("ntasgd")
+    result, val, test, events = runs["last"]
+    assert any(e.get("event") == "averaging" for e in events), "precondition: NT-ASGD must have switched"
+    assert test["loss"] == val[-1] and result.test_epoch == len(val)
+
+
+def test_an_unknown_test_weights_is_refused_before_training():
+    corpus = Corpus("toy", torch.randint(0, 30, (800,)), torch.randint(0, 30, (200,)),
+                    torch.randint(0, 30, (200,)), tuple(f"w{i}" for i in range(30)))
+    model = LanguageModel(corpus.vocab_size, 16, 16, 1, "lstm", "none", 0.0)
+    with pytest.raises(ValueError, match="unknown test_weights 'final'; choose one of: best, last"):
+        train(model, corpus, TrainConfig(test_weights="final"), CPU, progress=False)
