@@ -21,8 +21,9 @@ from runners.build import ConfigError
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
-# Keys that do not change what is trained: a job may resume with these changed.
-VOLATILE = ("logger", "paths", "threads", "flush_denormal", "device", "run_name")
+# Keys that do not change what is trained: a job may resume with these changed. ``study`` is the
+# design of the study a job belongs to (its grids, seeds, settings), not the job's own setting.
+VOLATILE = ("logger", "paths", "threads", "flush_denormal", "device", "run_name", "study")
 # Config keys added after checkpoints were already being written, with the value that does
 # what a job did before the key existed: a checkpoint without the key is read as having it
 # at that value, so a job interrupted before the key was added resumes instead of being

@@ -33,6 +33,7 @@ and its job directory resumes from its checkpoint), and the seed sweeps skip fin
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -192,22 +193,43 @@ def storage_url(sweep_dir: Path) -> str:
     return f"sqlite:///{sweep_dir / 'optuna.db'}"
 
 
-def study_name(scheme: str, cell: str) -> str:
-    return f"dropout-{scheme}-{cell}"
+def study_name(scheme: str, cell: str, grid: dict[str, tuple[float, ...]] | None = None) -> str:
+    """The Optuna study of one search: ``dropout-<scheme>-<cell>``, then its grid.
+
+    One study per grid, because Optuna fixes a parameter's choices for the life of a study: a
+    grid extended later (a rate added) is searched in a study of its own in the same database,
+    where the points already run answer at once from their finished job directories.
+    """
+    base = f"dropout-{scheme}-{cell}"
+    if not grid:
+        return base
+    return base + "".join(f"-{g}{'_'.join(f'{r:g}' for r in rates)}" for g, rates in grid.items())
 
 
-def finished_trials(sweep_dir: Path, scheme: str, cell: str) -> list[Any]:
-    """The search's trials that have a result (an interrupted one stays RUNNING and is asked again)."""
+def finished_trials(sweep_dir: Path, scheme: str, cell: str, grid: dict[str, tuple[float, ...]] | None = None
+                    ) -> list[Any]:
+    """The search's trials that have a result (an interrupted one stays RUNNING and is asked again).
+
+    With ``grid``, those of that grid's study; without, those of every study of the scheme and
+    cell in the database (every grid it was searched on).
+    """
     if not (sweep_dir / "optuna.db").is_file():
         return []
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=study_name(scheme, cell), storage=storage_url(sweep_dir))
-    except KeyError:
-        return []
-    return [t for t in study.get_trials(deepcopy=False) if t.state.name in DONE_STATES]
+    storage = storage_url(sweep_dir)
+    names = ([study_name(scheme, cell, grid)] if grid is not None else
+             [s.study_name for s in optuna.get_all_study_summaries(storage)
+              if s.study_name == study_name(scheme, cell) or s.study_name.startswith(study_name(scheme, cell) + "-")])
+    trials = []
+    for name in names:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            continue
+        trials += [t for t in study.get_trials(deepcopy=False) if t.state.name in DONE_STATES]
+    return trials
 
 
 def param(group: str) -> str:
@@ -215,19 +237,82 @@ def param(group: str) -> str:
     return f"dropout.{group}"
 
 
-def best_rates(sweep_dir: Path, scheme: str, cell: str) -> dict[str, float]:
+def grid_points(grid: dict[str, tuple[float, ...]]) -> list[tuple[float, ...]]:
+    """Every point of a search grid, one rate per group in ``grid``'s order."""
+    return list(itertools.product(*grid.values()))
+
+
+def _point(trial: Any, grid: dict[str, tuple[float, ...]]) -> tuple[float, ...] | None:
+    try:
+        return tuple(float(trial.params[param(g)]) for g in grid)
+    except KeyError:
+        return None
+
+
+def missing_points(sweep_dir: Path, scheme: str, cell: str, grid: dict[str, tuple[float, ...]]) -> list[tuple]:
+    """The grid points without a finished trial."""
+    done = {_point(t, grid) for t in finished_trials(sweep_dir, scheme, cell)}
+    return [p for p in grid_points(grid) if p not in done]
+
+
+def trials_to_ask(sweep_dir: Path, scheme: str, cell: str, grid: dict[str, tuple[float, ...]]) -> int:
+    """How many trials the sweeper must ask so that every grid point has a result (0: none).
+
+    Optuna's grid sampler asks the points its own study (this grid's) has not finished. Points
+    run under an earlier grid are asked again there and answer at once from their finished job
+    directories (named by their rates), so only the points new to the search train.
+    """
+    if not missing_points(sweep_dir, scheme, cell, grid):
+        return 0
+    points = set(grid_points(grid))
+    visited = {_point(t, grid) for t in finished_trials(sweep_dir, scheme, cell, grid)} & points
+    return len(points) - len(visited)
+
+
+def best_rates(sweep_dir: Path, scheme: str, cell: str, grid: dict[str, tuple[float, ...]] | None = None
+               ) -> dict[str, float]:
     """``{group: rate}`` of the grid point with the lowest best-validation perplexity.
 
     Ties go to the weaker regularisation (lower ``ff``, then lower ``rec``). A point whose
     run diverged scores +inf, so a scheme that blows up everywhere is still compared at its
     weakest point, and its seeded runs show it. Chosen on validation only, never on test.
+    With ``grid``, only trials at its points count (a point dropped from the grid does not).
     """
     trials = [t for t in finished_trials(sweep_dir, scheme, cell) if t.values]
+    if grid is not None:
+        points = set(grid_points(grid))
+        trials = [t for t in trials if _point(t, grid) in points]
     if not trials:
         raise StudyError(f"the search in {sweep_dir} has no finished trial")
     groups = [g for g in ("ff", "rec") if param(g) in trials[0].params]
     best = min(trials, key=lambda t: (t.values[0], *(t.params[param(g)] for g in groups)))
     return {g: float(best.params[param(g)]) for g in groups}
+
+
+def retire_stale_seeds(task: "Task", root: Path) -> Path | None:
+    """Move a seed sweep that ran at other rates than ``task.rates`` to ``superseded/``; returns where.
+
+    A seed sweep's job directories are named by seed, not by rate, and a finished job is never
+    run again; so when a search's best pair changes (its grid was extended), the seeds at the
+    old pair would be reported as the new one's. They are moved aside instead, kept for the
+    record and out of the report, and the seeds run again at the tuned pair.
+    """
+    stale = False
+    for path in task.sweep_dir.glob("*/summary.json"):
+        try:
+            ran = json.loads(path.read_text()).get("dropout")
+        except (OSError, ValueError):
+            continue
+        if isinstance(ran, dict) and any(not math.isclose(float(ran.get(g, math.nan)), r)
+                                         for g, r in (task.rates or {}).items()):
+            stale = True
+            break
+    if not stale:
+        return None
+    target = root / "superseded" / task.setting / f"{task.sweep_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    task.sweep_dir.rename(target)
+    return target
 
 
 def plan(spec: StudySpec, root: Path) -> list[Task]:
@@ -259,11 +344,11 @@ def command(task: Task, spec: StudySpec, overrides: Sequence[str], threads: int 
         argv.append(f"threads={threads}")
     if task.stage == "tune":
         grid = spec.grid(task.scheme, task.cell)
-        remaining = math.prod(len(r) for r in grid.values()) - len(finished_trials(task.sweep_dir, task.scheme, task.cell))
+        remaining = trials_to_ask(task.sweep_dir, task.scheme, task.cell, grid)
         argv += ["hparams_search=dropout", "~hydra.sweeper.params.dropout", f"seed={spec.tuning_seed}",
                  *(f"{param(g)}=choice({','.join(repr(r) for r in rates)})" for g, rates in grid.items()),
                  "hydra.sweep.subdir=${run_name}" + "".join(f"-{g}${{{param(g)}}}" for g in grid),
-                 f"hydra.sweeper.study_name={study_name(task.scheme, task.cell)}",
+                 f"hydra.sweeper.study_name={study_name(task.scheme, task.cell, grid)}",
                  f"hydra.sweeper.storage={storage_url(task.sweep_dir)}",
                  f"hydra.sweeper.n_trials={max(remaining, 0)}"]
     else:
@@ -313,11 +398,19 @@ class Runner:
         self.gpus = gpus
         self.commands: list[str] = []
         self.failures: list[str] = []
+        self.notes: list[str] = []
         self.lock = threading.Lock()
 
     def run(self, task: Task) -> Task:
         if task.tuned_by is not None:
-            task.rates = best_rates(task.tuned_by.sweep_dir, task.scheme, task.cell)
+            task.rates = best_rates(task.tuned_by.sweep_dir, task.scheme, task.cell,
+                                    self.spec.grid(task.scheme, task.cell))
+            moved = retire_stale_seeds(task, self.root)
+            if moved is not None:
+                note = f"{task.label}: seeds run at other rates than the tuned {task.rates} moved to {moved}"
+                print(note, file=sys.stderr)
+                with self.lock:
+                    self.notes.append(note)
         argv = command(task, self.spec, self.overrides, None if self.gpus else self.threads)
         if task.stage == "tune" and argv[-1] == "hydra.sweeper.n_trials=0":
             return task  # every grid point has its result
@@ -380,6 +473,7 @@ def run_study(spec: StudySpec, root: Path, overrides: Sequence[str], jobs: int, 
             "invocations": int(previous.get("invocations") or 0) + 1,
             "commands": sorted(set(previous.get("commands", [])) | set(runner.commands)),
             "failures": runner.failures,
+            "superseded": [*previous.get("superseded", []), *runner.notes],
         }
         tmp = record_path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -401,7 +495,8 @@ def run_study(spec: StudySpec, root: Path, overrides: Sequence[str], jobs: int, 
                     continue
                 for follow in task.after:
                     pending[pool.submit(runner.run, follow)] = follow
-                rate = f" (best {best_rates(task.sweep_dir, task.scheme, task.cell)})" if task.stage == "tune" else ""
+                rate = (f" (best {best_rates(task.sweep_dir, task.scheme, task.cell, spec.grid(task.scheme, task.cell))})"
+                        if task.stage == "tune" else "")
                 bar.write(f"done: {task.label}{rate}")
     bar.close()
     record()

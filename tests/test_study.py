@@ -289,7 +289,8 @@ def test_the_commands_search_both_rates_and_seed_every_setting():
 def test_the_best_pair_is_chosen_on_validation_with_ties_to_the_weaker_dropout(tmp_path):
     sweep = tmp_path / "tune" / "moon-lstm"
     sweep.mkdir(parents=True)
-    study = optuna.create_study(study_name=driver.study_name("moon", "lstm"), storage=driver.storage_url(sweep))
+    study = optuna.create_study(study_name=driver.study_name("moon", "lstm", {"ff": (0.3, 0.5), "rec": (0.1, 0.3)}),
+                                storage=driver.storage_url(sweep))
     grid = {"dropout.ff": optuna.distributions.CategoricalDistribution([0.3, 0.5]),
             "dropout.rec": optuna.distributions.CategoricalDistribution([0.1, 0.3])}
     for ff, rec, value in ((0.5, 0.1, 120.0), (0.3, 0.3, 120.0), (0.3, 0.1, float("inf")), (0.5, 0.3, 121.0)):
@@ -298,6 +299,44 @@ def test_the_best_pair_is_chosen_on_validation_with_ties_to_the_weaker_dropout(t
     assert driver.best_rates(sweep, "moon", "lstm") == {"ff": 0.3, "rec": 0.3}
     study.ask()  # interrupted: never told, asked again on resume
     assert len(driver.finished_trials(sweep, "moon", "lstm")) == 4
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_an_extended_grid_asks_every_point_and_only_its_points_count(tmp_path):
+    """A rate added to the grid: the grid sampler no longer counts the old trials as visited, so the
+    sweeper asks every point (the old ones answer from their finished jobs); a dropped point no
+    longer counts for the best pair."""
+    sweep = tmp_path / "tune" / "naive-lstm"
+    sweep.mkdir(parents=True)
+    old, new = {"ff": (0.3, 0.5)}, {"ff": (0.3, 0.5, 0.7)}
+    assert driver.study_name("naive", "lstm", new) == "dropout-naive-lstm-ff0.3_0.5_0.7"  # no comma: one override
+    study = optuna.create_study(study_name=driver.study_name("naive", "lstm", old), storage=driver.storage_url(sweep))
+    for ff, value in ((0.3, 140.0), (0.5, 130.0)):
+        study.add_trial(optuna.trial.create_trial(params={"dropout.ff": ff}, value=value, distributions={
+            "dropout.ff": optuna.distributions.CategoricalDistribution([0.3, 0.5])}))
+    assert driver.trials_to_ask(sweep, "naive", "lstm", old) == 0
+    # the extended grid is searched in a study of its own: all three points asked, two answer from their jobs
+    assert driver.trials_to_ask(sweep, "naive", "lstm", new) == 3
+    other = optuna.create_study(study_name=driver.study_name("naive", "lstm", new), storage=driver.storage_url(sweep))
+    other.add_trial(optuna.trial.create_trial(params={"dropout.ff": 0.3}, value=140.0, distributions={
+        "dropout.ff": optuna.distributions.CategoricalDistribution([0.3, 0.5, 0.7])}))
+    assert driver.trials_to_ask(sweep, "naive", "lstm", new) == 2 and len(driver.finished_trials(sweep, "naive", "lstm")) == 3
+    assert driver.missing_points(sweep, "naive", "lstm", {"ff": (0.3, 0.5, 0.7)}) == [(0.7,)]
+    assert driver.best_rates(sweep, "naive", "lstm", {"ff": (0.3, 0.7)}) == {"ff": 0.3}  # 0.5 left the grid
+
+
+def test_seeds_run_at_other_rates_are_moved_aside_not_reported_as_the_tuned_ones(tmp_path):
+    task = driver.Task("seeds", "naive", "gru", tmp_path / "seeds" / "small" / "naive-gru", setting="small",
+                       rates={"ff": 0.7})
+    job = task.sweep_dir / "0-naive-gru-s1"
+    job.mkdir(parents=True)
+    (job / "summary.json").write_text(json.dumps({"status": "finished", "dropout": {"ff": 0.5, "rec": 0.0}}))
+    moved = driver.retire_stale_seeds(task, tmp_path)
+    assert moved is not None and moved.parent == tmp_path / "superseded" / "small" and not task.sweep_dir.exists()
+    assert (moved / "0-naive-gru-s1" / "summary.json").is_file()
+    job.mkdir(parents=True)
+    (job / "summary.json").write_text(json.dumps({"status": "finished", "dropout": {"ff": 0.7, "rec": 0.0}}))
+    assert driver.retire_stale_seeds(task, tmp_path) is None and job.is_dir()  # the tuned rates: kept
 
 
 @pytest.mark.slow
