@@ -8,7 +8,9 @@ caption and how to read it, a shorter run listing (the ``brief`` columns of
 
 from __future__ import annotations
 
+import html
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -25,9 +27,31 @@ if TYPE_CHECKING:  # plotting imports matplotlib; the report imports it only onc
 __all__ = ["render_markdown"]
 
 
+def _md_text(value: Any) -> str:
+    """User text (run names, messages) as Markdown shows it: as typed, never as HTML or emphasis.
+
+    Markdown passes raw HTML through, so a run named ``<img src=x onerror=...>`` would run
+    script in any viewer that renders HTML (issue 25); escaped, it reads as typed, as on the
+    HTML page. Markdown's own punctuation is backslash-escaped so no emphasis, link or code
+    span starts inside a name.
+    """
+    return re.sub(r"([\\`*_\[\]])", r"\\\1", html.escape(str(value), quote=False))
+
+
+def _md_code(value: Any) -> str:
+    """A path as a code span that no backtick inside it can close (CommonMark: a longer fence).
+
+    Code spans show HTML as text, so ``<`` needs no escaping here.
+    """
+    text = str(value).replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def _md_cell(value: Any) -> str:
     """Text safe inside a Markdown table cell: no pipe ends the cell, no newline the row."""
-    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return _md_text(value).replace("|", "\\|").replace("\n", " ")
 
 
 def _runs_markdown(runs: pd.DataFrame) -> str:
@@ -49,7 +73,7 @@ def render_markdown(runs: Runs, table_md: str, figures: Sequence[SavedFigure], p
     statuses = ", ".join(f"{n} {s}" for s, n in runs.runs["status"].value_counts().items())
     out = [f"# {TITLE}", "",
            f"Built {datetime.now().isoformat(timespec='seconds')} from "
-           + ", ".join(f"`{p}`" for p in paths)
+           + ", ".join(_md_code(p) for p in paths)
            + f": {plural(len(runs.runs), 'run')} ({statuses}), "
            + f"{plural(len(runs.skipped), 'job directory')} skipped.", "",
            "## Scheme table", "",
@@ -66,6 +90,6 @@ def render_markdown(runs: Runs, table_md: str, figures: Sequence[SavedFigure], p
             out += [f"Also as {others}.", ""]
     out += ["## Runs", "", _runs_markdown(runs.runs).rstrip(), ""]
     if runs.skipped:
-        out += ["## Skipped job directories", ""] + [f"- `{n.path}`: {n.message}" for n in runs.skipped] + [""]
+        out += ["## Skipped job directories", ""] + [f"- {_md_code(n.path)}: {_md_text(n.message)}" for n in runs.skipped] + [""]
     out += ["## Reproduce", "", "```sh", *training_commands(runs.runs), command, "```", ""]
     return "\n".join(out)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.study_tables import ALPHA, fmt_p, fmt_ppl, fmt_rate, fmt_signed, fmt_tau, verdict
+from analysis.study_tables import ALPHA, fmt_p, fmt_ppl, fmt_rate, fmt_signed, fmt_tau, on_edge, verdict
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def cell_lines(head: pd.DataFrame, pairs: pd.DataFrame, setting: str) -> list[st
             parts = [f"{word} for {_names(vs_naive[vs_naive.v == v]) if v != 'n.s.' else _plain(vs_naive[vs_naive.v == v])}"
                      for v, word in (("better", "better"), ("worse", "worse"), ("n.s.", "no significant difference"))
                      if (vs_naive.v == v).any()]
-            text += f"Against `naive`'s footing alone, the recurrent part is {'; '.join(parts)}. "
+            text += f"Adding the recurrent part to `naive`'s footing: {'; '.join(parts)}. "
         beat = vs_none[vs_none.v == "better"]
         text += f"{len(beat)} of {len(vs_none)} schemes beat no dropout significantly"
         if len(dead):
@@ -122,14 +122,54 @@ def finding_lines(pairs: pd.DataFrame, mc: pd.DataFrame, settings: list[str]) ->
     return lines
 
 
+def in_short(alive: pd.DataFrame, settings: list[str]) -> str:
+    """The lead: which recurrent parts add to the footing in every setting, which never, which depend on it.
+
+    Issue 22 asks for a ranking that survives its own checks, so the lead names only comparisons
+    against ``naive``'s footing (the recurrent part alone) and sorts them by whether the verdict
+    is the same, and significant, in every setting.
+    """
+    rows = alive[(alive.against == "naive") & (alive.scheme != "none")]
+    if rows.empty:
+        return ""
+    columns = [f"verdict_{s}" for s in settings]
+
+    same = rows[rows[columns].nunique(axis=1) == 1]
+    first = same[columns[0]]
+    groups = (("significantly better in every setting", same[first == "better"]),
+              ("significantly worse in every setting", same[first == "worse"]),
+              ("not significant in any setting", same[first == "n.s."]),
+              ("different from one setting to the other", rows.drop(same.index)))
+    parts = [f"{what} for {', '.join(f'{r.cell.upper()} `{r.scheme}`' for r in frame.itertuples())}"
+             for what, frame in groups if len(frame)]
+    return (f"**In short**, with the same feed-forward footing under every scheme, the recurrent part is "
+            f"{'; '.join(parts)} (against `naive`, the footing alone; {len(settings)} settings).")
+
+
+def edge_line(head: pd.DataFrame, grid: dict[str, list[float]]) -> str:
+    """The tuned rates that sit on the end of their grid, where the optimum may lie beyond it."""
+    first = head[head.setting == head.setting.iloc[0]]
+    edges = [f"{r.cell.upper()} `{r.scheme}` {g} {fmt_rate(getattr(r, f'rate_{g}'))}"
+             for r in first.itertuples() for g in ("ff", "rec")
+             if fmt_rate(getattr(r, f"rate_{g}")) and on_edge(getattr(r, f"rate_{g}"), grid.get(g))]
+    if not edges:
+        return ""
+    return (f"Tuned on the end of the grid (†), where the optimum may lie beyond it: {', '.join(edges)}. A recurrent "
+            f"rate at the grid's low end means the scheme asked for less of its recurrent part than the grid offers.")
+
+
 def answer(record: dict[str, Any], head: pd.DataFrame, pairs: pd.DataFrame, mc: pd.DataFrame,
            ranks: pd.DataFrame, alive: pd.DataFrame) -> str:
     """The README's first section, in Markdown."""
     settings = list(dict.fromkeys(head.setting))
-    out = [scope(record), "",
+    lead = in_short(alive, settings)
+    out = ([lead, ""] if lead else []) + [scope(record), "",
            f"Claims below are made at {ALPHA:g} on the exact paired sign-flip test, Holm-adjusted over every "
            f"comparison of a setting; Δ is the scheme's test perplexity minus the other's (negative: better), "
            f"with its 95 % t interval.", ""]
+    edges = edge_line(head, {"ff": record["study"]["rates_ff"], "rec": record["study"]["rates_rec"]})
+    if edges:
+        out.extend([edges, ""])
     for setting in settings:
         out.append(f"**In `{setting}`:**")
         out.append("")

@@ -256,6 +256,25 @@ def check_overrides(argv: list[str], relative_to: Path | None = None) -> None:
     check_option_keys(overrides, tree)
     check_search_over_a_sweep(overrides, tree)
     check_paths(overrides)
+    if any(o.key_or_group in ("hparams_search", "hydra/sweeper") and not o.is_delete()
+           and o.get_value_element_as_str() not in ("null", "basic") for o in overrides):
+        require_optuna("hparams_search")
+
+
+OPTUNA_EXTRA = 'pip install -c constraints.txt -e ".[optuna]"'
+
+
+def require_optuna(what: str) -> None:
+    """One line naming the extra when Hydra's Optuna sweeper is not installed.
+
+    The sweeper and its pins (optuna 2, SQLAlchemy below 2) are the ``optuna`` extra, not the
+    core install (issue 25); without it Hydra's own message is a dozen lines about a plugin.
+    """
+    try:
+        import hydra_plugins.hydra_optuna_sweeper  # noqa: F401
+        import optuna  # noqa: F401
+    except ImportError:
+        fail(f"{what} needs Hydra's Optuna sweeper, which is the optuna extra: {OPTUNA_EXTRA}")
 
 
 def check_search_over_a_sweep(overrides: list[Override], tree: ConfigTree) -> None:

@@ -55,7 +55,7 @@ from omegaconf import DictConfig
 
 from benchmark.engine import SCHEMES
 from benchmark.engine.sites import SITE_SPECS
-from runners.hydra_task import CONF_DIR, check_overrides, group_options
+from runners.hydra_task import CONF_DIR, check_overrides, group_options, require_optuna
 
 DONE_STATES = ("COMPLETE", "FAIL", "PRUNED")
 
@@ -528,6 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     check_overrides(args.overrides)
+    require_optuna("python -m runners.study")
     try:
         cfg = compose(args.overrides)
         spec = StudySpec.from_config(cfg)

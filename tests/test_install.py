@@ -26,7 +26,7 @@ def _copy_sources(dest: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in (*SOURCES, "conf"):
         shutil.copytree(ROOT / name, dest / name, ignore=ignore)
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, dest / name)
 
 
@@ -66,6 +66,9 @@ def test_the_wheel_holds_every_module_and_every_config(installed):
         assert path.relative_to(ROOT).as_posix() in names, path
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "rnn-bench = runners.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    # pyproject.toml declares MIT: the licence text ships in the wheel's metadata (issue 25)
+    licence = next(n for n in names if ".dist-info/" in n and n.rsplit("/", 1)[-1] == "LICENSE")
+    assert zipfile.ZipFile(wheel).read(licence).decode() == (ROOT / "LICENSE").read_text()
 
 
 @pytest.mark.slow

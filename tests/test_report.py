@@ -569,3 +569,18 @@ def test_report_runs_without_training_code(report: dict, tmp_path: Path) -> None
                             cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "out" / "index.html").is_file()
+
+
+def test_report_md_shows_a_hostile_run_name_as_text_not_html(tmp_path: Path) -> None:
+    """Issue 25: report.md escapes names as the HTML page does; a Markdown viewer renders raw HTML."""
+    hostile = "<img src=x onerror=alert(1)>_*x*_"
+    job = tmp_path / "sweep" / "0"
+    write_job(job, scheme="naive", cell="lstm", seed=0, val=[200.0, 150.0], test=140.0)
+    for name in ("config.yaml", "summary.json"):
+        path = job / name
+        path.write_text(path.read_text().replace("naive-lstm-s0", hostile))
+    assert report_main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "<img" not in md and "&lt;img src=x onerror=alert(1)&gt;\\_\\*x\\*\\_" in md
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page

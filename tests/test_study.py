@@ -206,6 +206,10 @@ def test_the_answer_is_written_from_the_tables_with_the_papers_verdicts(tmp_path
     semeniuta = next(line for line in answer.splitlines() if line.startswith("- Semeniuta"))
     assert semeniuta.count("**disagrees**") == 2
     assert "lower perplexity for `naive` LSTM in `small` (-1.0)" in answer  # MC, every seed 1.0 lower
+    lead = answer.strip().splitlines()[0]  # the lead sorts each recurrent part by its verdict in every setting
+    assert lead.startswith("**In short**") and "better in every setting for LSTM `variational`" in lead
+    assert "worse in every setting for LSTM `semeniuta`" in lead and "2 settings" in lead
+    assert "Tuned on the end of the grid (†)" in answer and "LSTM `naive` ff 0.5" in answer  # 0.5 ends [0.3, 0.5]
     assert report.check(results, readme) == []
 
 
