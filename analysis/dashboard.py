@@ -65,8 +65,25 @@ def sweep_settings(sweep_dir: Path) -> dict[str, Any]:
     if logger.get("name") != "wandb":
         raise DashboardError(f"the jobs in {sweep_dir} ran with logger={logger.get('name')}, so W&B holds nothing "
                              f"of them; the local report is: python -m analysis.report {sweep_dir} --out OUT")
-    return {"group": sweep_dir.name, "project": logger.get("project"), "entity": logger.get("entity"),
+    return {"group": wandb_group(sweep_dir), "project": logger.get("project"), "entity": logger.get("entity"),
             "mode": logger.get("mode", "auto")}
+
+
+def wandb_group(sweep_dir: Path) -> str:
+    """The W&B group the sweep's jobs logged to, as they recorded it in ``summary.json``.
+
+    A default sweep folder is a timestamp, and its group is named after the preset that made
+    it (``quickstart-<timestamp>``, ``runners.hydra_task.sweep_group``, issue 25); sweeps run
+    before jobs recorded the group logged to the folder's name.
+    """
+    for path in sorted(sweep_dir.glob("*/summary.json")):
+        try:
+            group = json.loads(path.read_text()).get("wandb_group")
+        except (OSError, ValueError):
+            continue
+        if group:
+            return str(group)
+    return sweep_dir.name
 
 
 def build_report(entity: str, project: str, group: str, title: str | None = None) -> Any:

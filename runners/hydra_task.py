@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from hydra._internal.config_repository import ConfigRepository
 from hydra._internal.utils import create_automatic_config_search_path, get_args_parser
@@ -475,8 +478,8 @@ def task(cfg: DictConfig) -> float:
         cfg.threads = threads
     if gpu is not None and cfg.device == "auto":
         cfg.device = f"cuda:{gpu}"
-    ctx = JobContext(job_dir=Path(hc.runtime.output_dir), group=Path(hc.sweep.dir).name if multirun else None,
-                     multirun=multirun)
+    ctx = JobContext(job_dir=Path(hc.runtime.output_dir),
+                     group=sweep_group(hc.sweep.dir, hc.runtime.choices) if multirun else None, multirun=multirun)
     try:
         summary = run_job(cfg, ctx)
     except ConfigError as e:
@@ -489,6 +492,25 @@ def task(cfg: DictConfig) -> float:
             raise
         return float("inf")  # recorded as failed in summary.json; the sweep goes on
     return objective(summary)
+
+
+TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}")
+
+
+def sweep_group(sweep_dir: str, choices: Mapping[str, Any]) -> str:
+    """A sweep's W&B group: its folder's name, led by what made it when the folder is a bare timestamp.
+
+    A project page of groups named ``2026-12-07_10-31-02`` does not say what each one is
+    (issue 25): the default sweep folder becomes ``quickstart-2026-12-07_10-31-02`` after the
+    preset (``experiment``, else ``hparams_search``, else ``case``), or ``sweep-...`` without
+    one. A folder the user named (``hydra.sweep.dir=outputs/search/variational``) is the name.
+    The group still names the folder: the timestamp is its last part.
+    """
+    name = Path(sweep_dir).name
+    if not TIMESTAMP.fullmatch(name):
+        return name
+    label = next((str(choices[g]) for g in ("experiment", "hparams_search", "case") if choices.get(g)), "sweep")
+    return f"{label}-{name}"
 
 
 def objective(summary: dict) -> float:

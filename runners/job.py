@@ -187,6 +187,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                                        job_dir=ctx.job_dir, name=cfg.run_name, group=ctx.group,
                                        tags=[cfg.scheme.name, cfg.model.cell, cfg.data.name, f"seed-{cfg.seed}"],
                                        job_type="train", config=config, run_id=wandb_run_id(ctx.job_dir))
+                summary["wandb_group"] = ctx.group  # what the dashboard filters on (analysis.dashboard)
             dev = build.device(cfg)
             summary["machine"] = machine(dev)  # where it ran: CPU and vector flags, torch, device
             model = build.model(cfg, data.vocab_size)
@@ -202,6 +203,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                             "cluster, e.g. python run.py -m experiment=<preset> hydra/launcher=submitit_slurm",
                             cfg.run_name)
             estimated = []
+            train_ppl: list[float] = []  # the epoch's training perplexity, printed beside validation's
 
             def record(event: dict) -> None:
                 if event.get("scope") == "interval" and not estimated and event.get("tokens_per_s"):
@@ -213,8 +215,11 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                 store.log(event)
                 if tracker is not None:
                     tracker.log(event)
-                if event["split"] == "val":
-                    log.info("epoch %d  val ppl %.2f", event["epoch"], event["ppl"])
+                if event["split"] == "train" and event.get("scope") == "epoch":
+                    train_ppl[:] = [event["ppl"]]
+                elif event["split"] == "val":
+                    log.info("epoch %d  train ppl %s  val ppl %.2f", event["epoch"],
+                             f"{train_ppl[0]:.2f}" if train_ppl else "-", event["ppl"])
                 elif event["split"] == "test":
                     log.info("test ppl %.2f (%s weights, epoch %s)", event["ppl"],
                              "best-validation" if event.get("weights") == "best" else "last epoch's",
