@@ -32,7 +32,7 @@ from benchmark.machine import machine, set_flush_denormal
 from benchmark.train import check_batches, train
 from runners import build, checkpoints
 from runners.build import ConfigError
-from runners.run_store import JobDirBusy, RunStore, job_lock
+from runners.run_store import CONFIG, JobDirBusy, RunStore, job_lock
 from runners.tracking import WandbTracker
 
 log = logging.getLogger("runners.job")
@@ -254,7 +254,9 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
             summary["wall_s"] = time.perf_counter() - started
             store.close(summary)
             if tracker is not None:
-                tracker.close(summary)
+                keep = cfg.logger.get("log_model", False) and summary["status"] == "finished"
+                tracker.close(summary, model_files=[ctx.job_dir / checkpoints.CHECKPOINT, ctx.job_dir / CONFIG]
+                              if keep else None)
             if summary["status"] != "failed":
                 best = summary["best_val_ppl"]
                 log.info("%s: %s, best val ppl %s, summary in %s", cfg.run_name, summary["status"],

@@ -33,6 +33,8 @@ STEP_METRIC = "epoch"
 EPOCH_CURVES = ("train_epoch/*", "val/*")
 # (metric, summary): the value the run table shows and a sweep chart compares.
 SUMMARIES = (("val/ppl", "min"), ("val/loss", "min"), ("test/*", "last"))
+# What a model artifact's metadata says about the weights it holds.
+MODEL_METADATA = ("run_name", "scheme", "cell", "data", "seed", "status", "best_val_ppl", "test_ppl", "epochs")
 
 
 def define_metrics(run: Any) -> None:
@@ -72,7 +74,7 @@ class WandbTracker:
         passed) is logged as ``train`` with a warning: one job type per scheme would split a
         sweep's training runs in W&B's run table instead of grouping them.
         """
-        self.run = None
+        self._attach(None)
         if job_type not in JOB_TYPES:
             log.warning("W&B job_type=%r is not a kind of job (%s); logging this run as 'train'",
                         job_type, ", ".join(JOB_TYPES))
@@ -80,10 +82,11 @@ class WandbTracker:
         try:
             import wandb
 
-            self.run = wandb.init(project=project, entity=entity, mode=resolve_mode(mode), dir=str(job_dir),
-                                  name=name, group=group, tags=tags, job_type=job_type, config=config,
-                                  id=run_id, resume="allow" if run_id else None,
-                                  reinit="finish_previous", settings=wandb.Settings(quiet=True))
+            run = wandb.init(project=project, entity=entity, mode=resolve_mode(mode), dir=str(job_dir),
+                             name=name, group=group, tags=tags, job_type=job_type, config=config,
+                             id=run_id, resume="allow" if run_id else None,
+                             reinit="finish_previous", settings=wandb.Settings(quiet=True))
+            self._attach(run)
         except Exception as e:  # noqa: BLE001 - tracking is optional, the run store is not
             log.warning("W&B is unavailable (%s: %s); this job continues with the local run store only",
                         type(e).__name__, _first_line(e))
@@ -94,6 +97,18 @@ class WandbTracker:
             log.warning("W&B did not take the metric definitions (%s: %s); curves use its default step axis",
                         type(e).__name__, _first_line(e))
 
+    @classmethod
+    def around(cls, run: Any) -> WandbTracker:
+        """A tracker over a run that is already open (the tests pass one that records what it is sent)."""
+        tracker = cls.__new__(cls)
+        tracker._attach(run)
+        return tracker
+
+    def _attach(self, run: Any) -> None:
+        self.run = run
+        self._probe_rows: list[list] = []  # every probe's state norms, logged as one table at close
+        self._last_step = 0
+
     def log(self, record: dict) -> None:
         """Send one run-store event: its numbers under ``<prefix>/<key>``, with ``epoch`` beside them."""
         if self.run is None:
@@ -102,20 +117,56 @@ class WandbTracker:
         values = {f"{prefix}/{k}": v for k, v in record.items()
                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step")}
         if record["split"] == "probe" and record.get("state_norm"):
-            import wandb  # the state norm per time step, as a line plot in the run's workspace
-
-            table = wandb.Table(columns=["t", "state_norm"], data=[[t, v] for t, v in enumerate(record["state_norm"])])
-            values["probe/state_norm"] = wandb.plot.line(table, "t", "state_norm",
-                                                         title=f"carried-state norm, epoch {record['epoch']}")
+            label = f"{record.get('at', 'probe')} {record['step'] if record.get('at') == 'step' else record['epoch']}"
+            self._probe_rows += [[label, record["epoch"], record["step"], t, v]
+                                 for t, v in enumerate(record["state_norm"])]
         values["epoch"] = record["epoch"]
+        self._last_step = max(self._last_step, record["step"])
         self.run.log(values, step=record["step"])
 
-    def close(self, summary: dict) -> None:
-        """Copy ``summary.json`` into the run's summary and finish it (exit code 1 for a failed job)."""
+    def _log_probe_table(self) -> None:
+        """Every probe's state norm per time step as one table and one line plot (a line per probe).
+
+        A table per probe made one W&B artifact each (11 in a 10-step run, issue 25); one
+        per run holds the same rows, and the plot's ``stroke`` keeps the probes apart.
+        """
+        if not self._probe_rows:
+            return
+        import wandb
+
+        table = wandb.Table(columns=["probe", "epoch", "step", "t", "state_norm"], data=self._probe_rows)
+        self.run.log({"probe/state_norm": wandb.plot.line(table, "t", "state_norm", stroke="probe",
+                                                          title="carried-state norm per time step, every probe")},
+                     step=self._last_step)
+        self._probe_rows = []
+
+    def _log_model(self, files: list[Path], summary: dict) -> None:
+        """The final checkpoint and its config as a W&B model artifact (``logger.log_model=true``)."""
+        import wandb
+
+        artifact = wandb.Artifact(f"model-{self.run.id}", type="model",
+                                  metadata={k: summary.get(k) for k in MODEL_METADATA if summary.get(k) is not None})
+        for path in files:
+            artifact.add_file(str(path), name=path.name)
+        self.run.log_artifact(artifact, aliases=["final"])
+
+    def close(self, summary: dict, model_files: list[Path] | None = None) -> None:
+        """Copy ``summary.json`` into the run's summary and finish it (exit code 1 for a failed job).
+
+        ``model_files`` (the checkpoint and config of a finished job, when ``logger.log_model``
+        is on) are logged as one model artifact. A W&B failure here is a warning: the run
+        store already holds everything.
+        """
         if self.run is None:
             return
         try:
+            self._log_probe_table()
             self.run.summary.update({k: v for k, v in summary.items() if v is not None})
+            if model_files:
+                self._log_model(model_files, summary)
+        except Exception as e:  # noqa: BLE001 - tracking is optional, the run store is not
+            log.warning("W&B did not take the end of this run (%s: %s); the run store has it",
+                        type(e).__name__, _first_line(e))
         finally:
             self.run.finish(exit_code=0 if summary.get("status") != "failed" else 1)
             self.run = None

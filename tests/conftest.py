@@ -40,7 +40,8 @@ def cli_env(tmp: Path) -> dict:
     """No network, no prompt, no account: W&B offline, its settings kept in ``tmp``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(WANDB_MODE="offline", WANDB_DIR=str(tmp), WANDB_CONFIG_DIR=str(tmp / "wandb-config"),
-               WANDB_CACHE_DIR=str(tmp / "wandb-cache"), HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
+               WANDB_CACHE_DIR=str(tmp / "wandb-cache"), WANDB_DATA_DIR=str(tmp / "wandb-data"),
+               HYDRA_FULL_ERROR="0", OMP_NUM_THREADS="1")
     return env
 
 

@@ -282,8 +282,7 @@ def tracked(run_id: str, config: dict, summary: dict, events: list[dict], group:
     """The public-API view of a run the real tracker logged ``events`` and ``summary`` to."""
     from runners.tracking import WandbTracker
 
-    tracker = WandbTracker.__new__(WandbTracker)  # not __init__: that would start wandb
-    tracker.run = recorder = RecordingRun()
+    tracker = WandbTracker.around(recorder := RecordingRun())  # not __init__: that would start wandb
     for event in events:
         tracker.log(event)
     tracker.close(summary)

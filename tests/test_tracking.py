@@ -134,3 +134,32 @@ def test_a_training_job_logs_a_train_run_whose_summary_is_its_best_epoch(run_cli
     assert summary["plan"]["scheme"] == "naive" and set(summary["plan"]["sites"]) == {"x", "out"}
     assert wandb_summary["plan"] == summary["plan"]
     assert metric_definitions(records)["val/ppl"]["summary"] == {"min": True}
+
+
+def artifacts(records: list[dict]) -> list[dict]:
+    """The run's artifact records, as the offline run holds them."""
+    return [r["artifact"] for r in records if r["type"] == "artifact"]
+
+
+def test_a_run_holds_one_probe_table_and_its_model_only_when_asked(run_cli, tmp_path):
+    """Issue 25: one table of every probe per run (not one per probe), and logger.log_model=true
+    adds the finished job's checkpoint and config as one model artifact; off by default."""
+    for name, extra in (("plain", []), ("kept", ["logger.log_model=true"])):
+        job = tmp_path / name
+        run_cli("scheme=naive", *TINY, "model.num_layers=1", "logger=wandb", *extra, f"hydra.run.dir={job}")
+        (run_dir,) = (job / "wandb").glob("offline-run-*")
+        found = artifacts(leet_records(run_dir))
+        tables = [a for a in found if a["type"] == "run_table"]
+        assert len(tables) == 1 and "state_norm" in tables[0]["name"]
+        probes = [json.loads(line) for line in (job / "metrics.jsonl").read_text().splitlines()]
+        probes = [e for e in probes if e["split"] == "probe" and e.get("state_norm")]
+        (table_file,) = run_dir.glob("files/media/table/probe/state_norm_table*.table.json")
+        rows = json.loads(table_file.read_text())["data"]
+        assert len(probes) > 2 and len(rows) == sum(len(e["state_norm"]) for e in probes)  # every probe, one table
+        models = [a for a in found if a["type"] == "model"]
+        if name == "plain":
+            assert not models
+            continue
+        (model,) = models
+        assert sorted(c["path"] for c in model["manifest"]["contents"]) == ["checkpoint.pt", "config.yaml"]
+        assert "final" in model["aliases"] and json.loads(model["metadata"])["status"] == "finished"
