@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from analysis import stability
 from analysis.runs import Runs
@@ -116,13 +117,16 @@ def _plot_bands(runs: Runs, png: Path, *, where: dict[str, str], x: str, xlabel:
                 drawn.setdefault(title, {})[group] = _band_record(band, x)
                 groups_drawn.append(group)
             missing[title] = _note_missing(ax, subset, drawn_dirs)
+            if x == "epoch":  # a one-epoch sweep otherwise reads 0.96, 0.98, 1.00 ... (issue 25)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     if not groups_drawn:
         return None
     align_titles(axes)
     fig.suptitle(suptitle)
     ordered_groups = [g for g in group_order(table) if g in groups_drawn]
     legend(fig, group_handles(table, ordered_groups) + ([UNFINISHED] if unfinished else []))
-    return {"panels": drawn, "missing": missing, "files": save_figure(fig, png)}
+    ticks = [float(t) for t in axes[0].get_xticks() if axes[0].get_xlim()[0] <= t <= axes[0].get_xlim()[1]]
+    return {"panels": drawn, "missing": missing, "x_ticks": ticks, "files": save_figure(fig, png)}
 
 
 @styled
@@ -170,6 +174,7 @@ def plot_overfitting(runs: Runs, path: Path) -> SavedFigure | None:
                     ax.set_ylabel(f"{title}\nperplexity")
                 if row == len(panel_list) - 1:
                     ax.set_xlabel("epoch")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
                 members = subset[subset["group"] == group]
                 if members.empty:
                     ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center",
@@ -277,17 +282,25 @@ def plot_test_ppl(runs: Runs, path: Path) -> SavedFigure | None:
             members = subset[subset["group"] == group]
             colour = scheme_colour(members["scheme"].iloc[0])
             scores = _finished_scores(members, "test_ppl")
-            if scores.empty:  # nothing finished: say so at the foot of the panel
-                ax.plot(i, 0.02, marker="x", color=colour, markersize=7, markeredgewidth=2,
+            unfinished = int((members["status"] != "finished").sum())
+            if unfinished:  # above the panel, labelled: at the foot it read as the best score (issue 25)
+                label = "none finished" if scores.empty else f"{unfinished} of {len(members)} not finished"
+                ax.plot(i, 1.0, marker="x", color=colour, markersize=7, markeredgewidth=2,
                         transform=ax.get_xaxis_transform(), clip_on=False)
-                record[group] = {"mean": math.nan, "sd": math.nan, "n": 0, "runs": len(members)}
+                ax.annotate(label, (i, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 6),
+                            textcoords="offset points", rotation=90, ha="center", va="bottom", fontsize=7,
+                            color=colour)
+            if scores.empty:
+                record[group] = {"mean": math.nan, "sd": math.nan, "n": 0, "runs": len(members),
+                                 "unfinished": unfinished, "marker": "top"}
                 continue
             jitter = np.linspace(-0.12, 0.12, len(scores)) if len(scores) > 1 else np.zeros(1)
             ax.plot(i + jitter, scores, linestyle="none", marker="o", markersize=3, color=colour, alpha=0.5)
             mean, sd = float(scores.mean()), float(scores.std(ddof=1)) if len(scores) > 1 else math.nan
             ax.errorbar(i, mean, yerr=None if math.isnan(sd) else sd, fmt="D", color=colour,
                         markersize=5, capsize=4, elinewidth=1.4)
-            record[group] = {"mean": mean, "sd": sd, "n": int(len(scores)), "runs": len(members)}
+            record[group] = {"mean": mean, "sd": sd, "n": int(len(scores)), "runs": len(members),
+                             "unfinished": unfinished, "marker": "top" if unfinished else None}
         bayes = _finished_scores(subset, "bayes_test_ppl")
         if not bayes.empty:
             floor = float(bayes.mean())
@@ -303,7 +316,7 @@ def plot_test_ppl(runs: Runs, path: Path) -> SavedFigure | None:
     handles = [Line2D([], [], marker="D", color="0.3", linestyle="none", label="mean ± sd over seeds"),
                Line2D([], [], marker="o", color="0.3", alpha=0.5, linestyle="none", markersize=3, label="one seed"),
                Line2D([], [], marker="x", color="0.3", linestyle="none", markeredgewidth=2,
-                      label="no run finished")]
+                      label="runs that did not finish (above the panel)")]
     if bayes_drawn:
         handles.append(Line2D([], [], color="black", linestyle="--", label="Bayes floor"))
     legend(fig, handles)
@@ -312,8 +325,8 @@ def plot_test_ppl(runs: Runs, path: Path) -> SavedFigure | None:
         path, "Final test perplexity by scheme and cell",
         "Test perplexity of the weights each run's train.test_weights names (the best-validation "
         "epoch's by default, the last epoch's where a paper preset tests those): a diamond with error bars is the mean "
-        "± sample sd over the finished seeds, dots are single seeds, a cross at the foot of the "
-        "panel marks a scheme none of whose runs finished. The dashed line is the Bayes floor, "
+        "± sample sd over the finished seeds, dots are single seeds, a cross above the panel, "
+        "labelled, marks a scheme with runs that diverged or failed (they have no test score). The dashed line is the Bayes floor, "
         "the perplexity of the true distribution, where the corpus has one.",
         "Lower is better; two schemes whose error bars overlap are not separated by this many "
         "seeds. The distance to the Bayes floor is what regularisation can still win.",

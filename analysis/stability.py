@@ -520,8 +520,8 @@ def _explosion_reading(cases: Sequence[ProbeRecord]) -> str:
 def plot_explosion(records: Sequence[ProbeRecord], path: Path) -> SavedFigure | None:
     """The GRU explosion study: relative state growth of every case on one axis with the
     ``(1/keep)^t`` lines, and the measured growth per step beside ``1/keep``."""
-    if not records:
-        return None
+    if not any(r.inv_keep or r.overflow_at is not None or r.status == "diverged" for r in records):
+        return None  # no state that compounds, nothing blew up: nothing to show (issue 25)
     cases = _study_order(records)
     fig = Figure(figsize=(10.5, max(3.6, 0.3 * len(cases) + 2.0)), layout="constrained")
     left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.15, 1]})

@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 from analysis import dashboard
+from analysis.figures import write_figures
+from analysis.store_reader import collect
 from runners.hydra_task import sweep_group
 from test_cli import leet_records
 
@@ -30,6 +32,16 @@ def test_smoke_runs_the_quickstarts_sweep_of_every_scheme_at_toy_size_with_its_r
     assert config["model"]["hidden_size"] == 16 and config["train"]["epochs"] == 1 and config["data"]["size"] == 2000
     assert config["logger"]["name"] == "none" and not list(sweep.glob("*/wandb"))
     assert (sweep / "report" / "index.html").is_file()
+    # its figures, read as a reader would (issue 25): whole epochs on the axis, and a scheme whose
+    # runs diverged (the GRU under state dropout) marked above its panel, not at the foot
+    figures = {f.name: f for f in write_figures(collect([sweep]), tmp_path / "figures")}
+    assert figures["val_ppl"].drawn["x_ticks"] and all(t == int(t) for t in figures["val_ppl"].drawn["x_ticks"])
+    diverged = {j["scheme"] for j in jobs if j["status"] == "diverged"}
+    assert "state_dropout" in diverged
+    (panel,) = figures["test_ppl"].drawn["panels"].values()
+    for group, record in panel.items():
+        assert (record["marker"] == "top") == (group in diverged), group
+    assert "explosion" in figures  # state dropout compounds: the explosion figure has something to show
 
 
 @pytest.mark.slow
@@ -46,6 +58,8 @@ def test_the_command_line_still_wins_over_smoke_and_the_wandb_group_is_named_for
         assert run["run_group"] == f"quickstart-{sweep.name}"
     # the dashboard filters on the group the jobs logged to, not on the folder's name
     assert dashboard.sweep_settings(sweep)["group"] == f"quickstart-{sweep.name}"
+    # no state that compounds and nothing diverged: no explosion figure in its report
+    assert (sweep / "report" / "index.html").is_file() and not list((sweep / "report").rglob("explosion.*"))
 
 
 @pytest.mark.slow
