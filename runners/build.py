@@ -86,6 +86,11 @@ def check_types(section: str, values: Any, schema: dict[str, Any]) -> None:
             raise ConfigError(f"{prefix}{name}={value} must be {wanted}")
 
 
+# The weights are float32: a learning rate or clip above this cannot multiply a gradient
+# without overflow (torch raises from inside the optimizer step).
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 def _at_least(key: str, value: Any, low: int) -> None:
     if value is not None and value < low:
         raise ConfigError(f"{key}={value} must be at least {low}")
@@ -102,6 +107,10 @@ def check_model(cfg: DictConfig) -> None:
         raise ConfigError(f"model.init={init} is unknown; choose one of: {', '.join(INITS)}")
     for key in ("emb_size", "hidden_size", "num_layers", "last_layer_size"):
         _at_least(f"model.{key}", m.get(key), 1)
+    scale = m.get("init_scale")
+    if scale is not None and not 0 < float(scale) < math.inf:
+        raise ConfigError(f"model.init_scale={scale} must be a positive finite number: the half-width of "
+                          f"U(-init_scale, init_scale)")
     last = m.get("last_layer_size")
     last_key, last = ("model.last_layer_size", last) if last is not None else ("model.hidden_size", m.hidden_size)
     if m.get("tie_weights") and m.emb_size != last:
@@ -158,8 +167,9 @@ def check_config(cfg: DictConfig) -> None:
         if cfg.train[key] not in allowed:
             raise ConfigError(f"train.{key}={cfg.train[key]} is unknown; choose one of: {', '.join(allowed)}")
     for key in ("lr", "clip"):
-        if not float(cfg.train[key]) > 0:
-            raise ConfigError(f"train.{key}={cfg.train[key]} must be a positive number")
+        if not 0 < float(cfg.train[key]) <= FLOAT32_MAX:
+            raise ConfigError(f"train.{key}={cfg.train[key]} must be a positive finite number, at most "
+                              f"{FLOAT32_MAX:.3g} (the largest float32: the weights' type)")
     if not 0 < float(cfg.train.lr_decay) <= 1:
         raise ConfigError(f"train.lr_decay={cfg.train.lr_decay} must be in (0, 1]: the factor the rate is multiplied by")
     for key in ("weight_decay", "ar", "tar", "decay_after"):
@@ -167,6 +177,20 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"train.{key}={cfg.train[key]} must be 0 or more")
     if int(cfg.train.mc_samples) < 0:
         raise ConfigError(f"train.mc_samples={cfg.train.mc_samples} must be 0 (off) or a number of samples")
+    if int(cfg.train.probe_steps) < 0:
+        raise ConfigError(f"train.probe_steps={cfg.train.probe_steps} must be 0 (no probes) or a number of time steps")
+    _at_least("train.probe_batch", int(cfg.train.probe_batch), 1)
+    check_logger(cfg)
+
+
+LOGGER_MODES = ("auto", "offline", "online", "disabled")
+
+
+def check_logger(cfg: DictConfig) -> None:
+    """``logger.mode``: W&B's own check of a bad mode is a pydantic warning, and the run goes on untracked."""
+    logger = cfg.get("logger") or {}
+    if logger.get("name") == "wandb" and logger.get("mode", "auto") not in LOGGER_MODES:
+        raise ConfigError(f"logger.mode={logger.get('mode')} is unknown; choose one of: {', '.join(LOGGER_MODES)}")
 
 
 def device(cfg: DictConfig) -> torch.device:

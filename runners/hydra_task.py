@@ -259,6 +259,7 @@ def check_overrides(argv: list[str], relative_to: Path | None = None) -> None:
     check_option_keys(overrides, tree)
     check_search_over_a_sweep(overrides, tree)
     check_paths(overrides)
+    check_launcher(overrides)
     if any(o.key_or_group in ("hparams_search", "hydra/sweeper") and not o.is_delete()
            and o.get_value_element_as_str() not in ("null", "basic") for o in overrides):
         require_optuna("hparams_search")
@@ -297,6 +298,20 @@ def check_search_over_a_sweep(overrides: list[Override], tree: ConfigTree) -> No
         fail(f"hparams_search={chosen['hparams_search']} cannot search over experiment={chosen['experiment']}, which "
              f"sweeps {', '.join(f'{k}: {params[k]}' for k in globbed)}; pick one scheme (scheme=naive) or a preset "
              "without its own sweep (the study presets run the search per scheme: python -m runners.study)")
+
+
+def check_launcher(overrides: list[Override]) -> None:
+    """``hydra.launcher.n_jobs``: joblib takes a positive count or a negative one (-1: every core), never 0.
+
+    joblib's own refusal of 0 is a traceback from inside the launcher (issue 26).
+    """
+    for o in overrides:
+        if o.key_or_group != "hydra.launcher.n_jobs" or o.is_delete() or o.is_sweep_override():
+            continue
+        value = o.value()
+        if isinstance(value, bool) or not isinstance(value, int) or value == 0:
+            fail(f"hydra.launcher.n_jobs={o.get_value_element_as_str()} must be a whole number of jobs at a time, "
+                 f"at least 1, or -1 for one per core")
 
 
 OUTPUT_KEYS = ("paths.output_dir", "hydra.run.dir", "hydra.sweep.dir")

@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.data import DataError
+from benchmark.data.corpus import HIGH_UNK_SHARE, unk_share
 from benchmark.machine import machine, set_flush_denormal
 from benchmark.train import check_batches, train
 from runners import build, checkpoints
@@ -175,7 +176,15 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                "test_weights": cfg.train.test_weights, "test_epoch": None,
                "bayes_test_ppl": None, "mc_test_ppl": None, "epochs": 0, "wall_s": None,
                "train_tokens_per_s": None, "diverged_step": None, "error": None, "dir": str(ctx.job_dir),
-               "reference": build.reference(cfg), "plan": None, "machine": None}
+               "reference": build.reference(cfg), "plan": None, "machine": None,
+               "unk_share": {split: unk_share(getattr(data, split), data.itos) for split in ("valid", "test")}}
+    high = {split: share for split, share in summary["unk_share"].items() if share > HIGH_UNK_SHARE}
+    if high:  # a score on mostly-unknown words measures the vocabulary, not the model (issue 26)
+        summary["warnings"] = [f"{share:.0%} of the {split} tokens are <unk>: the vocabulary built from "
+                               f"{len(data.train):,} training tokens does not cover it; its perplexity "
+                               f"says little" for split, share in high.items()]
+        for warning in summary["warnings"]:
+            log.warning("%s: %s", cfg.run_name, warning)
     # The signal is handed on only after summary.json is written and the W&B run closed.
     if joblib_worker():
         stop_when_orphaned()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from pathlib import Path
@@ -42,6 +43,27 @@ def test_a_corpus_too_small_for_the_batch_is_one_line_before_any_work(run_cli, t
                                  f"hydra.run.dir={job}", check=False))
     assert "the training split has 100 tokens, too few for train.batch_size=200" in err
     assert not (job / "metrics.jsonl").exists() and not (job / "summary.json").exists()
+
+
+def test_a_corpus_of_empty_lines_is_refused_and_one_of_a_single_word_is_scored_with_a_warning(run_cli, tmp_path):
+    """Issue 26: empty lines trained on <eos> alone and ended "diverged"; a one-word corpus "finished"
+    with every evaluation token <unk>. The first is refused, the second warned about in the log and summary."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.txt").write_text("\n" * 3000)
+    (data / "valid.txt").write_text("the cat sat\n" * 100)
+    (data / "test.txt").write_text("on the mat\n" * 100)
+    common = ("data=text", f"data.path={data}", "model.emb_size=16", "model.hidden_size=16", "model.num_layers=1",
+              "train.epochs=1", "train.bptt=10", "train.test_batch_size=10", "logger=none")
+    err = one_line_error(run_cli(*common, f"hydra.run.dir={tmp_path / 'empty'}", check=False))
+    assert "the train split" in err and "holds no words, only empty lines" in err
+    (data / "train.txt").write_text("word\n" * 1500)
+    job = tmp_path / "one-word"
+    proc = run_cli(*common, f"hydra.run.dir={job}")
+    summary = json.loads((job / "summary.json").read_text())
+    assert summary["unk_share"]["valid"] == 0.75  # 'the cat sat' <eos>: three of four tokens unknown
+    assert len(summary["warnings"]) == 2 and summary["warnings"][0].startswith("75% of the valid tokens are <unk>")
+    assert "75% of the valid tokens are <unk>" in proc.stdout + proc.stderr
 
 
 @pytest.fixture

@@ -107,6 +107,8 @@ def test_logger_none_runs_without_wandb(run_cli, tmp_path):
     ("experiment=semeniuta scheme.gate_masks=tied", "scheme.gate_masks does not apply to scheme=semeniuta"),
     ("model.init_scale=big", "model.init_scale=big must be a number"),
     ("data.vocab_size=abc", "data.vocab_size=abc must be an integer"),
+    ("-m scheme=none,naive hydra/launcher=local_parallel hydra.launcher.n_jobs=0",
+     "hydra.launcher.n_jobs=0 must be a whole number of jobs at a time, at least 1, or -1 for one per core"),
     ("-m experiment=quickstart hparams_search=dropout",
      "hparams_search=dropout cannot search over experiment=quickstart, which sweeps scheme: glob(*)"),
 ])

@@ -232,6 +232,9 @@ def test_tied_weights_share_one_matrix_and_need_equal_sizes():
         build.check_config(bad)
 
 
+F32 = f"{build.FLOAT32_MAX:.3g} (the largest float32: the weights' type)"
+
+
 @pytest.mark.parametrize("override, message", [
     ("model.hidden_size=abc", "model.hidden_size=abc must be an integer"),
     ("model.init_scale=big", "model.init_scale=big must be a number"),
@@ -246,9 +249,20 @@ def test_tied_weights_share_one_matrix_and_need_equal_sizes():
     ("device=tpu", "device=tpu is unknown; choose one of: auto, cpu, cuda, cuda:N"),
     ("train.loss_reduction=mean", "train.loss_reduction=mean is unknown; choose one of: sum_steps, mean_tokens"),
     ("train.schedule=cosine", "train.schedule=cosine is unknown; choose one of: step, plateau"),
-    ("train.lr=-1", "train.lr=-1 must be a positive number"),
-    ("train.clip=-1", "train.clip=-1 must be a positive number"),
-    ("train.clip=0", "train.clip=0 must be a positive number"),
+    ("train.lr=-1", f"train.lr=-1 must be a positive finite number, at most {F32}"),
+    ("train.clip=-1", f"train.clip=-1 must be a positive finite number, at most {F32}"),
+    ("train.clip=0", f"train.clip=0 must be a positive finite number, at most {F32}"),
+    # issue 26: each of these was a traceback or accepted silently
+    ("train.lr=1e308", f"train.lr=1e+308 must be a positive finite number, at most {F32}"),
+    ("train.lr=inf", f"train.lr=inf must be a positive finite number, at most {F32}"),
+    ("train.lr=nan", f"train.lr=nan must be a positive finite number, at most {F32}"),
+    ("model.init_scale=-1", "model.init_scale=-1 must be a positive finite number: the half-width of "
+                            "U(-init_scale, init_scale)"),
+    ("model.init_scale=nan", "model.init_scale=nan must be a positive finite number: the half-width of "
+                             "U(-init_scale, init_scale)"),
+    ("train.probe_steps=-1", "train.probe_steps=-1 must be 0 (no probes) or a number of time steps"),
+    ("train.probe_batch=0", "train.probe_batch=0 must be at least 1"),
+    ("logger.mode=bogus", "logger.mode=bogus is unknown; choose one of: auto, offline, online, disabled"),
     ("train.lr_decay=1.5", "train.lr_decay=1.5 must be in (0, 1]: the factor the rate is multiplied by"),
     ("train.weight_decay=-0.1", "train.weight_decay=-0.1 must be 0 or more"),
     ("train.test_weights=final", "train.test_weights=final is unknown; choose one of: best, last"),

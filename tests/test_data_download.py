@@ -241,3 +241,14 @@ def test_cli_exit_status_says_whose_fault_it_was(server, tmp_path, caplog, monke
         assert main(["ptb", "--dir", str(tmp_path / "d"), "--retries", "0"]) == 1
     assert any(r.levelno == logging.ERROR and "checksum mismatch" in r.getMessage() for r in caplog.records)
     assert not [p for p in (tmp_path / "d").iterdir() if p.suffix == ".part"]
+
+
+def test_the_command_runs_without_runpys_warning():
+    """Issue 26: reading a corpus imported the downloader, so ``-m benchmark.data.download`` found it
+    already in sys.modules and runpy warned on every call."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "benchmark.data.download", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "RuntimeWarning" not in proc.stderr and proc.stdout.startswith("usage:")

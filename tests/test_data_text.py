@@ -54,6 +54,34 @@ def test_missing_split_is_a_one_line_error_naming_it(tmp_path):
     assert "\n" not in msg and "valid.txt" in msg and str(d) in msg and "has no valid.txt (" in msg
 
 
+@pytest.mark.parametrize("split, text, what", [
+    ("train", "\n\n\n", "holds no words, only empty lines"),  # trained on <eos> alone, it ended "diverged"
+    ("valid", "", "is empty"),
+    ("test", "\n", "holds no words, only empty lines"),
+])
+def test_a_split_without_words_is_refused_naming_the_split_and_its_file(tmp_path, split, text, what):
+    """Issue 26: "a split in DIR is empty" named neither which split nor why."""
+    d = write_splits(tmp_path)
+    (d / f"{split}.txt").write_text(text)
+    with pytest.raises(DataError) as e:
+        load_corpus("text", path=d)
+    assert str(e.value) == f"corpus 'text': the {split} split ({d / f'{split}.txt'}) {what}; every split needs text"
+
+
+def test_a_path_that_is_missing_or_a_file_says_so(tmp_path):
+    with pytest.raises(DataError) as e:
+        load_corpus("text", path=tmp_path / "nowhere")
+    assert str(e.value) == (f"corpus 'text': data.path={tmp_path / 'nowhere'} does not exist; give the directory "
+                            f"that holds train.txt, valid.txt, test.txt")
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(DataError) as e:
+        load_corpus("text", path=tmp_path / "a-file")
+    assert str(e.value).startswith(f"corpus 'text': data.path={tmp_path / 'a-file'} is a file, not a directory")
+    with pytest.raises(DataError) as e:  # a corpus that can be fetched says how
+        load_corpus("ptb", path=tmp_path / "nowhere")
+    assert "does not exist" in str(e.value) and "python -m benchmark.data.download ptb" in str(e.value)
+
+
 def test_a_file_that_is_not_utf8_is_a_one_line_error_naming_it(tmp_path):
     d = write_splits(tmp_path)
     (d / "train.txt").write_bytes("café olé\n".encode("latin-1"))

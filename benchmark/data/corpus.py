@@ -78,6 +78,28 @@ def build_vocab(train_words: list[str], max_size: int | None) -> tuple[str, ...]
     return (EOS, UNK, *(ranked if max_size is None else ranked[: max_size - 2]))
 
 
+# Above this share of <unk> in an evaluation split, its perplexity says more about the
+# vocabulary than about the model: a 3-word vocabulary scores every word as <unk> (issue 26).
+HIGH_UNK_SHARE = 0.5
+
+
+def unk_share(tokens: torch.Tensor, itos: tuple[str, ...]) -> float:
+    """The share of ``tokens`` that is ``<unk>`` (0 for an empty split)."""
+    return float((tokens == itos.index(UNK)).float().mean()) if len(tokens) else 0.0
+
+
+def check_has_words(name: str, splits: dict[str, tuple[list[str], str]]) -> None:
+    """Each split holds at least one word besides ``<eos>``, or a one-line error naming the split.
+
+    A training file of empty lines trained on ``<eos>`` alone and ended "diverged" for a
+    finite perplexity (issue 26); an empty split has nothing to score.
+    """
+    for split, (words, where) in splits.items():
+        if not any(w != EOS for w in words):
+            what = "is empty" if not words else "holds no words, only empty lines"
+            raise DataError(f"corpus {name!r}: the {split} split ({where}) {what}; every split needs text")
+
+
 def encode(words: list[str], itos: tuple[str, ...]) -> torch.Tensor:
     """Word list -> int64 ids, out-of-vocabulary words mapped to ``<unk>``."""
     stoi = {w: i for i, w in enumerate(itos)}

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmark.data.corpus import Corpus, DataError
-from benchmark.data.download import SOURCES, Source, command, download as fetch_corpus
-from benchmark.data.textdir import load_files, missing_files, resolve_dir
+from benchmark.data.sources import SOURCES, Source, command
+from benchmark.data.textdir import check_directory, load_files, missing_files, resolve_dir
 
 
 def load_source(name: str, cache_dir: Path | None, path: str | Path | None, download: bool,
@@ -19,8 +19,13 @@ def load_source(name: str, cache_dir: Path | None, path: str | Path | None, down
     """Corpus ``name`` from the directory ``path``, downloading the missing files only if ``download``."""
     source = source if source is not None else SOURCES[name]
     directory = resolve_dir(path, name, f"to fetch its files run: {command(name, 'DIR')}")
+    if directory.exists() or not download:
+        check_directory(name, directory, source.files,
+                        hint=f"download them with: {command(name, directory)} (or set data.download=true)")
     missing = missing_files(directory, source.files)
     if missing and download:
+        from benchmark.data.download import download as fetch_corpus  # the network, only when asked
+
         fetch_corpus(name, directory, sources={name: source})
     elif missing:
         raise DataError(f"corpus {name!r}: {directory} has no {', '.join(missing)}; download with: "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from benchmark.data.corpus import EOS, Corpus, DataError, build_vocab, cached, encode
+from benchmark.data.corpus import EOS, Corpus, DataError, build_vocab, cached, check_has_words, encode
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_FILES = ("train.txt", "valid.txt", "test.txt")
@@ -65,6 +65,16 @@ def missing_files(directory: Path, files: tuple[str, str, str]) -> list[str]:
     return [f for f in files if not (directory / f).is_file()]
 
 
+def check_directory(name: str, directory: Path, files: tuple[str, str, str], hint: str = "") -> None:
+    """``data.path`` names a directory that exists, or one line that says what it is instead."""
+    if not directory.exists():
+        raise DataError(f"corpus {name!r}: data.path={directory} does not exist; give the directory that holds "
+                        f"{', '.join(files)}" + (f", or {hint}" if hint else ""))
+    if not directory.is_dir():
+        raise DataError(f"corpus {name!r}: data.path={directory} is a file, not a directory; give the directory "
+                        f"that holds {', '.join(files)}")
+
+
 def load_files(name: str, directory: Path, files: tuple[str, str, str], cache_dir: Path | None,
                vocab_size: int | None, size: int | None) -> Corpus:
     """The corpus from three existing files; the shared core of ``text``, ``ptb`` and ``wikitext2``."""
@@ -72,6 +82,7 @@ def load_files(name: str, directory: Path, files: tuple[str, str, str], cache_di
         raise DataError(f"data.vocab_size={vocab_size} is too small; it must be at least 3, or null for no cap")
     if size is not None and size < 100:
         raise DataError(f"data.size={size} is too small; use at least 100 tokens or null for the whole split")
+    check_directory(name, directory, files)
     missing = missing_files(directory, files)
     if missing:
         raise DataError(f"corpus {name!r}: {directory} has no {', '.join(missing)} "
@@ -82,8 +93,8 @@ def load_files(name: str, directory: Path, files: tuple[str, str, str], cache_di
         train, valid, test = (read_words(p) for p in paths)
         if size is not None:
             train = train[:size]
-        if len(train) < 2 or len(valid) < 2 or len(test) < 2:
-            raise DataError(f"corpus {name!r}: a split in {directory} is empty")
+        check_has_words(name, {split: (words, str(path)) for split, words, path
+                               in zip(SPLITS, (train, valid, test), paths)})
         itos = build_vocab(train, vocab_size)
         return Corpus(name, encode(train, itos), encode(valid, itos), encode(test, itos), itos)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmark.data.corpus import Corpus
-from benchmark.data.download import Source
+from benchmark.data.sources import Source
 from benchmark.data.remote import load_source
 
 
