@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runners.build import ConfigError
-from runners.job import JobContext, disk_full, run_job
+from runners.job import Interrupted, JobContext, disk_full, run_job
 
 # ``hydra._internal`` above: Hydra has no public API for "the configs this command line
 # can compose from"; these are the functions ``@hydra.main`` itself calls, and
@@ -499,6 +500,10 @@ def task(cfg: DictConfig) -> float:
         summary = run_job(cfg, ctx)
     except ConfigError as e:
         fail(str(e))
+    except (Interrupted, KeyboardInterrupt):
+        print(f"interrupted: {ctx.job_dir} keeps its checkpoint; resume with: {resume_command(hc)}",
+              file=sys.stderr)
+        raise SystemExit(130) from None
     except Exception as e:
         if disk_full(e) and not multirun:
             fail(f"{e.strerror} while writing {e.filename or ctx.job_dir}; free some space and run the same "
@@ -526,6 +531,19 @@ def sweep_group(sweep_dir: str, choices: Mapping[str, Any]) -> str:
         return name
     label = next((str(choices[g]) for g in ("experiment", "hparams_search", "case") if choices.get(g)), "sweep")
     return f"{label}-{name}"
+
+
+def resume_command(hc: Any) -> str:
+    """The command that continues this job or sweep: its overrides, with the directory pinned.
+
+    The default run and sweep directories are timestamps, so the same command run again
+    starts afresh beside the interrupted one; naming the directory resumes it (issue 26).
+    """
+    multirun = hc.mode == RunMode.MULTIRUN
+    key, where = ("hydra.sweep.dir", hc.sweep.dir) if multirun else ("hydra.run.dir", hc.runtime.output_dir)
+    entry = ["python", "run.py"] if Path(sys.argv[0]).name == "run.py" else [Path(sys.argv[0]).name]
+    given = [a for a in sys.argv[1:] if not a.startswith(f"{key}=")]  # the command as typed, sweep and all
+    return " ".join(shlex.quote(w) for w in [*entry, *given, f"{key}={where}"])
 
 
 def objective(summary: dict) -> float:

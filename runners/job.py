@@ -38,7 +38,12 @@ from runners.tracking import WandbTracker
 
 log = logging.getLogger("runners.job")
 DONE = ("finished", "diverged")
-STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None),
+                                  signal.SIGINT) if s)
+
+
+class Interrupted(Exception):
+    """Ctrl-C stopped the job after its checkpoint: the caller says how to resume, then exits 130."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,10 @@ def stop_on_signals():
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        if received and received[0] == signal.SIGINT:
+            # Ctrl-C is the user's own stop, not a launcher's: Python's handler would print a
+            # KeyboardInterrupt traceback after the checkpoint (issue 26).
+            raise Interrupted()
         if received:
             log.warning("received signal %d: checkpoint written, handing the signal on", received[0])
             signal.raise_signal(received[0])

@@ -176,3 +176,20 @@ def test_a_checkpoint_from_before_test_weights_existed_resumes_as_it_ran(tmp_pat
     assert checkpoints.load(tmp_path, now) is not None
     with pytest.raises(ConfigError, match="train.test_weights: best in the checkpoint, last now"):
         checkpoints.load(tmp_path, {**now, "train": {"epochs": 2, "test_weights": "last"}})
+
+
+def test_ctrl_c_checkpoints_records_interrupted_and_says_how_to_resume(reference, run_cli, tmp_path, cache_dir):
+    """Issue 26: SIGINT was a KeyboardInterrupt traceback and ``status: failed``; it is now what SIGTERM is
+    (checkpoint, ``interrupted``), ending in one line with the command that resumes, and exit status 130."""
+    job = tmp_path / "job"
+    proc = start(job, tmp_path, cache_dir)
+    wait_for_lines(job, 5, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err and "KeyboardInterrupt" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert line.endswith(f"resume with: python run.py {' '.join(JOB)} paths.cache_dir={cache_dir} threads=1 "
+                         f"hydra.run.dir={job}")
+    assert summary(job)["status"] == "interrupted"
+    run_cli(*JOB, f"hydra.run.dir={job}")
+    assert events(job) == events(reference)
