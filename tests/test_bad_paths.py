@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY
+from conftest import ROOT, TINY, cli_env
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -82,3 +83,16 @@ def test_a_full_disk_is_one_line_that_says_what_to_do(run_cli, tiny_disk):
                    "train.epochs=3", "logger=none", f"hydra.run.dir={Path(tiny_disk) / 'job'}", check=False)
     err = one_line_error(proc)
     assert "No space left on device" in err and "run the same command again" in err
+
+
+def test_a_full_disk_while_caching_the_corpus_is_the_same_one_line(tmp_path, tiny_disk):
+    """Issue 26: the corpus cache on a full disk was a raw torch traceback ("unexpected pos ...").
+    The output root on the full disk, its default cache_dir with it (not the tests' shared cache)."""
+    proc = subprocess.run([sys.executable, "run.py", "scheme=naive", "data.size=2000", "model.emb_size=16",
+                           "model.hidden_size=16", "train.epochs=1", "logger=none", "threads=1",
+                           f"paths.output_dir={tiny_disk}"], cwd=ROOT, env=cli_env(tmp_path), capture_output=True,
+                          text=True, timeout=300)
+    err = one_line_error(proc)
+    assert "No space left on device while writing " + str(Path(tiny_disk) / "cache" / "kjv-") in err
+    assert "run the same command again" in err
+    assert not [p for p in (Path(tiny_disk) / "cache").glob("*") if p.suffix == ".tmp"]  # no half-written cache left

@@ -9,6 +9,7 @@ changes them: an edited option never reads a stale cache.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -133,14 +134,19 @@ def cached(cache_dir: Path | None, name: str, key_parts: dict, build: Callable[[
             pass
     corpus = build()
     cache_dir.mkdir(parents=True, exist_ok=True)
+    # Serialised in memory, then written with plain file I/O: a full disk is then an OSError
+    # (ENOSPC) naming itself, which the job reports in one line, where torch.save's own
+    # writer says only "unexpected pos" (issue 26; the checkpoint writes the same way).
+    buffer = io.BytesIO()
+    torch.save({"train": corpus.train, "valid": corpus.valid, "test": corpus.test, "itos": list(corpus.itos),
+                "bayes_valid_ppl": corpus.bayes_valid_ppl, "bayes_test_ppl": corpus.bayes_test_ppl}, buffer)
     fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=path.name, suffix=".tmp")
-    os.close(fd)
     try:
-        torch.save(
-            {"train": corpus.train, "valid": corpus.valid, "test": corpus.test, "itos": list(corpus.itos),
-             "bayes_valid_ppl": corpus.bayes_valid_ppl, "bayes_test_ppl": corpus.bayes_test_ppl},
-            tmp,
-        )
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(buffer.getbuffer())
+        except OSError as e:  # name the cache, not the job directory the caller would guess
+            raise OSError(e.errno, e.strerror, str(path)) from None
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
