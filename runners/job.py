@@ -152,10 +152,34 @@ def run_job(cfg: DictConfig, ctx: JobContext) -> dict:
     """
     build.check_config(cfg)
     try:
-        with job_lock(ctx.job_dir):
+        with job_lock(ctx.job_dir), lines_named(cfg.run_name):
             return _run_locked(cfg, ctx)
     except JobDirBusy as e:
         raise ConfigError(str(e)) from None
+
+
+class _JobName(logging.Filter):
+    """Lead every line of the job's log with its name: two jobs of a parallel sweep share one terminal."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.prefix = f"[{name}] "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            record.msg = self.prefix + str(record.msg)
+        return True
+
+
+@contextmanager
+def lines_named(name: str):
+    """While a job runs, its log lines (``runners.job``) start with ``[name]`` (issue 26)."""
+    named = _JobName(name)
+    log.addFilter(named)
+    try:
+        yield
+    finally:
+        log.removeFilter(named)
 
 
 def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
@@ -163,7 +187,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     existing = store.summary()
     if existing is not None and existing.get("status") in DONE:
-        log.info("%s: already %s in %s; skipped", cfg.run_name, existing["status"], ctx.job_dir)
+        log.info("already %s in %s; skipped", existing["status"], ctx.job_dir)
         return existing
     resume = checkpoints.load(ctx.job_dir, config)  # ConfigError if corrupt or from another config
     if resume is None and store.existing_status() is not None:
@@ -193,7 +217,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                                f"{len(data.train):,} training tokens does not cover it; its perplexity "
                                f"says little" for split, share in high.items()]
         for warning in summary["warnings"]:
-            log.warning("%s: %s", cfg.run_name, warning)
+            log.warning("%s", warning)
     # The signal is handed on only after summary.json is written and the W&B run closed.
     if joblib_worker():
         stop_when_orphaned()
@@ -212,14 +236,13 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
             # The plan the engine runs, as data: each site's rate, granularity, scaling and whether
             # it compounds, so analysis reads what ran instead of re-deriving it from scheme names.
             summary["plan"] = model.rnn.plan.describe()
-            log.info("%s | %s | %s, %s params, device %s%s", cfg.run_name, data.describe(), model.rnn,
+            log.info("%s | %s, %s params, device %s%s", data.describe(), model.rnn,
                      f"{sum(p.numel() for p in model.parameters()):,}", dev,
                      f" | resuming epoch {resume['progress']['epoch']} step {resume['progress']['step']}" if resume else "")
 
             if cfg.hardware == "gpu" and dev.type != "cuda":
-                log.warning("%s is sized for a GPU and runs on the CPU here; for the real thing launch it on a "
-                            "cluster, e.g. python run.py -m experiment=<preset> hydra/launcher=submitit_slurm",
-                            cfg.run_name)
+                log.warning("this job is sized for a GPU and runs on the CPU here; for the real thing launch it on "
+                            "a cluster, e.g. python run.py -m experiment=<preset> hydra/launcher=submitit_slurm")
             estimated = []
             train_ppl: list[float] = []  # the epoch's training perplexity, printed beside validation's
 
@@ -277,5 +300,5 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                               if keep else None)
             if summary["status"] != "failed":
                 best = summary["best_val_ppl"]
-                log.info("%s: %s, best val ppl %s, summary in %s", cfg.run_name, summary["status"],
+                log.info("%s, best val ppl %s, summary in %s", summary["status"],
                          f"{best:.2f}" if best is not None and math.isfinite(best) else "-", ctx.job_dir)

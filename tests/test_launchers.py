@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 from pathlib import Path
 
@@ -21,9 +22,16 @@ def summaries(sweep: Path) -> dict[str, dict]:
 def test_parallel_jobs_get_their_share_of_the_cores(run_cli, tmp_path, n_jobs):
     sweep = tmp_path / "sweep"
     # run_cli pins threads=1 for speed; null lets the launcher share the cores out.
-    run_cli("-m", "hydra/launcher=local_parallel", f"hydra.launcher.n_jobs={n_jobs}", "scheme=none,naive", *TINY,
-            "train.epochs=1", f"hydra.sweep.dir={sweep}", "threads=null")
+    proc = run_cli("-m", "hydra/launcher=local_parallel", f"hydra.launcher.n_jobs={n_jobs}", "scheme=none,naive",
+                   *TINY, "train.epochs=1", f"hydra.sweep.dir={sweep}", "threads=null")
     assert {s: v["status"] for s, v in summaries(sweep).items()} == {"none": "finished", "naive": "finished"}
+    # issue 26: two jobs share the terminal, so every line of a job says whose it is; joblib counts the jobs done
+    output = proc.stdout + proc.stderr
+    job_lines = [line for line in output.splitlines() if "[runners.job]" in line]
+    assert job_lines and all(re.search(r"\]\[runners\.job\]\[\w+\] - \[(none|naive)-lstm-s0\] ", line)
+                             for line in job_lines), job_lines[:3]
+    assert any(re.search(r"\[(none|naive)-lstm-s0\] epoch 1  train ppl", line) for line in job_lines)
+    assert "Done 2 out of 2" in output.replace("   ", " ").replace("  ", " ")
     assert_one_wandb_run_per_job(sweep)
     for config in sweep.glob("*/config.yaml"):
         assert yaml.safe_load(config.read_text())["threads"] == max(1, (os.cpu_count() or 1) // n_jobs)
