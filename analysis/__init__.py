@@ -14,13 +14,13 @@ Modules, one job each:
 - ``analysis.collect``: ``python -m analysis.collect``, parquet tables from either source.
 - ``analysis.tables``: the scheme x cell table (``python -m analysis.tables``).
 - ``analysis.plotting``, ``analysis.figures``, ``analysis.stability``: the figures.
-- ``analysis.cli``: the command-line helpers the collect, tables and report commands share.
+- ``analysis.cli_args``: the command-line helpers the collect, tables and report commands share.
 - ``analysis.report``: the HTML page and report.md (``python -m analysis.report``), with
   ``analysis.provenance`` (commands and configs), ``analysis.report_html``,
   ``analysis.report_markdown`` and ``analysis.report_text``; CSS and JS in ``analysis/assets/``.
 - ``analysis.dashboard``: a W&B report online, pointers offline; ``analysis.wandb_mode``
   decides online or offline for it and for the runners' tracker.
-- ``analysis.study``: a study's paired statistics, rate figure and published tables.
+- ``analysis.study_report``: a study's paired statistics, rate figure and published tables.
 - ``analysis.publish_sweep``: one sweep's scheme x cell table, published into ``docs/results``
   and the README from the jobs' summaries, and checked against them.
 

@@ -8,7 +8,7 @@ sweep directories ``DIR`` is also the cache. The readers live in their own modul
 (``analysis.store_reader``, ``analysis.wandb_reader``) and share one schema
 (``analysis.runs``); ``collect`` and ``collect_wandb`` are imported here too, as the one
 place a script reads runs from. The source options and the one-line errors are those of
-every analysis command (``analysis.cli``).
+every analysis command (``analysis.cli_args``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from analysis.cli import add_source_arguments, error_line, print_notes, runs_from_arguments
+from analysis.cli_args import add_source_arguments, error_line, print_notes, runs_from_arguments
 from analysis.parquet_cache import EVENTS_PARQUET, RUNS_PARQUET, write_parquet
 from analysis.store_reader import collect
 from analysis.wandb_reader import collect_wandb

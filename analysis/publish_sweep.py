@@ -33,7 +33,7 @@ import yaml
 
 from analysis.runs import CELL_ORDER, SCHEME_ORDER, ordered
 from analysis.store_reader import collect
-from analysis.study import StudyReportError, replace_blocks
+from analysis.study_report import StudyReportError, replace_blocks
 
 PROG = "python -m analysis.publish_sweep"
 RUN_COLUMNS = ["scheme", "cell", "seed", "status", "best_val_ppl", "best_epoch", "last_val_ppl", "last_epoch",
@@ -158,7 +158,7 @@ def _one_run_each(runs: pd.DataFrame) -> None:
     if (counts > 1).any():
         cell, scheme = counts[counts > 1].index[0]
         raise PublishError(f"{scheme} on {cell} has {counts[(cell, scheme)]} runs; this table shows one run per "
-                           f"scheme and cell (seeds or rates are compared by python -m analysis.study)")
+                           f"scheme and cell (seeds or rates are compared by python -m analysis.study_report)")
 
 
 def _number(value: float) -> str:

@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from analysis.cli import error_line, print_notes
+from analysis.cli_args import error_line, print_notes
 from analysis.provenance import (job_commands, report_command, run_configs, split_configs, sweep_command,
                                  sweep_files)
 from analysis.report_html import CSP, render_html

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.cli import add_source_arguments, error_line, print_notes, runs_from_arguments
+from analysis.cli_args import add_source_arguments, error_line, print_notes, runs_from_arguments
 from analysis.runs import CELL_ORDER, GROUP_KEYS, SCHEME_ORDER, Runs, ordered
 
 DASH = "\u2014"

@@ -3,7 +3,7 @@
 ``python -m benchmark.speed`` and ``python -m benchmark.keras_compare`` take ``--render JSON``
 (write the Markdown again from a run summary), ``--readme README.md`` (put it into the README
 between ``<!-- NAME -->`` and ``<!-- /NAME -->``) and ``--check`` (write nothing; exit 1 with
-one line per file that differs), as ``analysis.study`` does for the study. This module imports
+one line per file that differs), as ``analysis.study_report`` does for the study. This module imports
 nothing of the suite (``benchmark`` imports no Hydra, ``runners`` or ``analysis``).
 """
 

@@ -21,7 +21,7 @@ import pytest
 from scipy import stats
 
 from analysis import stats as st
-from analysis import study as report
+from analysis import study_report as report
 from analysis import study_tables as tables
 from conftest import ROOT, cli_env
 from runners import study as driver
@@ -230,7 +230,7 @@ def test_a_number_edited_by_hand_is_caught(tmp_path):
 
 
 def test_a_one_rate_results_directory_is_sent_to_the_legacy_check(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "analysis.study", "--check", str(ROOT / "docs" / "results" / "quickstart")],
+    proc = subprocess.run([sys.executable, "-m", "analysis.study_report", "--check", str(ROOT / "docs" / "results" / "quickstart")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
 
