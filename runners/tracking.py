@@ -16,6 +16,7 @@ logged (it is logged once, after training, with the weights ``train.test_weights
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,10 @@ class WandbTracker:
         try:
             import wandb
 
+            if os.environ.get("WANDB_SWEEP_ID"):
+                # Started by `wandb agent`: the agent has named the run (WANDB_RUN_ID) and waits for it;
+                # the job-directory id would make another run outside the sweep.
+                run_id = None
             run = wandb.init(project=project, entity=entity, mode=resolve_mode(mode), dir=str(job_dir),
                              name=name, group=group, tags=tags, job_type=job_type, config=config,
                              id=run_id, resume="allow" if run_id else None,

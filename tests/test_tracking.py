@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, cli_env
+from conftest import ROOT, TINY, cli_env
 from runners.tracking import WandbTracker
 from test_cli import leet_records
 
@@ -163,3 +163,42 @@ def test_a_run_holds_one_probe_table_and_its_model_only_when_asked(run_cli, tmp_
         (model,) = models
         assert sorted(c["path"] for c in model["manifest"]["contents"]) == ["checkpoint.pt", "config.yaml"]
         assert "final" in model["aliases"] and json.loads(model["metadata"])["status"] == "finished"
+
+
+def test_a_wandb_agent_run_of_the_example_sweep_logs_to_the_agents_run_with_its_metric(tmp_path, cache_dir):
+    """Issue 25: ``wandb sweep docs/wandb_sweep.yaml`` + ``wandb agent``. The command is built from the
+    example's template with W&B's own sweep helpers, as the agent builds it, and started with the
+    environment the agent sets (its sweep and run ids); the server is the one part left out."""
+    import sys
+
+    import yaml
+    from wandb.sdk.launch.sweeps import utils as sweep_utils
+
+    from analysis import dashboard
+
+    sweep = yaml.safe_load((ROOT / "docs" / "wandb_sweep.yaml").read_text())
+    values = {name: spec["values"][0] for name, spec in sweep["parameters"].items()}
+    variables = sweep_utils.create_sweep_command_args({"args": {k: {"value": v} for k, v in values.items()}})
+    variables.update(env=["/usr/bin/env"], interpreter=[sys.executable], program=[sweep["program"]])
+    command = []
+    for part in sweep_utils.create_sweep_command(sweep["command"]):  # the agent's own expansion of ${...}
+        command += variables.get(part[2:-1], []) if part.startswith("${") and part.endswith("}") else [part]
+    assert command[-3:] == ["scheme=naive", "model=lstm", "dropout=0.3"]
+    job = tmp_path / "job"
+    env = {**cli_env(tmp_path), "WANDB_SWEEP_ID": "sweep123", "WANDB_RUN_ID": "agentrun42"}
+    proc = subprocess.run([*command, "debug=smoke", f"hydra.run.dir={job}", f"paths.cache_dir={cache_dir}",
+                           "threads=1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (run_dir,) = (job / "wandb").glob("offline-run-*")
+    assert run_dir.name.endswith("-agentrun42"), "the run the agent created, not one named by the job directory"
+    records = leet_records(run_dir)
+    (run,) = [r["run"] for r in records if r["type"] == "run"]
+    assert run["sweep_id"] == "sweep123"
+    assert leet_summary(run_dir)[sweep["metric"]["name"]] == json.loads((job / "summary.json").read_text())[
+        "best_val_ppl"]
+    config = run["config"]["update"]
+    for key in dashboard.GROUP_BY:  # the dashboard's group keys hold for agent runs too
+        value = config
+        for part in key.split(".")[1:]:
+            value = value[part]
+        assert value in ("naive", "lstm")
