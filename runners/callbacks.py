@@ -44,9 +44,28 @@ class SweepReport(Callback):
 
         sweep_dir = Path(config.hydra.sweep.dir)
         log.info("%s", sweep_summary(sweep_dir))
+        if config.get("logger", {}).get("name") == "wandb":
+            log_results(sweep_dir, config.logger)
         try:
             index = write_report([sweep_dir], sweep_dir / "report")
             log.info("report: %s", index)
         except Exception as e:  # noqa: BLE001 - the runs are safe on disk; the report can be re-made
             log.error("the report could not be written (%s); retry with: python -m analysis.report %s --out %s",
                       e, sweep_dir, sweep_dir / "report")
+
+
+def log_results(sweep_dir: Path, logger: Any) -> None:
+    """The sweep's results table to W&B, in the sweep's group (``runners.tracking.log_sweep_results``)."""
+    from analysis.dashboard import wandb_group
+    from runners.tracking import log_sweep_results
+
+    rows = []
+    for path in sorted(sweep_dir.glob("*/summary.json")):
+        try:
+            rows.append(json.loads(path.read_text()))
+        except ValueError:
+            continue
+    if rows:
+        (sweep_dir / "report").mkdir(exist_ok=True)
+        log_sweep_results(rows, project=logger.project, entity=logger.get("entity"), mode=logger.get("mode", "auto"),
+                          group=wandb_group(sweep_dir), out_dir=sweep_dir / "report")

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 # W&B's job_type names what a run does, so the run table can separate training from
 # evaluation; the scheme and cell are in the config and the tags, where grouping reads them.
-JOB_TYPES = ("train", "eval")
+JOB_TYPES = ("train", "eval", "sweep")  # sweep: the end-of-sweep results table (runners.callbacks)
 
 # The x axis of every per-epoch curve: W&B otherwise plots them against the optimizer step,
 # which differs between corpora and batch sizes, so two sweeps' curves would not line up.
@@ -56,6 +56,37 @@ def define_metrics(run: Any) -> None:
 
 def _first_line(error: BaseException) -> str:
     return str(error).splitlines()[0] if str(error) else ""
+
+
+# The columns of the end-of-sweep results table: one row per job, the scores a reader compares.
+RESULT_COLUMNS = ("run_name", "scheme", "cell", "seed", "dropout", "status", "best_val_ppl", "test_ppl",
+                  "mc_test_ppl", "epochs", "diverged_step")
+
+
+def log_sweep_results(rows: list[dict], *, project: str, entity: str | None, mode: str, group: str,
+                      out_dir: Path) -> Path | None:
+    """The sweep's results as one ``wandb.Table`` in a run of its own (job type ``sweep``, the sweep's group).
+
+    W&B's run table shows each job; this is the sweep's one table to keep, sort and share
+    (issue 25). Returns the offline run's directory (None online or when W&B is unavailable):
+    a broken W&B costs a warning, never the sweep.
+    """
+    try:
+        import wandb
+
+        run = wandb.init(project=project, entity=entity, mode=resolve_mode(mode), dir=str(out_dir),
+                         name=f"{group}-results", group=group, job_type="sweep", reinit="finish_previous",
+                         settings=wandb.Settings(quiet=True))
+        try:
+            table = wandb.Table(columns=list(RESULT_COLUMNS), data=[[row.get(c) for c in RESULT_COLUMNS]
+                                                                     for row in rows])
+            run.log({"sweep/results": table})
+            return Path(run.dir).parent if run.settings.mode == "offline" else None
+        finally:
+            run.finish()
+    except Exception as e:  # noqa: BLE001 - the runs are on disk and in W&B already
+        log.warning("W&B did not take the sweep's results table (%s: %s)", type(e).__name__, _first_line(e))
+        return None
 
 
 def wandb_key(record: dict) -> str:

@@ -108,7 +108,9 @@ def test_every_group_key_and_metric_resolves_to_what_the_runs_logged(sweep):
     plan = json.loads(proc.stdout)
     assert plan["project"] == "rnn-dropout" and plan["entity"] is None
     assert plan["title"] == f"Recurrent dropout schemes: sweep {sweep.name}"
-    assert plan["filters"] == [{"key": "run:group", "op": "=", "value": sweep.name}]
+    # the sweep's group, training runs only: the sweep's results run (job type "sweep") has no curves
+    assert plan["filters"] == [{"key": "run:group", "op": "=", "value": sweep.name},
+                               {"key": "run:jobType", "op": "=", "value": "train"}]
     panels = plan["panels"]
     assert [p["section"] for p in panels] == ["Perplexity by scheme and cell"] * 3 + ["Learning curves"] * 3 + \
         ["Stability probes"] * 2

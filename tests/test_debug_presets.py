@@ -58,6 +58,14 @@ def test_the_command_line_still_wins_over_smoke_and_the_wandb_group_is_named_for
         assert run["run_group"] == f"quickstart-{sweep.name}"
     # the dashboard filters on the group the jobs logged to, not on the folder's name
     assert dashboard.sweep_settings(sweep)["group"] == f"quickstart-{sweep.name}"
+    # the sweep's results as one W&B table, in a run of its own in the same group (job type "sweep")
+    (results_run,) = (sweep / "report" / "wandb").glob("offline-run-*")
+    (run,) = [r["run"] for r in leet_records(results_run) if r["type"] == "run"]
+    assert run["job_type"] == "sweep" and run["run_group"] == f"quickstart-{sweep.name}"
+    (table_file,) = results_run.glob("files/media/table/sweep/results*.table.json")
+    table = json.loads(table_file.read_text())
+    assert len(table["data"]) == 2 and {row[table["columns"].index("scheme")] for row in table["data"]} == \
+        {"none", "naive"}
     # no state that compounds and nothing diverged: no explosion figure in its report
     assert (sweep / "report" / "index.html").is_file() and not list((sweep / "report").rglob("explosion.*"))
 

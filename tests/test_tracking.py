@@ -98,7 +98,7 @@ def test_a_job_type_that_is_not_a_kind_of_job_is_logged_as_train_with_a_warning(
     with caplog.at_level(logging.WARNING, logger="runners.tracking"):
         run_dir = track(tmp_path, monkeypatch, job_type="naive")
     assert [r.getMessage() for r in caplog.records] == [
-        "W&B job_type='naive' is not a kind of job (train, eval); logging this run as 'train'"]
+        "W&B job_type='naive' is not a kind of job (train, eval, sweep); logging this run as 'train'"]
     (run,) = [r["run"] for r in leet_records(run_dir) if r["type"] == "run"]
     assert run["job_type"] == "train"
 
