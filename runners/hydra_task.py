@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shlex
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runners.build import ConfigError
-from runners.job import Interrupted, JobContext, disk_full, run_job
+from runners.job import Interrupted, JobContext, disk_full, rerun_command, run_job
 
 # ``hydra._internal`` above: Hydra has no public API for "the configs this command line
 # can compose from"; these are the functions ``@hydra.main`` itself calls, and
@@ -534,16 +533,10 @@ def sweep_group(sweep_dir: str, choices: Mapping[str, Any]) -> str:
 
 
 def resume_command(hc: Any) -> str:
-    """The command that continues this job or sweep: its overrides, with the directory pinned.
-
-    The default run and sweep directories are timestamps, so the same command run again
-    starts afresh beside the interrupted one; naming the directory resumes it (issue 26).
-    """
-    multirun = hc.mode == RunMode.MULTIRUN
-    key, where = ("hydra.sweep.dir", hc.sweep.dir) if multirun else ("hydra.run.dir", hc.runtime.output_dir)
-    entry = ["python", "run.py"] if Path(sys.argv[0]).name == "run.py" else [Path(sys.argv[0]).name]
-    given = [a for a in sys.argv[1:] if not a.startswith(f"{key}=")]  # the command as typed, sweep and all
-    return " ".join(shlex.quote(w) for w in [*entry, *given, f"{key}={where}"])
+    """The command that continues this job or sweep: as typed, with its directory pinned."""
+    if hc.mode == RunMode.MULTIRUN:
+        return rerun_command("hydra.sweep.dir", hc.sweep.dir)
+    return rerun_command("hydra.run.dir", hc.runtime.output_dir)
 
 
 def objective(summary: dict) -> float:

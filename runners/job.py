@@ -13,8 +13,10 @@ signal take its usual course, so a requeued job picks up where it stopped.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
+import shlex
 import signal
 import sys
 import threading
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from benchmark.data import DataError
@@ -182,6 +185,38 @@ def lines_named(name: str):
         log.removeFilter(named)
 
 
+def rerun_command(key: str, where: Path | str) -> str:
+    """This process's command line with ``key`` (``hydra.run.dir`` or ``hydra.sweep.dir``) pinned to ``where``.
+
+    The default run and sweep directories are timestamps, so the same command typed again
+    starts afresh beside an interrupted run; naming its directory resumes it (issue 26).
+    """
+    entry = ["python", "run.py"] if Path(sys.argv[0]).name == "run.py" else [Path(sys.argv[0]).name]
+    given = [a for a in sys.argv[1:] if not a.startswith(f"{key}=")]  # the command as typed, sweep and all
+    return " ".join(shlex.quote(w) for w in [*entry, *given, f"{key}={where}"])
+
+
+def unfinished_twins(runs_root: Path, config: dict, here: Path) -> list[tuple[Path, int]]:
+    """(directory, epochs done) of the runs under ``runs_root`` that hold a checkpoint of this very
+    config and never finished, newest first: what a user who reran the same command meant to resume."""
+    want = json.loads(json.dumps(checkpoints.fingerprint(config), sort_keys=True))
+    found = []
+    for config_file in runs_root.glob("*/config.yaml"):
+        job = config_file.parent
+        if job.resolve() == here.resolve() or not (job / checkpoints.CHECKPOINT).is_file():
+            continue
+        store = RunStore(job)
+        if (store.summary() or {}).get("status") in DONE:
+            continue
+        try:
+            saved = checkpoints.with_added_keys(checkpoints.fingerprint(yaml.safe_load(config_file.read_text()) or {}))
+        except (OSError, yaml.YAMLError):
+            continue
+        if json.loads(json.dumps(saved, sort_keys=True)) == want:
+            found.append((job.stat().st_mtime, job, int((store.summary() or {}).get("epochs") or 0)))
+    return [(job, epochs) for _, job, epochs in sorted(found, key=lambda f: f[0], reverse=True)]
+
+
 def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
     store = RunStore(ctx.job_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
@@ -192,6 +227,12 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
     resume = checkpoints.load(ctx.job_dir, config)  # ConfigError if corrupt or from another config
     if resume is None and store.existing_status() is not None:
         log.warning("%s holds an unfinished run with no checkpoint; starting it over", ctx.job_dir)
+    if resume is None and not ctx.multirun:
+        twins = unfinished_twins(Path(cfg.paths.output_dir) / "runs", config, ctx.job_dir)
+        if twins:
+            job, epochs = twins[0]
+            log.warning("an unfinished run of this config is in %s (%d epochs done); this job starts a new one "
+                        "beside it. To resume that one instead: %s", job, epochs, rerun_command("hydra.run.dir", job))
     try:
         data = build.corpus(cfg)
         check_batches(data, build.train_config(cfg))

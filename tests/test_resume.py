@@ -193,3 +193,30 @@ def test_ctrl_c_checkpoints_records_interrupted_and_says_how_to_resume(reference
     assert summary(job)["status"] == "interrupted"
     run_cli(*JOB, f"hydra.run.dir={job}")
     assert events(job) == events(reference)
+
+
+def test_the_same_command_again_names_the_unfinished_run_and_how_to_resume_it(tmp_path, cache_dir):
+    """Issue 26: rerunning ``python run.py ...`` after a stop started over in a new timestamped folder
+    without a word; it now says which run of the same config is unfinished and the command that resumes it."""
+    out = tmp_path / "out"
+    command = [sys.executable, "run.py", *JOB, f"paths.output_dir={out}", f"paths.cache_dir={cache_dir}", "threads=1"]
+    first = subprocess.Popen(command, cwd=ROOT, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("runs/*/metrics.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (stopped,) = [p.parent for p in out.glob("runs/*/metrics.jsonl")]
+    wait_for_lines(stopped, 5, first)
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=60)
+    time.sleep(1.1)  # the next run's timestamped folder must differ
+    again = subprocess.run([*command, "train.epochs=1"], cwd=ROOT, env=cli_env(tmp_path), capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0
+    assert "an unfinished run of" not in again.stdout + again.stderr, "another config (epochs differ): not a twin"
+    time.sleep(1.1)
+    same = subprocess.run(command, cwd=ROOT, env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
+    (line,) = [line for line in (same.stdout + same.stderr).splitlines() if "an unfinished run of this config" in line]
+    assert f"is in {stopped} (" in line
+    assert line.endswith(f"To resume that one instead: python run.py {' '.join(JOB)} paths.output_dir={out} "
+                         f"paths.cache_dir={cache_dir} threads=1 hydra.run.dir={stopped}")
