@@ -43,6 +43,8 @@ class SweepReport(Callback):
         from analysis.report import write_report
 
         sweep_dir = Path(config.hydra.sweep.dir)
+        if "joblib" in str(config.hydra.launcher.get("_target_", "")):
+            stop_idle_workers()
         log.info("%s", sweep_summary(sweep_dir))
         if config.get("logger", {}).get("name") == "wandb":
             log_results(sweep_dir, config.logger)
@@ -69,3 +71,15 @@ def log_results(sweep_dir: Path, logger: Any) -> None:
         (sweep_dir / "report").mkdir(exist_ok=True)
         log_sweep_results(rows, project=logger.project, entity=logger.get("entity"), mode=logger.get("mode", "auto"),
                           group=wandb_group(sweep_dir), out_dir=sweep_dir / "report")
+
+
+def stop_idle_workers() -> None:
+    """End the joblib (loky) workers once every job has returned, before the report is built.
+
+    loky keeps idle workers for 300 s to reuse them; a sweep killed while it builds its report
+    left them (about 240 MB each) and their resource trackers under PID 1 for those minutes
+    (issue 26). The workers have nothing left to do here: no process outlives its sweep.
+    """
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True, kill_workers=True)
