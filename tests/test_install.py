@@ -19,7 +19,7 @@ import pytest
 
 from conftest import ROOT, cli_env
 
-SOURCES = ("benchmark", "runners", "analysis")
+SOURCES = ("benchmark", "runners", "analysis", "hydra_plugins")
 
 
 def _copy_sources(dest: Path) -> None:

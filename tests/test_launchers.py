@@ -111,7 +111,7 @@ def test_rerunning_a_sweep_skips_finished_jobs_and_completes_the_others(run_cli,
     proc = run_cli(*args)
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()) == [finished.name, cut.name]
     assert (finished / "metrics.jsonl").read_bytes() == before[finished]
-    assert f"{json.loads((finished / 'summary.json').read_text())['run_name']}: already finished" in proc.stdout + \
+    assert f"[{json.loads((finished / 'summary.json').read_text())['run_name']}] already finished" in proc.stdout + \
         proc.stderr + (finished / "run.log").read_text()
     resumed = json.loads((cut / "summary.json").read_text())
     assert resumed["status"] == "finished" and resumed["test_ppl"] == expected["test_ppl"]
@@ -205,3 +205,71 @@ def test_no_process_outlives_a_parallel_sweep_killed_with_kill_9(tmp_path, cache
     while _marked(marker.split("=")[1]) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _marked(marker.split("=")[1]) == []
+
+
+def _worker_running(marker: str, job_name: str) -> int | None:
+    """The loky worker (of the sweep carrying ``marker``) that has ``job_name``'s files open."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker.encode() not in Path(f"/proc/{pid}/environ").read_bytes() or \
+                    b"popen_loky" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if job_name in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                        return int(pid)
+                except OSError:
+                    continue
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.parametrize("kills", [1, 2])
+def test_a_killed_worker_costs_one_job_not_the_sweep(tmp_path, cache_dir, kills):
+    """Issue 26: kill -9 of one joblib worker (as the OOM killer does) ended the sweep with a
+    TerminatedWorkerError traceback, no summaries and no report. Now the jobs that were running run
+    again, each alone, from their checkpoints: killed once, every job finishes; killed again when
+    running alone, that job alone is recorded as failed with the cause. The summary and the report
+    are written, and running the sweep again resumes the lost job."""
+    import signal
+    import subprocess
+    import sys
+    import uuid
+
+    from conftest import ROOT, cli_env
+
+    marker = uuid.uuid4().hex
+    env = {**cli_env(tmp_path), "RNN_SWEEP_MARK": marker}
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "run.py", "-m", "hydra/launcher=local_parallel", "scheme=none,naive,moon", *TINY,
+               "train.epochs=3", "logger=none", f"hydra.sweep.dir={sweep}", f"paths.cache_dir={cache_dir}", "threads=1"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output, left = [], kills
+    for line in proc.stdout:
+        output.append(line)
+        if left and "[none-lstm-s0] epoch" in line:  # job 0 is training: kill the worker that runs it
+            pid = _worker_running(marker, "0-none-lstm-s0")
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                left -= 1
+    proc.wait(timeout=60)
+    text = "".join(output)
+    assert proc.returncode == 0 and left == 0 and "Traceback" not in text, text[-3000:]
+    assert "a worker process died (exit {SIGKILL(-9)}) while jobs 0" in text
+    statuses = {s["run_name"]: s for s in summaries_by_name(sweep)}
+    assert {name: s["status"] for name, s in statuses.items() if name != "none-lstm-s0"} == \
+        {"naive-lstm-s0": "finished", "moon-lstm-s0": "finished"}
+    assert (sweep / "report" / "index.html").is_file() and f"sweep {sweep}:" in text
+    if kills == 1:
+        assert statuses["none-lstm-s0"]["status"] == "finished"
+        return
+    lost = statuses["none-lstm-s0"]
+    assert lost["status"] == "failed" and "its worker process died ({SIGKILL(-9)}), twice" in lost["error"]
+    again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0
+    assert {s["run_name"]: s["status"] for s in summaries_by_name(sweep)}["none-lstm-s0"] == "finished"
+
+
+def summaries_by_name(sweep: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]

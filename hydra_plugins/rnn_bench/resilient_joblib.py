@@ -1,0 +1,135 @@
+"""Hydra's joblib launcher, made to outlive a worker that dies (``hydra/launcher=local_parallel``).
+
+When the OOM killer (or ``kill -9``) ends one loky worker, loky breaks the whole pool: the
+jobs that were running are lost, the queued ones never start, and Hydra's launcher raises
+``TerminatedWorkerError`` out of the sweep, which then writes no summary and no report
+(issue 26). This launcher runs the same jobs through the same ``execute_job`` and, when the
+pool breaks, starts a fresh pool for every job that has not returned. The jobs that were
+running when it broke are run again, each alone, from its checkpoint: loky ends every worker
+of a broken pool, so which one died cannot be told from the others until each runs on its own.
+A job that dies again alone is not tried a third time (a job that runs out of memory would
+only do so again): its ``summary.json`` records it as ``failed`` with the cause, and the next
+run of the sweep resumes it. Then the rest of the sweep runs as before.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, setup_globals
+from hydra_plugins.hydra_joblib_launcher import _core
+from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
+
+log = logging.getLogger(__name__)
+
+FINAL = ("finished", "diverged", "failed")
+
+
+def _cause(error: BaseException) -> str:
+    """loky's exit codes of the dead workers, e.g. ``{SIGKILL(-9)}``."""
+    text = str(error)
+    return text.split("The exit codes of the workers are", 1)[1].split("\n", 1)[0].strip(" .") \
+        if "The exit codes of the workers are" in text else "unknown"
+
+
+def _job_dirs(sweep_dir: Path) -> dict[int, Path]:
+    """Job number -> directory, for every job Hydra has started (it writes .hydra/hydra.yaml first)."""
+    found = {}
+    for hydra_yaml in sweep_dir.glob("*/.hydra/hydra.yaml"):
+        try:
+            found[int(yaml.safe_load(hydra_yaml.read_text())["hydra"]["job"]["num"])] = hydra_yaml.parent.parent
+        except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+            continue
+    return found
+
+
+def _status(job_dir: Path) -> str | None:
+    try:
+        return json.loads((job_dir / "summary.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+class ResilientJoblibLauncher(JoblibLauncher):
+    """``JoblibLauncher`` whose sweep goes on when a worker dies (see the module docstring)."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+        setup_globals()
+        assert self.config is not None and self.task_function is not None and self.hydra_context is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        joblib_cfg = dict(self.joblib, backend="loky")
+        _core.process_joblib_cfg(joblib_cfg)
+        log.info("Launching %d jobs, %s at a time, sweep output dir : %s", len(job_overrides),
+                 joblib_cfg.get("n_jobs"), sweep_dir)
+        pending = {initial_job_idx + i: list(o) for i, o in enumerate(job_overrides)}
+        for idx, overrides in pending.items():
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+        returns: dict[int, JobReturn] = {}
+        breaks = 0
+        while pending:
+            try:
+                self._run(pending, joblib_cfg, returns)
+            except TerminatedWorkerError as e:
+                breaks += 1
+                if breaks > len(job_overrides):  # the pool breaks with no job of ours to blame: not ours to fix
+                    raise
+                dirs = _job_dirs(sweep_dir)
+                lost = [idx for idx in pending if idx in dirs and _status(dirs[idx]) not in FINAL]
+                log.warning("a worker process died (exit %s) while jobs %s ran; running each of them again alone, "
+                            "from its checkpoint, then the rest", _cause(e), ", ".join(map(str, lost)) or "none")
+                for idx in lost:  # alone, a job that dies again is the one that died: the others were collateral
+                    try:
+                        self._run({idx: pending[idx]}, joblib_cfg, returns)
+                    except TerminatedWorkerError as again:
+                        self._record_lost(dirs[idx], _cause(again))
+                        log.warning("job %d died again on its own (exit %s); recorded as failed", idx, _cause(again))
+                        returns[idx] = JobReturn(overrides=pending[idx], status=JobStatus.COMPLETED,
+                                                 _return_value=float("inf"))
+                    pending.pop(idx)
+        return [returns[idx] for idx in sorted(returns)]
+
+    def _run(self, jobs: dict[int, list[str]], joblib_cfg: dict[str, Any], returns: dict[int, JobReturn]) -> None:
+        """Run ``jobs`` in one loky pool, moving each into ``returns`` as it returns (raises if the pool breaks)."""
+        from joblib import Parallel, delayed
+
+        state = Singleton.get_state()
+        # At least 2: joblib runs n_jobs=1 in this process, where a killed job would end the sweep.
+        cfg = {**joblib_cfg, "n_jobs": joblib_cfg.get("n_jobs", -1) if len(jobs) > 1 else 2}
+        for ret in Parallel(**cfg, return_as="generator_unordered")(
+                delayed(_core.execute_job)(idx, overrides, self.hydra_context, self.config, self.task_function, state)
+                for idx, overrides in list(jobs.items())):
+            idx = int(ret.hydra_cfg.hydra.job.num)
+            returns[idx] = ret
+            jobs.pop(idx, None)
+
+    @staticmethod
+    def _record_lost(job_dir: Path, cause: str) -> None:
+        """The lost job's summary: failed, with why, so the sweep's summary and report show it."""
+        from omegaconf import OmegaConf
+
+        from runners.job import summary_base
+
+        summary_path = job_dir / "summary.json"
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (OSError, ValueError):  # killed before it wrote one: who it was, from the config it ran
+            try:
+                summary = {**summary_base(OmegaConf.load(job_dir / "config.yaml")), "best_val_ppl": None,
+                           "test_ppl": None, "epochs": 0}
+            except Exception:  # noqa: BLE001 - no readable config either: the status and cause still count
+                summary = {}
+        summary.update(status="failed", error=f"its worker process died ({cause}), twice, the second time running "
+                                              f"alone, as when the system runs out of memory; run the sweep again to "
+                                              f"resume it from its checkpoint", dir=str(job_dir))
+        tmp = summary_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.replace(summary_path)
