@@ -31,7 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runners.build import ConfigError
-from runners.job import Interrupted, JobContext, disk_full, rerun_command, run_job
+from runners.job import Interrupted, JobContext, disk_full, joblib_worker, rerun_command, run_job
 
 # ``hydra._internal`` above: Hydra has no public API for "the configs this command line
 # can compose from"; these are the functions ``@hydra.main`` itself calls, and
@@ -493,6 +493,8 @@ def task(cfg: DictConfig) -> float:
         cfg.threads = threads
     if gpu is not None and cfg.device == "auto":
         cfg.device = f"cuda:{gpu}"
+    if multirun and (Path(hc.sweep.dir) / ".interrupted").exists():
+        return float("inf")  # Ctrl-C reached the sweep before this job started: it stays unstarted
     ctx = JobContext(job_dir=Path(hc.runtime.output_dir),
                      group=sweep_group(hc.sweep.dir, hc.runtime.choices) if multirun else None, multirun=multirun)
     try:
@@ -500,6 +502,8 @@ def task(cfg: DictConfig) -> float:
     except ConfigError as e:
         fail(str(e))
     except (Interrupted, KeyboardInterrupt):
+        if multirun and joblib_worker():  # the launcher ends the sweep once every running job has stopped
+            return float("inf")
         print(f"interrupted: {ctx.job_dir} keeps its checkpoint; resume with: {resume_command(hc)}",
               file=sys.stderr)
         raise SystemExit(130) from None

@@ -273,3 +273,38 @@ def test_a_killed_worker_costs_one_job_not_the_sweep(tmp_path, cache_dir, kills)
 
 def summaries_by_name(sweep: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
+
+
+def test_ctrl_c_stops_a_parallel_sweep_as_it_stops_one_job(tmp_path, cache_dir):
+    """Issue 26: Ctrl-C (SIGINT to the terminal's process group) on a local_parallel sweep was a
+    KeyboardInterrupt traceback and no summary for any running job. Now every running job checkpoints
+    and records ``interrupted``, no queued job starts, the sweep ends with one line naming the command
+    that resumes it and status 130, and that command finishes every job."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import ROOT, cli_env
+
+    sweep = tmp_path / "sweep"
+    command = [sys.executable, "run.py", "-m", "hydra/launcher=local_parallel", "scheme=none,naive,moon", *TINY,
+               "train.epochs=3", "logger=none", f"hydra.sweep.dir={sweep}", f"paths.cache_dir={cache_dir}", "threads=1"]
+    proc = subprocess.Popen(command, cwd=ROOT, env=cli_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    output = []
+    for line in proc.stdout:
+        output.append(line)
+        if "] epoch 1  train ppl" in line:
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
+            break
+    output.append(proc.communicate(timeout=120)[0])
+    text = "".join(output)
+    assert proc.returncode == 130 and "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    (line,) = [line for line in text.splitlines() if line.startswith("interrupted:")]
+    typed = " ".join(a for a in command[2:] if not a.startswith("hydra.sweep.dir="))
+    assert line.endswith(f"resume the sweep with: python run.py {typed} hydra.sweep.dir={sweep}")
+    statuses = [s["status"] for s in summaries_by_name(sweep)]
+    assert statuses and set(statuses) == {"interrupted"} and len(statuses) <= 2  # the queued job never started
+    again = subprocess.run(command, cwd=ROOT, env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0
+    assert [s["status"] for s in summaries_by_name(sweep)] == ["finished"] * 3

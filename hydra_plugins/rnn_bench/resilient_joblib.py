@@ -16,6 +16,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,6 +32,32 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 log = logging.getLogger(__name__)
 
 FINAL = ("finished", "diverged", "failed")
+STOPPED = ".interrupted"  # in the sweep directory while Ctrl-C stops the sweep: jobs not yet started skip
+
+
+@contextmanager
+def ctrl_c_stops(sweep_dir: Path) -> Iterator[Callable[[], bool]]:
+    """Ctrl-C stops the sweep the way it stops one job (issue 26).
+
+    The terminal sends SIGINT to the whole process group: each running job checkpoints and
+    records ``interrupted`` on its own (``runners.job.stop_on_signals``). This process only
+    notes it, instead of raising KeyboardInterrupt out of joblib (which killed the workers
+    before they wrote anything), and marks the sweep so that a job dispatched after the
+    signal returns at once instead of starting.
+    """
+    received: list[int] = []
+    marker = sweep_dir / STOPPED
+
+    def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
+        received.append(signum)
+        marker.touch()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        marker.unlink(missing_ok=True)
 
 
 def _cause(error: BaseException) -> str:
@@ -75,26 +105,35 @@ class ResilientJoblibLauncher(JoblibLauncher):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
         returns: dict[int, JobReturn] = {}
         breaks = 0
-        while pending:
-            try:
-                self._run(pending, joblib_cfg, returns)
-            except TerminatedWorkerError as e:
-                breaks += 1
-                if breaks > len(job_overrides):  # the pool breaks with no job of ours to blame: not ours to fix
-                    raise
-                dirs = _job_dirs(sweep_dir)
-                lost = [idx for idx in pending if idx in dirs and _status(dirs[idx]) not in FINAL]
-                log.warning("a worker process died (exit %s) while jobs %s ran; running each of them again alone, "
-                            "from its checkpoint, then the rest", _cause(e), ", ".join(map(str, lost)) or "none")
-                for idx in lost:  # alone, a job that dies again is the one that died: the others were collateral
-                    try:
-                        self._run({idx: pending[idx]}, joblib_cfg, returns)
-                    except TerminatedWorkerError as again:
-                        self._record_lost(dirs[idx], _cause(again))
-                        log.warning("job %d died again on its own (exit %s); recorded as failed", idx, _cause(again))
-                        returns[idx] = JobReturn(overrides=pending[idx], status=JobStatus.COMPLETED,
-                                                 _return_value=float("inf"))
-                    pending.pop(idx)
+        with ctrl_c_stops(sweep_dir) as interrupted:
+            while pending and not interrupted():
+                try:
+                    self._run(pending, joblib_cfg, returns)
+                except TerminatedWorkerError as e:
+                    if interrupted():  # a worker that Ctrl-C reached between jobs: part of the stop
+                        break
+                    breaks += 1
+                    if breaks > len(job_overrides):  # the pool breaks with no job of ours to blame: not ours to fix
+                        raise
+                    dirs = _job_dirs(sweep_dir)
+                    lost = [idx for idx in pending if idx in dirs and _status(dirs[idx]) not in FINAL]
+                    log.warning("a worker process died (exit %s) while jobs %s ran; running each of them again alone, "
+                                "from its checkpoint, then the rest", _cause(e), ", ".join(map(str, lost)) or "none")
+                    for idx in lost:  # alone, a job that dies again is the one that died: the others were collateral
+                        try:
+                            self._run({idx: pending[idx]}, joblib_cfg, returns)
+                        except TerminatedWorkerError as again:
+                            self._record_lost(dirs[idx], _cause(again))
+                            log.warning("job %d died again on its own (exit %s); recorded as failed", idx, _cause(again))
+                            returns[idx] = JobReturn(overrides=pending[idx], status=JobStatus.COMPLETED,
+                                                     _return_value=float("inf"))
+                        pending.pop(idx)
+        if interrupted():
+            from runners.job import rerun_command
+
+            print(f"interrupted: the jobs that were running kept their checkpoints; resume the sweep with: "
+                  f"{rerun_command('hydra.sweep.dir', sweep_dir)}", file=sys.stderr)
+            raise SystemExit(130)
         return [returns[idx] for idx in sorted(returns)]
 
     def _run(self, jobs: dict[int, list[str]], joblib_cfg: dict[str, Any], returns: dict[int, JobReturn]) -> None:
