@@ -25,13 +25,15 @@ def test_parallel_jobs_get_their_share_of_the_cores(run_cli, tmp_path, n_jobs):
     proc = run_cli("-m", "hydra/launcher=local_parallel", f"hydra.launcher.n_jobs={n_jobs}", "scheme=none,naive",
                    *TINY, "train.epochs=1", f"hydra.sweep.dir={sweep}", "threads=null")
     assert {s: v["status"] for s, v in summaries(sweep).items()} == {"none": "finished", "naive": "finished"}
-    # issue 26: two jobs share the terminal, so every line of a job says whose it is; joblib counts the jobs done
+    # issue 26: two jobs share the terminal, so every line of a job says whose it is; the launcher counts jobs done
     output = proc.stdout + proc.stderr
     job_lines = [line for line in output.splitlines() if "[runners.job]" in line]
     assert job_lines and all(re.search(r"\]\[runners\.job\]\[\w+\] - \[(none|naive)-lstm-s0\] ", line)
                              for line in job_lines), job_lines[:3]
     assert any(re.search(r"\[(none|naive)-lstm-s0\] epoch 1  train ppl", line) for line in job_lines)
-    assert "Done 2 out of 2" in output.replace("   ", " ").replace("  ", " ")
+    progress = [line.split("] ", 1)[1] for line in output.splitlines() if "] sweep: " in line]
+    assert progress[0].startswith("sweep: 1 of 2 jobs done (1 finished), about ") and \
+        progress[-1] == "sweep: 2 of 2 jobs done (2 finished)"
     assert_one_wandb_run_per_job(sweep)
     for config in sweep.glob("*/config.yaml"):
         assert yaml.safe_load(config.read_text())["threads"] == max(1, (os.cpu_count() or 1) // n_jobs)

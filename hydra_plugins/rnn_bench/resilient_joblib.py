@@ -18,6 +18,8 @@ import json
 import logging
 import signal
 import sys
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,6 +106,7 @@ class ResilientJoblibLauncher(JoblibLauncher):
         for idx, overrides in pending.items():
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
         returns: dict[int, JobReturn] = {}
+        self._total, self._started = len(pending), time.monotonic()
         breaks = 0
         with ctrl_c_stops(sweep_dir) as interrupted:
             while pending and not interrupted():
@@ -136,6 +139,18 @@ class ResilientJoblibLauncher(JoblibLauncher):
             raise SystemExit(130)
         return [returns[idx] for idx in sorted(returns)]
 
+    def _progress(self, returns: dict[int, JobReturn]) -> None:
+        """One line after each job: how many are done, how they ended, and the time left at the pace so far."""
+        counts: Counter[str] = Counter()
+        for ret in returns.values():
+            job_dir = ret.hydra_cfg.hydra.runtime.output_dir if ret.hydra_cfg is not None else None
+            counts[(_status(Path(job_dir)) if job_dir else None) or "failed"] += 1
+        done, elapsed = len(returns), time.monotonic() - self._started
+        left = (self._total - done) * elapsed / done if done else 0.0
+        ended = ", ".join(f"{counts[s]} {s}" for s in ("finished", "diverged", "failed", "interrupted") if counts[s])
+        log.info("sweep: %d of %d jobs done (%s)%s", done, self._total, ended or "none yet",
+                 f", about {left / 60:.1f} min left" if done < self._total else "")
+
     def _run(self, jobs: dict[int, list[str]], joblib_cfg: dict[str, Any], returns: dict[int, JobReturn]) -> None:
         """Run ``jobs`` in one loky pool, moving each into ``returns`` as it returns (raises if the pool breaks)."""
         from joblib import Parallel, delayed
@@ -149,6 +164,7 @@ class ResilientJoblibLauncher(JoblibLauncher):
             idx = int(ret.hydra_cfg.hydra.job.num)
             returns[idx] = ret
             jobs.pop(idx, None)
+            self._progress(returns)
 
     @staticmethod
     def _record_lost(job_dir: Path, cause: str) -> None:
