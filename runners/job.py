@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import shlex
 import signal
 import sys
@@ -185,6 +186,24 @@ def lines_named(name: str):
         log.removeFilter(named)
 
 
+def build_model(cfg: DictConfig, vocab_size: int, dev: torch.device) -> torch.nn.Module:
+    """The model, or a one-line ``ConfigError`` when its weights do not fit in memory.
+
+    ``model.hidden_size=2000000000`` was a traceback from torch's allocator (issue 26, found
+    hunting beyond the list): the size is the user's to change.
+    """
+    try:
+        return build.model(cfg, vocab_size)
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not isinstance(e, torch.OutOfMemoryError) and "allocate" not in str(e):
+            raise
+        asked = re.search(r"allocate (\d+) bytes", str(e))
+        size = f" (one of its weights alone needs {int(asked.group(1)) / 2**30:,.1f} GiB)" if asked else ""
+        raise ConfigError(f"the model does not fit in memory{size}: model.emb_size={cfg.model.emb_size}, "
+                          f"model.hidden_size={cfg.model.hidden_size}, model.num_layers={cfg.model.num_layers}; "
+                          f"use a smaller model") from None
+
+
 def rerun_command(key: str, where: Path | str) -> str:
     """This process's command line with ``key`` (``hydra.run.dir`` or ``hydra.sweep.dir``) pinned to ``where``.
 
@@ -273,7 +292,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                 summary["wandb_group"] = ctx.group  # what the dashboard filters on (analysis.dashboard)
             dev = build.device(cfg)
             summary["machine"] = machine(dev)  # where it ran: CPU and vector flags, torch, device
-            model = build.model(cfg, data.vocab_size)
+            model = build_model(cfg, data.vocab_size, dev)
             # The plan the engine runs, as data: each site's rate, granularity, scaling and whether
             # it compounds, so analysis reads what ran instead of re-deriving it from scheme names.
             summary["plan"] = model.rnn.plan.describe()
@@ -327,7 +346,9 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
             return summary
         except BaseException as e:
             summary["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
-            if disk_full(e):  # the user's to fix, not a bug: one line, no traceback
+            if isinstance(e, ConfigError):
+                pass  # the caller prints it as the one error line; summary.json keeps it
+            elif disk_full(e):  # the user's to fix, not a bug: one line, no traceback
                 log.error("job failed: %s", summary["error"])
             else:
                 log.error("job failed: %s\n%s", summary["error"], traceback.format_exc())

@@ -96,3 +96,11 @@ def test_a_full_disk_while_caching_the_corpus_is_the_same_one_line(tmp_path, tin
     assert "No space left on device while writing " + str(Path(tiny_disk) / "cache" / "kjv-") in err
     assert "run the same command again" in err
     assert not [p for p in (Path(tiny_disk) / "cache").glob("*") if p.suffix == ".tmp"]  # no half-written cache left
+
+
+def test_a_model_too_big_for_memory_is_one_line(run_cli, tmp_path):
+    """Found hunting beyond issue 26's list: torch's allocator traceback for a model that cannot fit."""
+    err = one_line_error(run_cli("model.hidden_size=2000000000", "data.size=2000", "logger=none",
+                                 f"hydra.run.dir={tmp_path / 'job'}", check=False))
+    assert err.startswith("error: the model does not fit in memory (one of its weights alone needs ")
+    assert "model.hidden_size=2000000000" in err and err.endswith("use a smaller model")
