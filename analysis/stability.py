@@ -1,32 +1,19 @@
 """The stability figures: carried-state norms, gradient norms, divergence, and the GRU
-explosion study.
+explosion study, drawn from the probe records ``analysis.probes`` reads.
 
 Why these exist: under TensorFlow-style state dropout a kept unit of the carried state
 is divided by ``keep`` at every step. Where the cell carries that value on almost
 unchanged (a GRU whose update gate saturates; an LSTM whose memory ``c`` is masked too,
 as TensorFlow did before 1.4), the state grows like ``(1/keep)^t`` until it overflows.
-Perplexity only says *that* a run diverged; the job's stability probes (``"split":
-"probe"`` events: the norm of the carried state at each of 200 steps from a zero state,
-masks on) say *how fast* the state grew, so a figure can put the measured growth per
-step beside ``1/keep``.
-
-Which site, if any, compounds is read from each run's recorded plan (``summary.json``'s
-``plan``, the engine's ``DropoutPlan.describe()``, through ``analysis.runs.run_plan``): a
-site compounds when its masked value is carried to the next step and rescaled by 1/keep,
-so it depends on the scheme's options as well as its name (Moon's memory dropout under its
-default ``scaling: test`` does not compound, under ``scaling: inverted`` it does), and a
-scheme added to the registry needs no entry here. The rate at that site is the plan's too.
-
-Runs written before runs recorded their plan have no compounding site here: their probes
-are still drawn (norms, measured growth, overflow), but without the ``(1/keep)^t``
-reference or the 1/keep bar, and they sort with the schemes that do not mask the carried
-state. Rerunning them records the plan.
+Perplexity only says *that* a run diverged; the probes say *how fast* the state grew, so a
+figure can put the measured growth per step beside ``1/keep``. Which site compounds, and at
+what rate, is the run's recorded plan (see ``analysis.probes``); runs without a plan are
+drawn without the ``(1/keep)^t`` reference or the 1/keep bar.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -35,206 +22,18 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis.runs import (CLIP_KEY, DROP_CELL_KEY, SCHEME_ORDER, Runs, column, config_value, run_config,
-                           run_plan)
+from analysis.probes import LOG10_MAX, ProbeRecord, optional_int, optional_text, probe_records, reference_line
+from analysis.runs import CLIP_KEY, SCHEME_ORDER, Runs, config_value, run_config
 from analysis.plotting import (VARIANT_STYLES, SavedFigure, align_titles, cell_name, curve,
                                events_by_run, group_handles, group_order, legend, log_y, note_above, panel_runs,
                                panels, quiet_overflow, save_figure, scheme_colour, select,
-                               short_variant, styled, variant_style, with_groups)
+                               styled, variant_style, with_groups)
 
 REFERENCE_STYLE = (0, (1, 1.5))  # dotted: theory, never a measurement
 CELL_MARKERS = {"gru": "o", "lstm": "s"}
-# log10 of the largest value a reference line is computed to (float64 overflows at 308).
-_LOG10_MAX = 300.0
 
 
-# --- reading the probes ---------------------------------------------------------------
-
-def compounding_site(plan: Mapping[str, Any] | None) -> tuple[str, float | None] | None:
-    """``(site, rate)``: the site of a recorded plan whose mask compounds over time (the
-    carried value multiplied by mask/keep every step), with its rate; None when no site
-    compounds or the run recorded no plan (see the module docstring).
-
-    Where several sites compound, the one with the highest rate: its 1/keep is the fastest
-    growth the run can show. The rate is None when the plan's value is not a number.
-    """
-    if plan is None:
-        return None
-    found: list[tuple[str, float | None]] = []
-    for name, site in (plan.get("sites") or {}).items():
-        if isinstance(site, Mapping) and site.get("compounds") is True:
-            rate = site.get("rate")
-            found.append((str(name), float(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool)
-                          else None))
-    if not found:
-        return None
-    return max(found, key=lambda f: -1.0 if f[1] is None else f[1])
-
-
-def as_norms(values: Any) -> np.ndarray:
-    """A probe's norm list as floats, NaN where the store wrote null (an overflowed value)."""
-    if values is None or (isinstance(values, float) and math.isnan(values)):
-        return np.array([], dtype=float)
-    return np.array([math.nan if v is None else float(v) for v in values], dtype=float)
-
-
-def fit_growth(norms: np.ndarray) -> float | None:
-    """exp of the least-squares slope of log(norm) against t over the finite, positive
-    steps: the factor the state grows by per step (the job's own formula, for probes
-    that did not record it)."""
-    t = np.arange(len(norms), dtype=float)
-    ok = np.isfinite(norms) & (norms > 0)
-    if ok.sum() < 3:
-        return None
-    t, y = t[ok], np.log(norms[ok])
-    slope = float(((t - t.mean()) * (y - y.mean())).sum() / ((t - t.mean()) ** 2).sum())
-    return math.exp(slope) if slope < 700 else math.inf
-
-
-def first_overflow(norms: np.ndarray) -> int | None:
-    """The first step (0-based) whose norm is not finite, None if all are."""
-    bad = np.flatnonzero(~np.isfinite(norms))
-    return int(bad[0]) if len(bad) else None
-
-
-@dataclass(frozen=True)
-class ProbeRecord:
-    """The stability probe that speaks for one run (its fastest growth, see
-    ``probe_to_read``), with what is needed to draw and judge it."""
-
-    run_dir: str
-    run_name: str
-    scheme: str
-    cell: str
-    group: str
-    case: str                # "LSTM state_dropout + drop_cell": cell and scheme as a reader names them
-    label: str               # the case without the cell, for a panel that is already one cell
-    status: str
-    diverged_step: int | None
-    diverged_what: str | None
-    epoch: int | None
-    step: int | None
-    quantity: str            # "memory c" (LSTM) or "state h" (GRU): what growth is fitted to
-    norms: np.ndarray        # per step, NaN where it overflowed
-    overflow_at: int | None  # first non-finite step (0-based), None if none
-    growth: float | None     # measured growth per step
-    max_state: float
-    site: str | None         # the compounding mask site from the run's plan; None: none, or no plan recorded
-    rate: float | None       # the plan's dropout rate at ``site``
-
-    @property
-    def keep(self) -> float | None:
-        return None if self.rate is None or not 0 < self.rate < 1 else 1.0 - self.rate
-
-    @property
-    def inv_keep(self) -> float | None:
-        return None if self.keep is None else 1.0 / self.keep
-
-    @property
-    def t(self) -> np.ndarray:
-        """Time steps 1..T (the state after reading the t-th token)."""
-        return np.arange(1, len(self.norms) + 1)
-
-
-def case_label(scheme: Any, variant: Any, drop_cell: bool, cell: Any = None) -> str:
-    """``GRU state_dropout``, ``LSTM state_dropout + drop_cell``: a case of the study,
-    named by what a reader of the paper knows, not by config keys."""
-    label = (f"{cell_name(cell)} " if cell is not None else "") + str(scheme)
-    label += " + drop_cell" if drop_cell else ""
-    parts = [p for p in str(variant or "").split(", ") if p and not p.startswith("scheme.drop_cell=")]
-    short = short_variant(", ".join(parts))
-    return label + (f" ({short})" if short else "")
-
-
-def _optional_int(value: Any) -> int | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return int(number) if math.isfinite(number) else None
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def probe_to_read(events: pd.DataFrame) -> pd.Series:
-    """The probe that speaks for a run: the one that measured the fastest growth per step.
-
-    Stability asks whether the carried state ever grew geometrically, and the weights
-    that make it explode may not survive the next update: on the GRU under state
-    dropout (``experiment=gru_explosion``) the probe after the third update grew by
-    x1.318 per step (1/keep = 1.333), while the probes after the huge clipped updates
-    that followed read x1.0008, although the carried training state had reached 4.7e10.
-    The training loop probes every step up to 16 for this reason. Without a finite
-    growth anywhere, the last probe is read; among equal growths, the latest.
-    """
-    ordered_events = events.sort_values(["epoch", "step"], kind="stable", na_position="first")
-    growth = pd.to_numeric(ordered_events.get("growth_per_step"), errors="coerce")
-    finite = growth[np.isfinite(growth)] if growth is not None else None
-    if finite is not None and len(finite):
-        return ordered_events.loc[finite[::-1].idxmax()]  # on a tie, the latest
-    return ordered_events.iloc[-1]
-
-
-def probe_records(runs: Runs) -> list[ProbeRecord]:
-    """One record per run that logged a probe, from its fastest-growing probe, in scheme order."""
-    if not len(runs.events) or "split" not in runs.events.columns:
-        return []
-    probes = select(runs.events, split="probe")
-    if probes.empty:
-        return []
-    by_run = events_by_run(probes)
-    table = with_groups(runs.runs)
-    variants = column(table, "variant", "")
-    records = []
-    for (_, run), variant in zip(table.iterrows(), variants):
-        events = by_run.get(run["run_dir"])
-        if events is None:
-            continue
-        last = probe_to_read(events)
-        cell_norms = as_norms(last.get("cell_norm"))
-        lstm_memory = len(cell_norms) > 0
-        norms = cell_norms if lstm_memory else as_norms(last.get("state_norm"))
-        if not len(norms):
-            continue
-        config = run_config(run.to_dict())
-        site, rate = compounding_site(run_plan(run.to_dict())) or (None, None)
-        drop_cell = bool(config_value(config, DROP_CELL_KEY) or False)
-        growth = last.get("growth_per_step")
-        growth = float(growth) if growth is not None and np.isfinite(float(growth)) else fit_growth(norms)
-        max_state = last.get("max_state")
-        records.append(ProbeRecord(
-            run_dir=str(run["run_dir"]), run_name=str(run["run_name"]), scheme=str(run["scheme"]),
-            cell=str(run["cell"]), group=str(run["group"]),
-            case=case_label(run["scheme"], variant, drop_cell, run["cell"]),
-            label=case_label(run["scheme"], variant, drop_cell),
-            status=str(run["status"]), diverged_step=_optional_int(run.get("diverged_step")),
-            diverged_what=_text(run.get("diverged_what")), epoch=_optional_int(last.get("epoch")),
-            step=_optional_int(last.get("step")), quantity="memory c" if lstm_memory else "state h",
-            norms=norms, overflow_at=first_overflow(norms), growth=growth,
-            max_state=float(max_state) if max_state is not None else math.nan, site=site, rate=rate))
-    return records
-
-
-def reference_line(record: ProbeRecord) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """``(t, norm_0 · (1/keep)^(t - t_0), norm_0)`` from the record's first finite step:
-    what the state would do if every kept unit were carried on unchanged. None for a
-    scheme that does not mask the carried state (or at rate 0)."""
-    if record.inv_keep is None:
-        return None
-    finite = np.flatnonzero(np.isfinite(record.norms) & (record.norms > 0))
-    if not len(finite):
-        return None
-    start = int(finite[0])
-    t = record.t[start:]
-    norm0 = float(record.norms[start])
-    log10 = math.log10(norm0) + (t - t[0]) * math.log10(record.inv_keep)
-    keep = log10 <= _LOG10_MAX
-    return t[keep], np.power(10.0, log10[keep]), norm0
-
-
-# --- figures --------------------------------------------------------------------------
+# --- drawing ----------------------------------------------------------------------------
 
 OVERFLOW = Line2D([], [], color="black", marker="^", linestyle="none", markersize=6,
                   label="overflowed to inf/nan after this step")
@@ -388,12 +187,12 @@ def plot_grad_norms(runs: Runs, path: Path) -> SavedFigure | None:
                                 marker="." if len(points) <= 40 else None, markersize=3)
                         drawn.append({"run": run.run_name, "kind": kind, "points": len(points)})
                         groups_drawn.append(run.group)
-                step = _optional_int(run.diverged_step)
+                step = optional_int(run.diverged_step)
                 if run.status == "diverged" and step is not None:
                     ax.axvline(step, color=colour, linestyle=":", linewidth=1.2)
                     ax.plot(step, 1.0, marker="X", color=colour, markersize=9, markeredgecolor="black",
                             transform=ax.get_xaxis_transform(), clip_on=False)
-                    diverged.append({"run": run.run_name, "step": step, "what": _text(run.diverged_what)})
+                    diverged.append({"run": run.run_name, "step": step, "what": optional_text(run.diverged_what)})
                     groups_drawn.append(run.group)
             if clip is not None:
                 ax.axhline(clip, color="0.4", linestyle="--", linewidth=0.9)
@@ -444,18 +243,18 @@ def plot_divergence(runs: Runs, path: Path) -> SavedFigure | None:
     labels = []
     for i, run in enumerate(bad.itertuples(index=False)):
         colour = scheme_colour(run.scheme)
-        step = _optional_int(run.diverged_step)
+        step = optional_int(run.diverged_step)
         last = step or _last_step(by_run.get(run.run_dir)) or 1
         ax.plot([1, max(last, 1)], [i, i], color=colour, linewidth=4, alpha=0.6, solid_capstyle="butt")
-        what = _text(run.diverged_what)
+        what = optional_text(run.diverged_what)
         if run.status == "diverged":
             ax.plot(last, i, marker="X", color=colour, markersize=10, markeredgecolor="black")
             note = f"diverged at step {last}" + (f" ({what})" if what else "")
         else:
-            error = _text(getattr(run, "error", None))
+            error = optional_text(getattr(run, "error", None))
             note = f"{run.status}" + (f": {error[:60]}" if error else "")
         ax.annotate(note, (max(last, 1), i), xytext=(8, 0), textcoords="offset points", va="center", fontsize=8)
-        seed = _optional_int(run.seed)
+        seed = optional_int(run.seed)
         labels.append(f"{cell_name(run.cell)} {run.group}" + (f" s{seed}" if seed is not None else ""))
         rows.append({"run": run.run_name, "status": run.status, "step": last, "what": what})
     top = -0.5 - (0.7 if finished_steps else 0)
@@ -552,7 +351,7 @@ def plot_explosion(records: Sequence[ProbeRecord], path: Path) -> SavedFigure | 
         for keep in sorted(keeps):
             t = np.arange(1, t_max + 1)
             log10 = (t - 1) * math.log10(1 / keep)
-            ok = log10 <= _LOG10_MAX
+            ok = log10 <= LOG10_MAX
             left.plot(t[ok], np.power(10.0, log10[ok]), color="black", linestyle=REFERENCE_STYLE, linewidth=1.2)
             label_t = int(min(t_max * 0.55, (math.log10(limits[1]) if limits else 2) / max(math.log10(1 / keep), 1e-9)))
             if 1 < label_t <= t_max:

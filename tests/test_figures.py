@@ -18,7 +18,7 @@ import torch
 from analysis.store_reader import collect
 from analysis.figures import write_figures
 from analysis.plotting import FORMATS, SCHEME_COLOURS, SavedFigure, group_label, scheme_colour, short_variant
-from analysis.stability import compounding_site, fit_growth, probe_records, reference_line
+from analysis.probes import compounding_site, fit_growth, probe_records, reference_line
 from test_report import (FINISHED, KEEP, NEW_SCHEME, PROBE_STEPS, add_new_scheme, build_sweep, exploding_probe,
                          flat_probe, resolved_plan, write_job)
 
@@ -254,7 +254,7 @@ def test_a_run_is_read_from_the_probe_that_grew_fastest():
     """The weights that explode may be gone one update later; the fastest growth speaks for the run."""
     import pandas as pd
 
-    from analysis.stability import probe_to_read
+    from analysis.probes import probe_to_read
 
     events = pd.DataFrame([
         {"epoch": 1, "step": 1, "at": "step", "growth_per_step": 1.1},

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from analysis.runs import run_plan
-from analysis.stability import probe_records
+from analysis.probes import probe_records
 from analysis.store_reader import collect
 from benchmark.engine.schemes import resolve
 from conftest import TINY
