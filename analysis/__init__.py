@@ -13,6 +13,7 @@ Modules, one job each:
 - ``analysis.parquet_cache``: the tables as parquet files, written atomically.
 - ``analysis.collect``: ``python -m analysis.collect``, parquet tables from either source.
 - ``analysis.tables``: the scheme x cell table (``python -m analysis.tables``).
+- ``analysis.probes``: the stability probes read into one record per run (growth, compounding site).
 - ``analysis.plotting``, ``analysis.figures``, ``analysis.stability``: the figures.
 - ``analysis.cli_args``: the command-line helpers the collect, tables and report commands share.
 - ``analysis.report``: the HTML page and report.md (``python -m analysis.report``), with
@@ -20,7 +21,8 @@ Modules, one job each:
   ``analysis.report_markdown`` and ``analysis.report_text``; CSS and JS in ``analysis/assets/``.
 - ``analysis.dashboard``: a W&B report online, pointers offline; ``analysis.wandb_mode``
   decides online or offline for it and for the runners' tracker.
-- ``analysis.study_report``: a study's paired statistics, rate figure and published tables.
+- ``analysis.study_report``: a study's published tables, figures, page and README blocks, and their check,
+  with ``analysis.stats``, ``analysis.study_tables`` and ``analysis.study_text``.
 - ``analysis.publish_sweep``: one sweep's scheme x cell table, published into ``docs/results``
   and the README from the jobs' summaries, and checked against them.
 
