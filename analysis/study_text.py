@@ -134,16 +134,30 @@ def in_short(alive: pd.DataFrame, settings: list[str]) -> str:
         return ""
     columns = [f"verdict_{s}" for s in settings]
 
-    same = rows[rows[columns].nunique(axis=1) == 1]
-    first = same[columns[0]]
-    groups = (("significantly better in every setting", same[first == "better"]),
-              ("significantly worse in every setting", same[first == "worse"]),
-              ("not significant in any setting", same[first == "n.s."]),
-              ("different from one setting to the other", rows.drop(same.index)))
-    parts = [f"{what} for {', '.join(f'{r.cell.upper()} `{r.scheme}`' for r in frame.itertuples())}"
-             for what, frame in groups if len(frame)]
+    verdicts = rows[columns].apply(lambda r: set(r) - {"-"}, axis=1)
+    groups = (("significantly better in every setting", verdicts.apply(lambda v: v == {"better"})),
+              ("significantly worse in every setting", verdicts.apply(lambda v: v == {"worse"})),
+              ("better in some settings, not significant in the others",
+               verdicts.apply(lambda v: v == {"better", "n.s."})),
+              ("worse in some settings, not significant in the others",
+               verdicts.apply(lambda v: v == {"worse", "n.s."})),
+              ("better in one setting and worse in another", verdicts.apply(lambda v: {"better", "worse"} <= v)),
+              ("not significant in any setting", verdicts.apply(lambda v: v <= {"n.s."})))
+    parts = [f"{what} for {', '.join(f'{r.cell.upper()} `{r.scheme}`' for r in rows[mask].itertuples())}"
+             for what, mask in groups if mask.any()]
     return (f"**In short**, with the same feed-forward footing under every scheme, the recurrent part is "
             f"{'; '.join(parts)} (against `naive`, the footing alone; {len(settings)} settings).")
+
+
+def divergence_line(head: pd.DataFrame) -> str:
+    """The schemes that diverged on some seeds, per setting: the blow-ups a mean over finished seeds hides."""
+    rows = head[head.diverged > 0]
+    if rows.empty:
+        return ""
+    listed = ", ".join(f"{r.cell.upper()} `{r.scheme}` in `{r.setting}` ({r.diverged} of {r.seeds} seeds)"
+                       for r in rows.itertuples())
+    return (f"**Diverged seeds**, left out of the means and of the pairs they belong to: {listed}. A scheme that "
+            f"diverges on some seeds is compared on the seeds that finished.")
 
 
 def edge_line(head: pd.DataFrame, grid: dict[str, list[float]]) -> str:
@@ -175,6 +189,9 @@ def answer(record: dict[str, Any], head: pd.DataFrame, pairs: pd.DataFrame, mc: 
         out.append("")
         out.extend(cell_lines(head, pairs, setting))
         out.append("")
+    dead = divergence_line(head)
+    if dead:
+        out.extend([dead, ""])
     if len(ranks):
         taus = "; ".join(f"{r.cell.upper()} τ = {fmt_tau(r.kendall_tau)} ({r.schemes} schemes)" for r in ranks.itertuples())
         held = alive[alive.holds]

@@ -390,3 +390,29 @@ def test_one_command_tunes_two_rates_reruns_the_best_in_every_setting_reports_an
     assert again["test_ppl"] == pytest.approx(before["test_ppl"], rel=1e-6)
     assert (root / "logs" / "tune-moon-lstm.log").read_text().count("$ python run.py") == 1
     assert json.loads((root / "study.json").read_text())["invocations"] == 2
+
+
+def test_the_lead_sorts_each_recurrent_part_by_its_verdicts_and_names_diverged_seeds():
+    """The answer's first lines (issue 22): a comparison that holds in one setting only is said to, and
+    a scheme that diverged on some seeds is named with how many, since the means leave those seeds out."""
+    from analysis import study_text
+
+    alive = pd.DataFrame([
+        {"cell": "gru", "scheme": "a", "against": "naive", "verdict_s1": "better", "verdict_s2": "better"},
+        {"cell": "gru", "scheme": "b", "against": "naive", "verdict_s1": "n.s.", "verdict_s2": "better"},
+        {"cell": "lstm", "scheme": "c", "against": "naive", "verdict_s1": "n.s.", "verdict_s2": "worse"},
+        {"cell": "lstm", "scheme": "d", "against": "naive", "verdict_s1": "better", "verdict_s2": "worse"},
+        {"cell": "lstm", "scheme": "e", "against": "naive", "verdict_s1": "n.s.", "verdict_s2": "n.s."},
+        {"cell": "lstm", "scheme": "f", "against": "none", "verdict_s1": "better", "verdict_s2": "better"},
+    ])
+    lead = study_text.in_short(alive, ["s1", "s2"])
+    assert "significantly better in every setting for GRU `a`;" in lead
+    assert "better in some settings, not significant in the others for GRU `b`;" in lead
+    assert "worse in some settings, not significant in the others for LSTM `c`;" in lead
+    assert "better in one setting and worse in another for LSTM `d`;" in lead
+    assert "not significant in any setting for LSTM `e`" in lead and "`f`" not in lead  # against none: not the lead
+    head = pd.DataFrame([{"setting": "s1", "cell": "gru", "scheme": "state_dropout", "seeds": 12, "diverged": 5},
+                         {"setting": "s1", "cell": "gru", "scheme": "naive", "seeds": 12, "diverged": 0}])
+    assert study_text.divergence_line(head).startswith(
+        "**Diverged seeds**, left out of the means and of the pairs they belong to: GRU `state_dropout` in `s1` "
+        "(5 of 12 seeds).")
