@@ -31,7 +31,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runners.build import ConfigError
-from runners.job import Interrupted, JobContext, disk_full, joblib_worker, rerun_command, run_job
+from runners.job import (Interrupted, JobContext, ModelDoesNotFit, disk_full, joblib_worker, rerun_command,
+                         run_job)
 
 # ``hydra._internal`` above: Hydra has no public API for "the configs this command line
 # can compose from"; these are the functions ``@hydra.main`` itself calls, and
@@ -508,6 +509,8 @@ def task(cfg: DictConfig) -> float:
               file=sys.stderr)
         raise SystemExit(130) from None
     except Exception as e:
+        if isinstance(e, ModelDoesNotFit) and not multirun:
+            fail(str(e))
         if disk_full(e) and not multirun:
             fail(f"{e.strerror} while writing {e.filename or ctx.job_dir}; free some space and run the same "
                  f"command again: the job resumes from its last checkpoint")

@@ -190,7 +190,7 @@ def build_model(cfg: DictConfig, vocab_size: int, dev: torch.device) -> torch.nn
     """The model, or a one-line ``ConfigError`` when its weights do not fit in memory.
 
     ``model.hidden_size=2000000000`` was a traceback from torch's allocator (issue 26, found
-    hunting beyond the list): the size is the user's to change.
+    hunting beyond the list): the size is the user's to change (``ModelDoesNotFit``).
     """
     try:
         return build.model(cfg, vocab_size)
@@ -199,9 +199,17 @@ def build_model(cfg: DictConfig, vocab_size: int, dev: torch.device) -> torch.nn
             raise
         asked = re.search(r"allocate (\d+) bytes", str(e))
         size = f" (one of its weights alone needs {int(asked.group(1)) / 2**30:,.1f} GiB)" if asked else ""
-        raise ConfigError(f"the model does not fit in memory{size}: model.emb_size={cfg.model.emb_size}, "
-                          f"model.hidden_size={cfg.model.hidden_size}, model.num_layers={cfg.model.num_layers}; "
-                          f"use a smaller model") from None
+        raise ModelDoesNotFit(f"the model does not fit in memory{size}: model.emb_size={cfg.model.emb_size}, "
+                              f"model.hidden_size={cfg.model.hidden_size}, model.num_layers={cfg.model.num_layers}; "
+                              f"use a smaller model") from None
+
+
+class ModelDoesNotFit(MemoryError):
+    """A model whose weights cannot be allocated: one line, not torch's allocator traceback.
+
+    Not a ``ConfigError``: it is found while the job runs, so a sweep records that job as
+    failed and goes on, as with any job that raises; a single job ends with the one line.
+    """
 
 
 def rerun_command(key: str, where: Path | str) -> str:
@@ -348,7 +356,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
             summary["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
             if isinstance(e, ConfigError):
                 pass  # the caller prints it as the one error line; summary.json keeps it
-            elif disk_full(e):  # the user's to fix, not a bug: one line, no traceback
+            elif disk_full(e) or isinstance(e, ModelDoesNotFit):  # the user's to fix, not a bug: one line
                 log.error("job failed: %s", summary["error"])
             else:
                 log.error("job failed: %s\n%s", summary["error"], traceback.format_exc())
