@@ -79,8 +79,8 @@ def export(study_dir: Path, out: Path) -> None:
     record = json.loads(record_path.read_text())
     settings = list(record.get("study", {}).get("settings") or [])
     if not settings or "rates_ff" not in record["study"]:
-        raise StudyReportError(f"{study_dir} is a one-rate study (issue 14's design); report it with "
-                               f"python -m analysis.study_v1")
+        raise StudyReportError(f"{study_dir} is a one-rate study (issue 14's design), which this version no longer "
+                               f"reports; rerun it with python -m runners.study")
     frames, scope = [], {}
     for setting in settings:
         where = study_dir / "seeds" / setting
@@ -109,7 +109,7 @@ def load(results: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     runs = pd.read_csv(results / "runs.csv", dtype={"setting": str})
     if "setting" not in runs:
         raise StudyReportError(f"{results}/runs.csv has no setting column: a one-rate study (issue 14's design); "
-                               f"check it with python -m analysis.study_v1")
+                               f"this version checks only two-rate studies")
     return runs, pd.read_csv(results / "trials.csv"), json.loads((results / "study.json").read_text())
 
 

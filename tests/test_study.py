@@ -229,7 +229,7 @@ def test_a_number_edited_by_hand_is_caught(tmp_path):
     assert report.check(results, readme) == [str(readme)]
 
 
-def test_a_one_rate_results_directory_is_sent_to_the_legacy_check(tmp_path):
+def test_a_results_directory_of_another_kind_is_refused_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "analysis.study_report", "--check", str(ROOT / "docs" / "results" / "quickstart")],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1

@@ -1,19 +1,20 @@
 """The published study (docs/results/study_cpu): its tables are what its committed runs give.
 
-Issue 14: no number in docs/results or in the README's study tables is typed by hand. The
-tables are re-derived here from the committed runs.csv, exactly as the renderer does, and
-compared character for character. The directory still holds the one-rate study (issue 14's
-design), checked by ``analysis.study_v1``, until the fair study of issue 22 is published there
-by ``python -m analysis.study``.
+Issues 14 and 22: no number in docs/results or in the README's study blocks is typed by hand.
+``analysis.study.check`` re-renders every table, figure caption and README block from the
+committed ``runs.csv``, ``trials.csv`` and ``study.json`` and compares them character for
+character. The design checks below read the same files: equal budget, seeds never the tuning
+seed, the best pair the one the seeds ran at.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 
-from analysis import study_v1 as study
+from analysis import study_report as study
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results" / "study_cpu"
@@ -23,17 +24,26 @@ def test_the_published_tables_and_the_readmes_copy_are_what_the_runs_give():
     assert study.check(RESULTS, ROOT / "README.md") == []
 
 
-def test_every_scheme_and_cell_has_five_seeds_at_its_tuned_rate():
+def test_every_scheme_ran_the_same_grid_then_at_least_eight_seeds_at_its_tuned_pair():
     runs = pd.read_csv(RESULTS / "runs.csv")
     trials = pd.read_csv(RESULTS / "trials.csv")
+    record = json.loads((RESULTS / "study.json").read_text())["study"]
     assert set(runs.status) <= {"finished", "diverged"}  # no failed or missing run
-    for (scheme, cell), group in runs.groupby(["scheme", "cell"]):
-        assert len(set(group.seed)) >= 5, (scheme, cell)
-        assert 0 not in set(group.seed)  # the tuning seed is not compared
-        if scheme != "none":
-            tuned = trials[(trials.scheme == scheme) & (trials.cell == cell)]
-            assert group.dropout.nunique() == 1
-            assert group.dropout.iloc[0] in set(tuned.dropout)
-    # the same grid for every scheme: equal budget
-    grids = trials.groupby(["scheme", "cell"]).dropout.apply(lambda r: tuple(sorted(r)))
-    assert grids.nunique() == 1
+    assert 0 not in set(runs.seed)  # the tuning seed is never compared
+    assert set(runs.setting) == set(record["settings"])
+    for (setting, scheme, cell), group in runs.groupby(["setting", "scheme", "cell"]):
+        assert group.seed.nunique() >= 8, (setting, scheme, cell)
+        assert group.rate_ff.nunique(dropna=False) == 1 and group.rate_rec.nunique(dropna=False) == 1
+        if scheme == "none":
+            assert group.rate_ff.isna().all() and group.rate_rec.isna().all()
+            continue
+        tuned = trials[(trials.scheme == scheme) & (trials.cell == cell)]
+        pair = (group.rate_ff.iloc[0], group.rate_rec.iloc[0])
+        assert any(t.rate_ff == pair[0] and (pd.isna(pair[1]) or t.rate_rec == pair[1]) for t in tuned.itertuples())
+    # equal budget: every scheme with a recurrent part searched the same grid, naive its ff points
+    grids = {key: {(t.rate_ff, t.rate_rec) for t in g.itertuples()}
+             for key, g in trials[trials.scheme != "naive"].groupby(["scheme", "cell"])}
+    full = {(f, r) for f in record["rates_ff"] for r in record["rates_rec"]}
+    assert grids and all(points == full for points in grids.values())
+    naive = trials[trials.scheme == "naive"].groupby("cell").rate_ff.apply(set)
+    assert all(points == set(record["rates_ff"]) for points in naive)
