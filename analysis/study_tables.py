@@ -330,7 +330,8 @@ def markdown(display: Display) -> str:
     return "\n".join(lines) + "\n"
 
 
-LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "τ": r"$\tau$", "−": "$-$", "†": r"$^\dagger$"}
+# "<" too: in LaTeX's default text font encoding it prints as an inverted exclamation mark.
+LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "τ": r"$\tau$", "−": "$-$", "†": r"$^\dagger$", "<": "$<$"}
 
 
 def latex(display: Display, caption: str) -> str:

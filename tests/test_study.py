@@ -157,6 +157,7 @@ def test_formats_rates_as_given_p_values_and_readable_latex():
     assert " 0.55$^\\dagger$ & " in files["headline.tex"] and "0.6" not in files["headline.tex"]
     assert "\\toprule" in files["paired.tex"] and "p (Holm)" in files["paired.tex"] and "_" not in files["paired.tex"]
     assert "$\\pm$" in files["headline.tex"] and "±" not in files["headline.tex"]
+    assert "$<$0.001" in files["paired.tex"] and "<0.001" not in files["paired.tex"].replace("$<$", "")
     assert tables.fmt_p(0.000311) == "<0.001" and tables.fmt_p(0.0234567) == "0.0235" and tables.fmt_p(0.15) == "0.150"
     assert {"p_t", "p_exact", "p_holm"} <= set(pd.read_csv(pd.io.common.StringIO(files["paired.csv"])).columns)
 
