@@ -37,7 +37,9 @@ CELL_MARKERS = {"gru": "o", "lstm": "s"}
 
 OVERFLOW = Line2D([], [], color="black", marker="^", linestyle="none", markersize=6,
                   label="overflowed to inf/nan after this step")
-REFERENCE = Line2D([], [], color="0.3", linestyle=REFERENCE_STYLE, label="(1/keep)$^t$ from the first step (theory)")
+# (1/keep)^t is the growth when the kept state passes on unchanged (a GRU whose update gate saturates,
+# an LSTM memory whose forget gate does): a bound the cell reaches only then, not a prediction.
+REFERENCE = Line2D([], [], color="0.3", linestyle=REFERENCE_STYLE, label="(1/keep)$^t$ if the gate passes the state on")
 
 
 def _log_limits(values: Sequence[np.ndarray]) -> tuple[float, float] | None:
@@ -381,7 +383,7 @@ def plot_explosion(records: Sequence[ProbeRecord], path: Path) -> SavedFigure | 
     labels = []
     for record in cases:
         status = ("" if record.status == "finished" else
-                  f"\n{record.status}" + (f" at step {record.diverged_step}" if record.diverged_step else ""))
+                  f"\n{record.status}" + (f" at training step {record.diverged_step}" if record.diverged_step else ""))
         labels.append(record.case + status)
     right.set_yticks(ys, labels, fontsize=7.5)
     right.set_ylim(len(cases) - 0.5, -0.5)
@@ -391,7 +393,7 @@ def plot_explosion(records: Sequence[ProbeRecord], path: Path) -> SavedFigure | 
     right.set_title("Measured growth per step vs 1/keep")
     right.grid(True, axis="x", alpha=0.3)
     study_handles = handles + [
-        Line2D([], [], color="black", linestyle=REFERENCE_STYLE, label="(1/keep)$^t$ (theory)"),
+        Line2D([], [], color="black", linestyle=REFERENCE_STYLE, label="(1/keep)$^t$ if the gate passes the state on"),
         Line2D([], [], color="black", marker="|", linestyle="none", markersize=10, markeredgewidth=2,
                label="1/keep"),
         Line2D([], [], color="0.5", marker="o", linestyle="none", label="measured (GRU: ●, LSTM: ■)")]
