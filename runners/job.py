@@ -46,6 +46,13 @@ STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signa
                                   signal.SIGINT) if s)
 
 
+# How a divergence reads in the log; a finite but absurd validation perplexity says so itself
+# ("validation perplexity (above 10x the vocabulary size)"), never "non-finite" (issue 26).
+DIVERGED_HOW = {"loss": "the training loss became NaN or infinite",
+                "gradient": "the gradient norm became NaN or infinite",
+                "validation loss": "the validation loss became NaN or infinite"}
+
+
 class Interrupted(Exception):
     """Ctrl-C stopped the job after its checkpoint: the caller says how to resume, then exits 130."""
 
@@ -334,7 +341,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                              "best-validation" if event.get("weights") == "best" else "last epoch's",
                              event.get("weights_epoch", "-"))
                 elif event.get("event") == "diverged":
-                    log.warning("diverged at step %d: non-finite %s", event["step"], event["what"])
+                    log.warning("diverged at step %d: %s", event["step"], DIVERGED_HOW.get(event["what"], event["what"]))
                 elif event["split"] == "probe" and event.get("growth_per_step") is not None:
                     log.info("probe: state grows x%.3f per step, largest value %.3g", event["growth_per_step"],
                              event["max_state"])
