@@ -96,7 +96,9 @@ def build_report(entity: str, project: str, group: str, title: str | None = None
     import wandb_workspaces.reports.v2 as wr
 
     def runset(name: str) -> Any:
-        return wr.Runset(entity=entity, project=project, name=name, filters=f"Metric('Group') == '{group}' and Metric('JobType') == 'train'",
+        # the group's training runs: its results run (job type "sweep") has no curves to plot
+        return wr.Runset(entity=entity, project=project, name=name,
+                         filters=f"Metric('Group') == '{group}' and Metric('JobType') == 'train'",
                          groupby=list(GROUP_BY))
 
     def line(key: str, label: str, log_y: bool, x: str) -> Any:

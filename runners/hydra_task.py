@@ -31,8 +31,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from runners.build import ConfigError
-from runners.job import (Interrupted, JobContext, ModelDoesNotFit, disk_full, joblib_worker, rerun_command,
-                         run_job)
+from runners.job import (SWEEP_STOPPED, Interrupted, JobContext, ModelDoesNotFit, disk_full, joblib_worker,
+                         rerun_command, run_job)
 
 # ``hydra._internal`` above: Hydra has no public API for "the configs this command line
 # can compose from"; these are the functions ``@hydra.main`` itself calls, and
@@ -494,7 +494,7 @@ def task(cfg: DictConfig) -> float:
         cfg.threads = threads
     if gpu is not None and cfg.device == "auto":
         cfg.device = f"cuda:{gpu}"
-    if multirun and (Path(hc.sweep.dir) / ".interrupted").exists():
+    if multirun and (Path(hc.sweep.dir) / SWEEP_STOPPED).exists():
         return float("inf")  # Ctrl-C reached the sweep before this job started: it stays unstarted
     ctx = JobContext(job_dir=Path(hc.runtime.output_dir),
                      group=sweep_group(hc.sweep.dir, hc.runtime.choices) if multirun else None, multirun=multirun)

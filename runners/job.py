@@ -53,6 +53,11 @@ DIVERGED_HOW = {"loss": "the training loss became NaN or infinite",
                 "validation loss": "the validation loss became NaN or infinite"}
 
 
+# In a sweep directory while Ctrl-C stops a parallel sweep: a job dispatched after the signal does
+# not start (written by hydra_plugins/rnn_bench/resilient_joblib.py, read by runners.hydra_task).
+SWEEP_STOPPED = ".interrupted"
+
+
 class Interrupted(Exception):
     """Ctrl-C stopped the job after its checkpoint: the caller says how to resume, then exits 130."""
 
@@ -193,8 +198,8 @@ def lines_named(name: str):
         log.removeFilter(named)
 
 
-def build_model(cfg: DictConfig, vocab_size: int, dev: torch.device) -> torch.nn.Module:
-    """The model, or a one-line ``ConfigError`` when its weights do not fit in memory.
+def build_model(cfg: DictConfig, vocab_size: int) -> torch.nn.Module:
+    """The model, or ``ModelDoesNotFit`` (one line) when its weights do not fit in memory.
 
     ``model.hidden_size=2000000000`` was a traceback from torch's allocator (issue 26, found
     hunting beyond the list): the size is the user's to change (``ModelDoesNotFit``).
@@ -307,7 +312,7 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                 summary["wandb_group"] = ctx.group  # what the dashboard filters on (analysis.dashboard)
             dev = build.device(cfg)
             summary["machine"] = machine(dev)  # where it ran: CPU and vector flags, torch, device
-            model = build_model(cfg, data.vocab_size, dev)
+            model = build_model(cfg, data.vocab_size)
             # The plan the engine runs, as data: each site's rate, granularity, scaling and whether
             # it compounds, so analysis reads what ran instead of re-deriving it from scheme names.
             summary["plan"] = model.rnn.plan.describe()

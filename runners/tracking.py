@@ -64,12 +64,11 @@ RESULT_COLUMNS = ("run_name", "scheme", "cell", "seed", "dropout", "status", "be
 
 
 def log_sweep_results(rows: list[dict], *, project: str, entity: str | None, mode: str, group: str,
-                      out_dir: Path) -> Path | None:
+                      out_dir: Path) -> None:
     """The sweep's results as one ``wandb.Table`` in a run of its own (job type ``sweep``, the sweep's group).
 
     W&B's run table shows each job; this is the sweep's one table to keep, sort and share
-    (issue 25). Returns the offline run's directory (None online or when W&B is unavailable):
-    a broken W&B costs a warning, never the sweep.
+    (issue 25). A broken W&B costs a warning, never the sweep.
     """
     try:
         import wandb
@@ -81,12 +80,10 @@ def log_sweep_results(rows: list[dict], *, project: str, entity: str | None, mod
             table = wandb.Table(columns=list(RESULT_COLUMNS), data=[[row.get(c) for c in RESULT_COLUMNS]
                                                                      for row in rows])
             run.log({"sweep/results": table})
-            return Path(run.dir).parent if run.settings.mode == "offline" else None
         finally:
             run.finish()
     except Exception as e:  # noqa: BLE001 - the runs are on disk and in W&B already
         log.warning("W&B did not take the sweep's results table (%s: %s)", type(e).__name__, _first_line(e))
-        return None
 
 
 def wandb_key(record: dict) -> str:

@@ -34,7 +34,6 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 log = logging.getLogger(__name__)
 
 FINAL = ("finished", "diverged", "failed")
-STOPPED = ".interrupted"  # in the sweep directory while Ctrl-C stops the sweep: jobs not yet started skip
 
 
 @contextmanager
@@ -47,8 +46,10 @@ def ctrl_c_stops(sweep_dir: Path) -> Iterator[Callable[[], bool]]:
     before they wrote anything), and marks the sweep so that a job dispatched after the
     signal returns at once instead of starting.
     """
+    from runners.job import SWEEP_STOPPED
+
     received: list[int] = []
-    marker = sweep_dir / STOPPED
+    marker = sweep_dir / SWEEP_STOPPED
 
     def handler(signum: int, frame: Any) -> None:  # noqa: ARG001
         received.append(signum)
