@@ -70,7 +70,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from benchmark.engine import SCHEMES
+from benchmark.engine import SCHEMES, gemm_choice
 from benchmark.machine import machine, machine_line, set_flush_denormal
 from benchmark.model import LanguageModel
 from benchmark.publish import publish, readme_problem, usage_problem
@@ -531,6 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "cuda_loop": CUDA_LOOP_TARGET},
         "wall_s": round(time.perf_counter() - started, 1),
         "rows": [asdict(r) for r in rows],
+        "gemm_choices": gemm_choice.choices(),  # which library ran each segment product on this CPU (issue 24)
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -31,6 +31,21 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _gemm_choices_kept_apart(tmp_path_factory):
+    """The GEMM choices measured in tests (benchmark.engine.gemm_choice) go to a file of the
+    session's, inherited by every command a test runs, never to the user's cache."""
+    from benchmark.engine import gemm_choice
+
+    before = os.environ.get(gemm_choice.CACHE_ENV)
+    os.environ[gemm_choice.CACHE_ENV] = str(tmp_path_factory.mktemp("gemm") / "gemm-choices.json")
+    yield
+    if before is None:
+        os.environ.pop(gemm_choice.CACHE_ENV)
+    else:
+        os.environ[gemm_choice.CACHE_ENV] = before
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("corpus-cache")

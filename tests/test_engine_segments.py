@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from benchmark.engine import GRU, LSTM
-from benchmark.engine import gemm, gru, lstm
+from benchmark.engine import gemm, gemm_choice, gru, lstm
 from benchmark.engine.masks import SegmentMasks
 
 TOL = dict(rtol=1e-10, atol=1e-12)
@@ -253,21 +253,25 @@ def test_gradcheck_of_the_input_projection_tied_and_untied():
 
 
 # ----------------------------------------------------------------------------- float32 / oneDNN
-@pytest.mark.parametrize("onednn", [True, False])
+@pytest.mark.parametrize("backend", ["onednn", "blas", "oneDNN disabled"])
 @pytest.mark.parametrize("cell,scheme,options", [
     ("lstm", "variational", {}), ("lstm", "variational", {"gate_masks": "tied"}), ("lstm", "zoneout", {}),
     ("lstm", "semeniuta", {}), ("gru", "moon", {}), ("gru", "state_dropout", {}), ("gru", "variational", {"gate_masks": "tied"}),
 ])
-def test_float32_fast_path_matches_the_reference(cell, scheme, options, onednn, monkeypatch):
-    """float32 on CPU runs the forward product on oneDNN's prepacked linear where torch has it."""
+def test_float32_fast_path_matches_the_reference(cell, scheme, options, backend, monkeypatch):
+    """float32 on CPU runs each product on oneDNN's linear or the BLAS, whichever ``gemm_choice``
+    picks for the CPU: both, and the plain products without oneDNN, compute what the reference does."""
+    onednn = backend != "oneDNN disabled"
     if onednn and not gemm.use_onednn(torch.zeros(1)):
         pytest.skip("this torch has no oneDNN prepacked linear")
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)  # restored after the test
     assert gemm.use_onednn(torch.zeros(1)) is onednn
     results = []
-    for impl in ("auto", "reference"):
-        module = make(cell, impl, dtype=torch.float32, scheme=scheme, dropout=0.3, **options)
-        results.append(run(module, cell, *inputs(cell, 2, torch.float32)))
+    with gemm_choice.forced(backend if onednn else None):
+        assert (gemm.PackedLinear(torch.ones(4, 3), 2).packed is not None) is (backend == "onednn")
+        for impl in ("auto", "reference"):
+            module = make(cell, impl, dtype=torch.float32, scheme=scheme, dropout=0.3, **options)
+            results.append(run(module, cell, *inputs(cell, 2, torch.float32)))
     assert_same(*results, rtol=1e-4, atol=1e-5)
 
 

@@ -18,6 +18,11 @@ operand (``dA^T H``) and for the small-batch products of the recurrence. So:
   and a weight gradient ``D^T X`` is one oneDNN product of two transposed views
   (``weight_grad``) instead of MKL's slower transposed-left ``mm``.
 
+Which of the two runs a product is measured, not assumed (issue 24): on an Intel Xeon the BLAS
+behind ``mm`` (MKL) beat oneDNN on the segment-wide products and the recurrent backward. Each
+product (``linear``, ``weight_grad``, ``PackedLinear``) asks ``gemm_choice.pick`` once per shape,
+which times both on first use and remembers the faster per CPU.
+
 Everything falls back to ``mm``/``addmm`` where oneDNN's prepacked linear is missing or does
 not apply (other dtypes, CUDA). Results are the same products up to summation order.
 """
@@ -25,11 +30,14 @@ not apply (other dtypes, CUDA). Results are the same products up to summation or
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Sequence
 
 import torch
 from torch.autograd.function import once_differentiable
 from torch import Tensor
+
+from benchmark.engine import gemm_choice
 
 _linear = torch.ops.mkldnn._linear_pointwise if hasattr(torch.ops, "mkldnn") else None
 
@@ -51,10 +59,31 @@ def use_onednn(t: Tensor) -> bool:
             and torch.backends.mkldnn.enabled and _onednn_linear_works())
 
 
+def _onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    return _linear(x, weight, bias, "none", [], "")
+
+
+def _blas_weight_grad(grad: Tensor, x: Tensor) -> Tensor:
+    return (x.t() @ grad).t()  # the orientation MKL runs fastest; a view, laid out by the caller
+
+
+Calls = Callable[[], tuple[Callable[[], Tensor], Callable[[], Tensor]]]
+
+
+def _on_onednn(kind: str, shape: tuple[int, ...], calls: Calls) -> bool:
+    """Whether oneDNN, rather than the BLAS, runs this float32 product. ``calls()`` gives the product
+    once each way, ``(onednn, blas)``; it is made and timed only on the shape's first use."""
+    return gemm_choice.pick(kind, shape, torch.float32, lambda: dict(zip(("onednn", "blas"), calls()))) == "onednn"
+
+
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``x @ weight^T (+ bias)``: ``(M, K), (N, K) -> (M, N)``."""
     if use_onednn(x):
-        return _linear(x, weight, bias, "none", [], "")
+        # A transposed weight (``input_grad``) is a different product for both libraries.
+        shape = (x.size(0), weight.size(0), x.size(1), int(weight.stride(0) == 1), int(bias is not None))
+        if _on_onednn("linear", shape, lambda: (lambda: _onednn_linear(x, weight, bias),
+                                                lambda: torch.nn.functional.linear(x, weight, bias))):
+            return _onednn_linear(x, weight, bias)
     return torch.nn.functional.linear(x, weight, bias)
 
 
@@ -71,11 +100,26 @@ def weight_grad(grad: Tensor, x: Tensor, out: Tensor | None = None) -> Tensor:
     contiguously. Written into ``out``, a contiguous (N, K) block (one gate's rows of a larger
     weight), when given.
     """
-    if use_onednn(grad):
-        product = _linear(grad.t(), x.t(), None, "none", [], "")
+    if use_onednn(grad) and _on_onednn("weight_grad", (grad.size(1), x.size(1), grad.size(0)),
+                                       lambda: (lambda: _onednn_linear(grad.t(), x.t()),
+                                                lambda: _blas_weight_grad(grad, x).contiguous())):
+        product = _onednn_linear(grad.t(), x.t())
         return product if out is None else out.copy_(product)
-    product = (x.t() @ grad).t()
+    product = _blas_weight_grad(grad, x)
     return product.contiguous() if out is None else out.copy_(product)
+
+
+def _reorder(weight: Tensor, rows: int) -> Tensor:
+    """``weight`` in oneDNN's blocked layout for products with ``rows`` rows; a transposed view
+    (``U^T`` for the backward) is read as it is, with no contiguous copy first."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+
+
+def _packed_calls(weight: Tensor, rows: int) -> tuple[Callable[[], Tensor], Callable[[], Tensor]]:
+    """A step's product both ways, on an input of the step's shape, for ``PackedLinear``'s first measurement."""
+    x = weight.new_full((rows, weight.size(1)), 0.5)  # no random draw: a seed's masks stay the same
+    packed = _reorder(weight, rows)
+    return (lambda: _onednn_linear(x, packed)), (lambda: x @ weight.t())
 
 
 class PackedLinear:
@@ -87,8 +131,10 @@ class PackedLinear:
 
     def __init__(self, weight: Tensor, rows: int) -> None:
         self.weight = weight  # (N, K)
-        # oneDNN reads a transposed view as it is (U^T for the backward): no contiguous copy first.
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, rows) if use_onednn(weight) else None
+        self.packed = None
+        shape = (rows, weight.size(0), weight.size(1), int(weight.stride(0) == 1))  # U^T (backward) differs from U
+        if use_onednn(weight) and _on_onednn("packed_linear", shape, lambda: _packed_calls(weight, rows)):
+            self.packed = _reorder(weight, rows)
 
     def __call__(self, x: Tensor, add: Tensor | None = None) -> Tensor:
         if self.packed is not None:
