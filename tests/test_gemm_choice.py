@@ -120,7 +120,7 @@ def test_an_unwritable_cache_warns_once_and_still_chooses(tmp_path, monkeypatch,
 def test_forced_backend_and_an_unknown_one():
     with gemm_choice.forced("blas"):
         assert gemm_choice.pick("linear", BIG, torch.float32, lambda: pytest.fail("forced: no measurement")) == "blas"
-    with pytest.raises(ValueError, match="unknown GEMM backend 'mkl'; use one of onednn, blas"):
+    with pytest.raises(ValueError, match="unknown GEMM backend 'mkl'; use one of onednn, blas, looped, batched"):
         with gemm_choice.forced("mkl"):
             pass
 
@@ -141,3 +141,20 @@ def test_measuring_draws_nothing_from_the_seed(fresh):
     assert gemm_choice.choices(), "the widths were chosen to be measured"
     second = once()
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+@pytest.mark.parametrize("way", gemm_choice.GATE_WAYS)
+@pytest.mark.parametrize("gate_major", [False, True])
+def test_untied_gates_weight_gradients_agree_both_ways(way, gate_major):
+    """Each gate's weight gradient under its own input mask (Gal & Ghahramani's untied masks), looped
+    or batched, is what autograd gives for the same projection (float64 gradcheck, both layouts)."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 2, 5, dtype=torch.double, requires_grad=True)  # (T, B, D)
+    w = torch.randn(4 * 6, 5, dtype=torch.double, requires_grad=True)
+    masks = (torch.rand(4, 1, 2, 5, dtype=torch.double) > 0.3).double() / 0.7  # (G, T|1, B, D)
+    with gemm_choice.forced(way):
+        assert torch.autograd.gradcheck(lambda a, b: gemm.project(a, b, None, masks, 4, True, gate_major), (x, w))
+        rows = torch.randn(4, 6, 6, dtype=torch.double)  # (G, T*B, H)
+        inputs = torch.randn(3, 2, 5, dtype=torch.double)
+        expected = torch.cat([rows[g].t() @ (inputs * masks[g]).reshape(6, 5) for g in range(4)])
+        assert torch.allclose(gemm.gate_weight_grads(rows, inputs, masks), expected)

@@ -35,7 +35,8 @@ from typing import Any
 
 import torch
 
-BACKENDS: tuple[str, ...] = ("onednn", "blas")  # the first is the default
+BACKENDS: tuple[str, ...] = ("onednn", "blas")  # the libraries; the first is the default
+GATE_WAYS: tuple[str, ...] = ("looped", "batched")  # untied gates' weight gradients (gemm.gate_weight_grads)
 MIN_FLOPS = 2e6  # below this one product takes microseconds: timer noise, not the library, would decide
 MARGIN = 0.03  # the challenger must be this much faster than the default to be chosen
 WARMUP, ROUNDS = 2, 5
@@ -88,7 +89,7 @@ def _load() -> dict[str, Any]:
         _loaded.add(cpu)
         saved = _read_file(cache_path()).get(cpu, {})
         if isinstance(saved, dict):
-            good = {k: v for k, v in saved.items() if isinstance(v, dict) and v.get("choice") in BACKENDS}
+            good = {k: v for k, v in saved.items() if isinstance(v, dict) and isinstance(v.get("choice"), str)}
             _chosen.setdefault(cpu, {}).update(good)
     return _chosen.setdefault(cpu, {})
 
@@ -123,31 +124,32 @@ def measure(candidates: Mapping[str, Callable[[], Any]]) -> dict[str, float]:
 
 
 def pick(kind: str, shape: tuple[int, ...], dtype: torch.dtype,
-         candidates: Callable[[], Mapping[str, Callable[[], Any]]]) -> str:
-    """The backend, of ``BACKENDS``, to run this product with: forced, remembered, the default, or measured now.
+         candidates: Callable[[], Mapping[str, Callable[[], Any]]], names: tuple[str, ...] = BACKENDS) -> str:
+    """Which of ``names`` (the libraries ``BACKENDS``, or ways to run one product; the first is the
+    default) runs this product: forced, remembered, the default, or measured now.
 
     ``shape`` is the product's (M, N, K) and whatever else tells its variants apart;
-    ``candidates()`` makes one call per backend that runs the product once on operands of that
+    ``candidates()`` makes one call per name that runs the product once on operands of that
     shape. It is called only when a measurement is due, so setting up costs nothing afterwards.
     """
-    if _forced is not None:
+    if _forced in names:
         return _forced
     if 2.0 * shape[0] * shape[1] * shape[2] < MIN_FLOPS:
-        return BACKENDS[0]
+        return names[0]
     key = f"{kind} {'x'.join(map(str, shape))} {str(dtype).removeprefix('torch.')} threads={torch.get_num_threads()}"
     known = _load().get(key)
-    if known is not None:
+    if known is not None and known["choice"] in names:
         return known["choice"]
     ms = measure(candidates())
-    record = {"choice": decide(ms), "ms": {k: round(v, 4) for k, v in ms.items()}}
+    record = {"choice": decide(ms, names[0]), "ms": {k: round(v, 4) for k, v in ms.items()}}
     _chosen[cpu_identity()][key] = record
     _save(key, record)
     return record["choice"]
 
 
-def decide(ms: Mapping[str, float]) -> str:
+def decide(ms: Mapping[str, float], default: str = BACKENDS[0]) -> str:
     """The fastest of the measured milliseconds, unless it beats the default by less than ``MARGIN``."""
-    default, best = BACKENDS[0], min(ms, key=ms.__getitem__)
+    best = min(ms, key=ms.__getitem__)
     return best if ms[best] < (1 - MARGIN) * ms[default] else default
 
 
@@ -158,10 +160,10 @@ def choices() -> dict[str, dict[str, Any]]:
 
 @contextlib.contextmanager
 def forced(backend: str | None) -> Iterator[None]:
-    """Run every product on ``backend`` where it is available (None: choose as usual), e.g. to compare them."""
+    """Run every product that has ``backend`` among its ways that way (None: choose as usual), e.g. to compare them."""
     global _forced
-    if backend is not None and backend not in BACKENDS:
-        raise ValueError(f"unknown GEMM backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend is not None and backend not in BACKENDS + GATE_WAYS:
+        raise ValueError(f"unknown GEMM backend {backend!r}; use one of {', '.join(BACKENDS + GATE_WAYS)}")
     before, _forced = _forced, backend
     try:
         yield
