@@ -55,6 +55,7 @@ def row_label(record: ProbeRecord, seeded: bool = False) -> str:
 
 
 def growth_text(record: ProbeRecord) -> str:
+    """The measured growth per step as the figure writes it beside its dot."""
     return "no fit" if record.growth is None else f"×{record.growth:.3f}"
 
 

@@ -26,7 +26,7 @@ from analysis.explosion import plot_explosion
 from analysis.probes import ProbeRecord, optional_int, optional_text, probe_records, reference_line
 from analysis.runs import CLIP_KEY, SCHEME_ORDER, Runs, config_value, run_config
 from analysis.plotting import (OVERFLOW, REFERENCE_STYLE, VARIANT_STYLES, SavedFigure, align_titles, cell_name, curve,
-                               events_by_run, group_handles, group_order, legend, log_y, note_above, panel_runs,
+                               events_by_run, group_handles, group_order, legend, note_above, panel_runs,
                                panels, quiet_overflow, save_figure, scheme_colour, select,
                                styled, variant_style, with_groups)
 
