@@ -7,7 +7,7 @@ shaded min-max band. A run that did not finish ends with a cross. Perplexity axe
 logarithmic: perplexity is exp(loss), and diverging runs span orders of magnitude.
 
 The stability figures (carried-state norms, gradient norms, divergence, the GRU
-explosion study) are in ``analysis.stability``.
+explosion study) are in ``analysis.stability`` and ``analysis.explosion``.
 """
 
 from __future__ import annotations

@@ -47,6 +47,11 @@ FALLBACK_COLOURS = ("#bcbd22", "#17becf", "#1b9e77", "#7570b3", "#e6ab02", "#000
 # Line styles that tell apart variants of one scheme (a dropout rate, drop_cell) in a
 # panel where colour already means the scheme.
 VARIANT_STYLES = ("-", "--", "-.", (0, (1, 1)), (0, (5, 1, 1, 1, 1, 1)))
+# Dotted: a reference the measurements are read against (the (1/keep)^t growth), never a measurement.
+REFERENCE_STYLE = (0, (1, 1.5))
+# The legend entry of the triangle that marks a state's last finite value before it overflowed.
+OVERFLOW = Line2D([], [], color="black", marker="^", linestyle="none", markersize=6,
+                  label="overflowed to inf/nan after this step")
 FORMATS = ("png", "svg", "pdf")  # PDF and SVG for papers (issue 15)
 PNG_DPI = 150
 # Perplexities above this are drawn at it (with an upward triangle): a run that reached

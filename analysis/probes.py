@@ -30,6 +30,14 @@ LOG10_MAX = 300.0
 
 
 
+def masked_carried(plan: Mapping[str, Any] | None, site: str | None) -> tuple[str, ...] | None:
+    """The carried values (``h``, the LSTM memory ``c``) the plan's ``site`` masks, from its
+    ``masks_carried``; None where the plan does not say (recorded before plans listed them)."""
+    record = ((plan or {}).get("sites") or {}).get(site)
+    values = record.get("masks_carried") if isinstance(record, Mapping) else None
+    return tuple(str(v) for v in values) if isinstance(values, list) else None
+
+
 def compounding_site(plan: Mapping[str, Any] | None) -> tuple[str, float | None] | None:
     """``(site, rate)``: the site of a recorded plan whose mask compounds over time (the
     carried value multiplied by mask/keep every step), with its rate; None when no site
@@ -84,6 +92,7 @@ class ProbeRecord:
 
     run_dir: str
     run_name: str
+    seed: int | None
     scheme: str
     cell: str
     group: str
@@ -95,12 +104,14 @@ class ProbeRecord:
     epoch: int | None
     step: int | None
     quantity: str            # "memory c" (LSTM) or "state h" (GRU): what growth is fitted to
+    measured: str            # "c" or "h": the carried value the probe read
     norms: np.ndarray        # per step, NaN where it overflowed
     overflow_at: int | None  # first non-finite step (0-based), None if none
     growth: float | None     # measured growth per step
     max_state: float
     site: str | None         # the compounding mask site from the run's plan; None: none, or no plan recorded
     rate: float | None       # the plan's dropout rate at ``site``
+    site_masks: tuple[str, ...] | None  # the carried values ``site`` masks; None: the plan does not say
 
     @property
     def keep(self) -> float | None:
@@ -109,6 +120,17 @@ class ProbeRecord:
     @property
     def inv_keep(self) -> float | None:
         return None if self.keep is None else 1.0 / self.keep
+
+    @property
+    def expected_growth(self) -> float | None:
+        """1/keep where it is the growth the probe can show: the compounding mask is on the value
+        the probe reads, so the state grows by 1/keep per step when the gate passes it on (the
+        GRU's h; the LSTM's memory c only when its mask reaches c, as with ``drop_cell``). None
+        otherwise: an LSTM whose mask is on h alone recomputes h from an unmasked c every step.
+        A plan that does not list what its site masks: a GRU carries nothing but h, an LSTM is
+        not known, so no expectation is drawn for it."""
+        masks = self.site_masks if self.site_masks is not None else ("h",) if self.cell == "gru" else ()
+        return self.inv_keep if self.measured in masks else None
 
     @property
     def t(self) -> np.ndarray:
@@ -179,29 +201,33 @@ def probe_records(runs: Runs) -> list[ProbeRecord]:
         if not len(norms):
             continue
         config = run_config(run.to_dict())
-        site, rate = compounding_site(run_plan(run.to_dict())) or (None, None)
+        plan = run_plan(run.to_dict())
+        site, rate = compounding_site(plan) or (None, None)
         drop_cell = bool(config_value(config, DROP_CELL_KEY) or False)
         growth = last.get("growth_per_step")
         growth = float(growth) if growth is not None and np.isfinite(float(growth)) else fit_growth(norms)
         max_state = last.get("max_state")
         records.append(ProbeRecord(
-            run_dir=str(run["run_dir"]), run_name=str(run["run_name"]), scheme=str(run["scheme"]),
+            run_dir=str(run["run_dir"]), run_name=str(run["run_name"]), seed=optional_int(run.get("seed")),
+            scheme=str(run["scheme"]),
             cell=str(run["cell"]), group=str(run["group"]),
             case=case_label(run["scheme"], variant, drop_cell, run["cell"]),
             label=case_label(run["scheme"], variant, drop_cell),
             status=str(run["status"]), diverged_step=optional_int(run.get("diverged_step")),
             diverged_what=optional_text(run.get("diverged_what")), epoch=optional_int(last.get("epoch")),
             step=optional_int(last.get("step")), quantity="memory c" if lstm_memory else "state h",
-            norms=norms, overflow_at=first_overflow(norms), growth=growth,
-            max_state=float(max_state) if max_state is not None else math.nan, site=site, rate=rate))
+            measured="c" if lstm_memory else "h", norms=norms, overflow_at=first_overflow(norms), growth=growth,
+            max_state=float(max_state) if max_state is not None else math.nan, site=site, rate=rate,
+            site_masks=masked_carried(plan, site)))
     return records
 
 
 def reference_line(record: ProbeRecord) -> tuple[np.ndarray, np.ndarray, float] | None:
     """``(t, norm_0 · (1/keep)^(t - t_0), norm_0)`` from the record's first finite step:
-    what the state would do if every kept unit were carried on unchanged. None for a
-    scheme that does not mask the carried state (or at rate 0)."""
-    if record.inv_keep is None:
+    what the state would do if every kept unit were carried on unchanged. None where 1/keep
+    is not the growth the probe can show (``ProbeRecord.expected_growth``): no mask on the
+    value it reads, or rate 0."""
+    if record.expected_growth is None:
         return None
     finite = np.flatnonzero(np.isfinite(record.norms) & (record.norms > 0))
     if not len(finite):
@@ -209,7 +235,7 @@ def reference_line(record: ProbeRecord) -> tuple[np.ndarray, np.ndarray, float] 
     start = int(finite[0])
     t = record.t[start:]
     norm0 = float(record.norms[start])
-    log10 = math.log10(norm0) + (t - t[0]) * math.log10(record.inv_keep)
+    log10 = math.log10(norm0) + (t - t[0]) * math.log10(record.expected_growth)
     keep = log10 <= LOG10_MAX
     return t[keep], np.power(10.0, log10[keep]), norm0
 

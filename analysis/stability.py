@@ -1,19 +1,19 @@
 """The stability figures: carried-state norms, gradient norms, divergence, and the GRU
-explosion study, drawn from the probe records ``analysis.probes`` reads.
+explosion study (drawn by ``analysis.explosion``), from the probe records ``analysis.probes`` reads.
 
 Why these exist: under TensorFlow-style state dropout a kept unit of the carried state
 is divided by ``keep`` at every step. Where the cell carries that value on almost
 unchanged (a GRU whose update gate saturates; an LSTM whose memory ``c`` is masked too,
 as TensorFlow did before 1.4), the state grows like ``(1/keep)^t`` until it overflows.
 Perplexity only says *that* a run diverged; the probes say *how fast* the state grew, so a
-figure can put the measured growth per step beside ``1/keep``. Which site compounds, and at
-what rate, is the run's recorded plan (see ``analysis.probes``); runs without a plan are
-drawn without the ``(1/keep)^t`` reference or the 1/keep bar.
+figure can put the measured growth per step beside ``1/keep``. Which site compounds, at
+what rate and on which state, is the run's recorded plan (see ``analysis.probes``): the
+``(1/keep)^t`` reference is drawn only where the mask is on the state the probe reads, and
+runs without a plan are drawn without it.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -22,21 +22,17 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis.probes import LOG10_MAX, ProbeRecord, optional_int, optional_text, probe_records, reference_line
+from analysis.explosion import plot_explosion
+from analysis.probes import ProbeRecord, optional_int, optional_text, probe_records, reference_line
 from analysis.runs import CLIP_KEY, SCHEME_ORDER, Runs, config_value, run_config
-from analysis.plotting import (VARIANT_STYLES, SavedFigure, align_titles, cell_name, curve,
-                               events_by_run, group_handles, group_order, legend, log_y, note_above, panel_runs,
+from analysis.plotting import (OVERFLOW, REFERENCE_STYLE, VARIANT_STYLES, SavedFigure, align_titles, cell_name, curve,
+                               events_by_run, group_handles, group_order, legend, note_above, panel_runs,
                                panels, quiet_overflow, save_figure, scheme_colour, select,
                                styled, variant_style, with_groups)
-
-REFERENCE_STYLE = (0, (1, 1.5))  # dotted: theory, never a measurement
-CELL_MARKERS = {"gru": "o", "lstm": "s"}
 
 
 # --- drawing ----------------------------------------------------------------------------
 
-OVERFLOW = Line2D([], [], color="black", marker="^", linestyle="none", markersize=6,
-                  label="overflowed to inf/nan after this step")
 # (1/keep)^t is the growth when the kept state passes on unchanged (a GRU whose update gate saturates,
 # an LSTM memory whose forget gate does): a bound the cell reaches only then, not a prediction.
 REFERENCE = Line2D([], [], color="0.3", linestyle=REFERENCE_STYLE, label="(1/keep)$^t$ if the gate passes the state on")
@@ -54,7 +50,7 @@ def _log_limits(values: Sequence[np.ndarray]) -> tuple[float, float] | None:
 def _note_stopped(ax: Any, records: Sequence[ProbeRecord]) -> None:
     """Say above the panel which lines come from runs that did not finish: their probe is
     the last one before they stopped, not one after a finished epoch."""
-    stopped = [f"{r.label} ({r.status}" + (f" at step {r.diverged_step})" if r.diverged_step is not None else ")")
+    stopped = [f"{r.label} ({r.status}" + (f" at training step {r.diverged_step})" if r.diverged_step is not None else ")")
                for r in records if r.status != "finished"]
     if stopped:
         note_above(ax, "did not finish: " + ", ".join(dict.fromkeys(stopped)))
@@ -117,7 +113,7 @@ def plot_state_norms(runs: Runs, records: Sequence[ProbeRecord], path: Path) -> 
                 if ref is not None:
                     ax.plot(ref[0], ref[1], color=colour, linestyle=REFERENCE_STYLE, linewidth=1.1, alpha=0.9)
                     references.append({"run": record.run_name, "case": record.case, "keep": record.keep,
-                                       "per_step": record.inv_keep, "norm0": ref[2]})
+                                       "per_step": record.expected_growth, "norm0": ref[2]})
             _note_stopped(ax, recs)
             limits = _log_limits([r.norms for r in recs])
             if limits:
@@ -135,7 +131,8 @@ def plot_state_norms(runs: Runs, records: Sequence[ProbeRecord], path: Path) -> 
         "stack reads 200 steps of validation text from a zero state with dropout masks on, and "
         "the line is the mean over the batch of the L2 norm of the carried state at each step "
         "(the LSTM's memory c, the GRU's h). Dotted, in the same colour: the (1/keep)^t growth "
-        "that state dropout predicts, from the run's first step. A triangle marks the last "
+        "the state reaches when the gate passes the masked state on, from the run's first step, "
+        "drawn where the run's mask is on the state the probe reads. A triangle marks the last "
         "finite value of a state that overflowed.",
         "A flat line is a bounded state. A line running parallel to its dotted reference grows by "
         "1/keep per step: the explosion (on a log axis a geometric growth is a straight line). "
@@ -281,138 +278,6 @@ def plot_divergence(runs: Runs, path: Path) -> SavedFigure | None:
         "unlucky late in training. Compare with the state-norm figure: a run whose state grows "
         "like (1/keep)^t diverges within the first segments.",
         files=files, drawn={"runs": rows})
-
-
-def _study_order(records: Sequence[ProbeRecord]) -> list[ProbeRecord]:
-    """Cases that mask the carried state first, then the safe schemes; GRU before LSTM."""
-    scheme_rank = {s: i for i, s in enumerate(SCHEME_ORDER)}
-    cell_rank = {"gru": 0, "lstm": 1}
-    return sorted(records, key=lambda r: (r.site is None, scheme_rank.get(r.scheme, len(scheme_rank)),
-                                          cell_rank.get(r.cell, 2), r.case, r.run_name))
-
-
-def _case_style(record: ProbeRecord) -> Any:
-    if "drop_cell" in record.case:
-        return "-."
-    return "-" if record.cell == "gru" else "--"
-
-
-def _growth_text(record: ProbeRecord) -> str:
-    measured = "no fit" if record.growth is None else f"×{record.growth:.3f}"
-    return measured + (f"   1/keep = {record.inv_keep:.3g}" if record.inv_keep else "")
-
-
-def _explosion_reading(cases: Sequence[ProbeRecord]) -> str:
-    """What this figure's runs show, from their measured growth (issue 27: no result typed into a caption).
-
-    A run grows at 1/keep when its measured growth is within 5 % of it, and is bounded when it
-    grows by at most 5 % per step; the rest sit between.
-    """
-    at_keep = sorted({r.case for r in cases if r.growth is not None and r.inv_keep
-                      and abs(r.growth / r.inv_keep - 1) <= 0.05})
-    bounded = sorted({r.case for r in cases if r.growth is not None and r.growth <= 1.05})
-    between = sorted({r.case for r in cases if r.growth is not None} - set(at_keep) - set(bounded))
-    parts = [f"{label}: {', '.join(names)}" for label, names in (
-        ("At 1/keep here", at_keep), ("bounded", bounded), ("in between", between)) if names]
-    return ("; ".join(parts) + ".") if parts else "No run here has a measured growth."
-
-
-@styled
-def plot_explosion(records: Sequence[ProbeRecord], path: Path) -> SavedFigure | None:
-    """The GRU explosion study: relative state growth of every case on one axis with the
-    ``(1/keep)^t`` lines, and the measured growth per step beside ``1/keep``."""
-    if not any(r.inv_keep or r.overflow_at is not None or r.status == "diverged" for r in records):
-        return None  # no state that compounds, nothing blew up: nothing to show (issue 25)
-    cases = _study_order(records)
-    fig = Figure(figsize=(10.5, max(3.6, 0.3 * len(cases) + 2.0)), layout="constrained")
-    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.15, 1]})
-    log_y(left)
-    relative_all, drawn_cases, keeps = [], [], set()
-    handles: list[Line2D] = []
-    with quiet_overflow():
-        for record in cases:
-            colour = scheme_colour(record.scheme)
-            finite = np.flatnonzero(np.isfinite(record.norms) & (record.norms > 0))
-            if len(finite):
-                end = record.overflow_at if record.overflow_at is not None else len(record.norms)
-                relative = record.norms[:end] / record.norms[finite[0]]
-                left.plot(record.t[:end], relative, color=colour, linestyle=_case_style(record), linewidth=1.3)
-                if record.overflow_at is not None and end > 0:
-                    left.plot(end, relative[-1], marker="^", color=colour, markersize=8, markeredgecolor="black")
-                relative_all.append(relative)
-            if record.keep is not None:
-                keeps.add(round(record.keep, 6))
-            if record.case not in {h.get_label() for h in handles}:
-                handles.append(Line2D([], [], color=colour, linestyle=_case_style(record), label=record.case))
-            drawn_cases.append({"case": record.case, "run": record.run_name, "cell": record.cell,
-                                "scheme": record.scheme, "growth": record.growth, "keep": record.keep,
-                                "inv_keep": record.inv_keep, "status": record.status,
-                                "overflow_at": record.overflow_at, "quantity": record.quantity})
-        limits = _log_limits(relative_all)
-        t_max = max(len(r.norms) for r in cases)
-        for keep in sorted(keeps):
-            t = np.arange(1, t_max + 1)
-            log10 = (t - 1) * math.log10(1 / keep)
-            ok = log10 <= LOG10_MAX
-            left.plot(t[ok], np.power(10.0, log10[ok]), color="black", linestyle=REFERENCE_STYLE, linewidth=1.2)
-            label_t = int(min(t_max * 0.55, (math.log10(limits[1]) if limits else 2) / max(math.log10(1 / keep), 1e-9)))
-            if 1 < label_t <= t_max:
-                left.annotate(f"(1/{keep:g})$^t$", (label_t, (1 / keep) ** (label_t - 1)), xytext=(4, -10),
-                              textcoords="offset points", fontsize=8)
-        if limits:
-            left.set_ylim(min(limits[0], 0.5), limits[1])
-    left.set_xlim(0, t_max + 1)
-    left.set_xlabel("time step t (from a zero state, masks on)")
-    left.set_ylabel("carried-state norm / norm at t = 1 (log scale)")
-    left.set_title("Growth of the carried state (LSTM: c, GRU: h)")
-
-    # Right: measured growth per step, one row per run, with 1/keep where it applies.
-    ys = np.arange(len(cases))
-    xs = [r.growth for r in cases if r.growth is not None] + [r.inv_keep for r in cases if r.inv_keep]
-    top = max(xs + [1.05]) * 1.04
-    for y, record in zip(ys, cases):
-        colour = scheme_colour(record.scheme)
-        if record.inv_keep:
-            right.plot([1, record.inv_keep], [y, y], color="0.85", linewidth=5, solid_capstyle="butt", zorder=0)
-            right.plot(record.inv_keep, y, marker="|", color="black", markersize=14, markeredgewidth=2)
-        if record.growth is not None:
-            right.plot(min(record.growth, top), y, marker=CELL_MARKERS.get(record.cell, "D"), color=colour,
-                       markersize=7, markeredgecolor="black", markeredgewidth=0.5)
-        right.annotate(_growth_text(record), (1.0, y), xycoords=("axes fraction", "data"), xytext=(6, 0),
-                       textcoords="offset points", va="center", fontsize=7.5, annotation_clip=False)
-    labels = []
-    for record in cases:
-        status = ("" if record.status == "finished" else
-                  f"\n{record.status}" + (f" at training step {record.diverged_step}" if record.diverged_step else ""))
-        labels.append(record.case + status)
-    right.set_yticks(ys, labels, fontsize=7.5)
-    right.set_ylim(len(cases) - 0.5, -0.5)
-    right.axvline(1.0, color="0.5", linewidth=1)
-    right.set_xlim(min(0.98, min(xs + [1.0]) - 0.02), top)
-    right.set_xlabel("growth factor per step")
-    right.set_title("Measured growth per step vs 1/keep")
-    right.grid(True, axis="x", alpha=0.3)
-    study_handles = handles + [
-        Line2D([], [], color="black", linestyle=REFERENCE_STYLE, label="(1/keep)$^t$ if the gate passes the state on"),
-        Line2D([], [], color="black", marker="|", linestyle="none", markersize=10, markeredgewidth=2,
-               label="1/keep"),
-        Line2D([], [], color="0.5", marker="o", linestyle="none", label="measured (GRU: ●, LSTM: ■)")]
-    fig.legend(handles=study_handles, loc="outside lower center", ncols=min(4, len(study_handles)))
-    fig.suptitle("State dropout: measured growth of the carried state beside 1/keep")
-    files = save_figure(fig, path)
-    return SavedFigure(
-        path, "The GRU explosion study: growth per step beside 1/keep",
-        "Left: every run's fastest-growing probe, each normalised by its value at t = 1, on one log axis "
-        "(GRU solid, LSTM dashed, LSTM with drop_cell dash-dotted), with the (1/keep)^t line "
-        "for each state-dropout rate (dotted, black). Right: the measured growth per step "
-        "(exp of the least-squares slope of log-norm against t over the finite steps) as a dot "
-        "per run, and 1/keep as a black bar for the schemes that mask the carried state; the "
-        "numbers are written beside each row.",
-        "A dot on its bar means the state grows at the full 1/keep per step; a dot at 1.00 is a "
-        "bounded state. " + _explosion_reading(cases) + " Each run is read from its probe with the "
-        "fastest growth: the weights that explode may not survive the next (huge, clipped) update; "
-        "see the training-perplexity and gradient figures for the blow-up itself.",
-        files=files, drawn={"cases": drawn_cases})
 
 
 def stability_figures(runs: Runs, fig_dir: Path) -> list[SavedFigure | None]:

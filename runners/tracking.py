@@ -8,9 +8,15 @@ multirun the run of the previous one.
 
 The run declares its metrics the way W&B's run table and sweep charts read them: per-epoch
 curves (``val/*``, ``train_epoch/*``) are plotted against ``epoch`` rather than the optimizer
-step, the summary of ``val/ppl`` is its minimum over epochs (the number a sweep is judged
-by, not whatever the last epoch happened to score) and that of ``test/*`` is the last value
-logged (it is logged once, after training, with the weights ``train.test_weights`` names).
+step. Each quantity has one name in the run's summary (issue 25). The job's scores are
+``summary.json``'s, copied in at the end (``best_val_ppl``, ``test_ppl``, ``mc_test_ppl``,
+``test_epoch``); the summaries W&B would keep of the curves they come from (``val/ppl``'s
+last or lowest value, ``test/ppl``'s) are switched off rather than the copies, because a
+resumed job's W&B run aggregates anew: the resumed part's minimum of ``val/ppl`` covers only
+the epochs it logged itself (offline, its own ``offline-run-*``; online, W&B stops updating
+them after a resume, wandb issue 9684), while ``summary.json`` carries the best epoch across
+the resume in the checkpoint. The copies also leave out a validation that blew up, as the
+job does, where W&B's minimum would count it (and be NaN after a NaN).
 """
 
 from __future__ import annotations
@@ -32,8 +38,14 @@ JOB_TYPES = ("train", "eval", "sweep")  # sweep: the end-of-sweep results table 
 # which differs between corpora and batch sizes, so two sweeps' curves would not line up.
 STEP_METRIC = "epoch"
 EPOCH_CURVES = ("train_epoch/*", "val/*")
-# (metric, summary): the value the run table shows and a sweep chart compares.
-SUMMARIES = (("val/ppl", "min"), ("val/loss", "min"), ("test/*", "last"))
+# Metrics (or globs) whose summary W&B must not keep, each because another summary entry holds the
+# same quantity (issue 25); every other metric's summary is its last value.
+NO_SUMMARY = (
+    "train/*",  # per-interval curves: their last value is one interval, the whole epoch's is train_epoch/*
+    "train_epoch/tokens_per_s",  # the run's throughput is train_tokens_per_s, over every epoch
+    "val/*",  # best_val_ppl (val/loss is the same score in nats per token)
+    "test/*",  # test_ppl, mc_test_ppl and test_epoch (mc_samples is train.mc_samples in the config)
+)
 # What a model artifact's metadata says about the weights it holds.
 MODEL_METADATA = ("run_name", "scheme", "cell", "data", "seed", "status", "best_val_ppl", "test_ppl", "epochs")
 
@@ -44,14 +56,15 @@ def define_metrics(run: Any) -> None:
     Called on every start, resumed or not: W&B keeps definitions per process, and a resumed
     job writes a new offline segment that must carry them too.
     """
-    run.define_metric(STEP_METRIC)
+    # no summary for the step metric either: summary.json's `epochs` counts the epochs (for a
+    # diverged run, the completed ones only)
+    run.define_metric(STEP_METRIC, summary="none")
     for pattern in EPOCH_CURVES:
         run.define_metric(pattern, step_metric=STEP_METRIC)
-    for name, summary in SUMMARIES:
-        if name.endswith("/*"):
-            run.define_metric(name, summary=summary)
-        else:  # a named metric's definition replaces its glob's, so it restates the step metric
-            run.define_metric(name, step_metric=STEP_METRIC, summary=summary)
+    for name in NO_SUMMARY:
+        # a definition replaces an earlier one of the same name or glob, so it restates the step metric
+        on_epochs = any(name.startswith(p.rstrip("*")) for p in EPOCH_CURVES)
+        run.define_metric(name, summary="none", **({"step_metric": STEP_METRIC} if on_epochs else {}))
 
 
 def _first_line(error: BaseException) -> str:
@@ -132,9 +145,11 @@ class WandbTracker:
 
     @classmethod
     def around(cls, run: Any) -> WandbTracker:
-        """A tracker over a run that is already open (the tests pass one that records what it is sent)."""
+        """A tracker over a run that is already open (the tests pass one that records what it is sent),
+        its metrics declared as ``__init__`` declares them: what the summary keeps depends on them."""
         tracker = cls.__new__(cls)
         tracker._attach(run)
+        define_metrics(run)
         return tracker
 
     def _attach(self, run: Any) -> None:

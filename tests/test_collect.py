@@ -7,6 +7,7 @@ unreachable from tests), and requires the same tables as reading the files direc
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
@@ -229,11 +230,18 @@ def test_cli_writes_parquet_and_fails_on_one_line(tmp_path: Path, capsys: pytest
 class RecordingRun:
     """What ``wandb.init`` returns, as far as ``WandbTracker`` uses it: logs are merged
     per step into history rows, the way W&B's server keeps them, and the latest value of
-    each key lands in the summary, as W&B does."""
+    each key lands in the summary, as W&B does, unless the run declared the key (or a glob
+    it matches) ``summary="none"`` (tests/test_tracking.py checks this summary against the
+    one the real library keeps)."""
 
     def __init__(self) -> None:
         self.rows: dict[int, dict[str, Any]] = {}
         self.summary: dict[str, Any] = {}
+        self.unsummarised: list[str] = []  # names and globs declared summary="none"
+
+    def define_metric(self, name: str, step_metric: str | None = None, summary: str | None = None) -> None:
+        if summary == "none":
+            self.unsummarised.append(name)
 
     def log(self, values: dict[str, Any], step: int) -> None:
         row = self.rows.setdefault(step, {"_step": step, "_runtime": 1.0 * step})
@@ -242,7 +250,8 @@ class RecordingRun:
                 row[key] = value
             else:  # a chart: the server keeps a reference to a table file
                 row[f"{key}_table"] = {"_type": "table-file", "path": f"media/table/{step}.table.json"}
-        self.summary.update({k: v for k, v in row.items() if not isinstance(v, dict)})
+        self.summary.update({k: v for k, v in row.items() if not isinstance(v, dict)
+                             and not any(fnmatch.fnmatchcase(k, name) for name in self.unsummarised)})
 
     def finish(self, exit_code: int = 0) -> None:
         pass

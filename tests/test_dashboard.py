@@ -145,6 +145,7 @@ def test_every_group_key_and_metric_resolves_to_what_the_runs_logged(sweep):
                 assert panel["x"] in logged["history"], f"{panel['title']}: x axis {panel['x']} never logged"
         assert [p["x"] for p in panels if p["metrics"] and p["metrics"][0].startswith("val/")] == ["epoch"]
         assert logged["summary"]["best_val_ppl"] == pytest.approx(summary["best_val_ppl"])
+        assert "val/ppl" not in logged["summary"], "the bar's score has one name in the run's summary (issue 25)"
 
     # The same check catches the keys the dashboard used to send: "scheme.name" names a
     # section "scheme", which no run has, so the report would not have grouped.

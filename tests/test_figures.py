@@ -7,8 +7,10 @@ everything diverged), which must give fewer figures, never an exception.
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,8 @@ import torch
 from analysis.store_reader import collect
 from analysis.figures import write_figures
 from analysis.plotting import FORMATS, SCHEME_COLOURS, SavedFigure, group_label, scheme_colour, short_variant
-from analysis.probes import compounding_site, fit_growth, probe_records, reference_line
+from analysis.explosion import plot_explosion
+from analysis.probes import ProbeRecord, compounding_site, fit_growth, probe_records, reference_line
 from test_report import (FINISHED, KEEP, NEW_SCHEME, PROBE_STEPS, add_new_scheme, build_sweep, exploding_probe,
                          flat_probe, resolved_plan, write_job)
 
@@ -85,6 +88,113 @@ def test_explosion_figure_reports_the_measured_growth_beside_inverse_keep(made: 
     words = made["figures"]["explosion"].how_to_read
     assert "At 1/keep here: GRU state_dropout" in words and "bounded: " in words
     assert "LSTM variational" in words.split("bounded: ")[1]
+
+
+def svg_words(figure: SavedFigure) -> list[str]:
+    """Every line of text in the figure, as its SVG keeps it (text stays text)."""
+    svg = figure.path.with_suffix(".svg").read_text(encoding="utf-8")
+    return [html.unescape(t) for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg)]
+
+
+def assert_each_state_fills_its_own_axis(figure: SavedFigure, records: list[ProbeRecord]) -> None:
+    """Issue 25: on one shared log axis the bounded states were one invisible line at its foot.
+    Each case has an axis of its own, which its finite norms span at least half of (in decades on
+    a log axis); a log axis only where they span more than two decades, else linear from zero."""
+    by_run = {r.run_name: r for r in records}
+    cases = figure.drawn["cases"]
+    assert sorted(c["run"] for c in cases) == sorted(by_run)
+    for case in cases:
+        norms = by_run[case["run"]].norms
+        finite = norms[np.isfinite(norms) & (norms > 0)]
+        low, high = case["y_limits"]
+        assert low <= finite.min() and finite.max() <= high, case["case"]
+        span = np.log10 if case["y_scale"] == "log" else (lambda v: v)
+        assert (span(finite.max()) - span(finite.min())) / (span(high) - span(low)) >= 0.5, case["case"]
+        assert (case["y_scale"] == "log") == (finite.max() > 100 * finite.min()), case["case"]
+        assert case["y_scale"] == "log" or low == 0.0
+
+
+def assert_words_come_from_the_runs(figure: SavedFigure, records: list[ProbeRecord]) -> None:
+    """Every number in the figure is a tick or read from the runs: the measured growth, 1/keep
+    where it applies, the training step a run diverged at; the fixed words carry none."""
+    words = svg_words(figure)
+    from_runs = set()
+    repeated = {r.case for r in records if sum(o.case == r.case for o in records) > 1}
+    for record in records:
+        from_runs |= {record.case + (f", seed {record.seed}" if record.case in repeated else ""),
+                      "no fit" if record.growth is None else f"×{record.growth:.3f}"}
+        if record.expected_growth is not None:
+            from_runs.add(f"1/keep = {record.expected_growth:.3f}")
+        if record.status != "finished" and record.diverged_step is not None:
+            from_runs.add(f"{record.status} at training step {record.diverged_step}")
+    assert from_runs <= set(words), from_runs - set(words)
+    fixed = [w for w in words if w not in from_runs and not re.fullmatch(r"[-−\d.,]+", w)]
+    assert fixed and all(not re.search(r"\d", w.replace("1/keep", "").replace("1 = bounded", "")) for w in fixed), fixed
+
+
+def test_explosion_figure_gives_every_case_an_axis_it_fills_with_words_from_the_runs(made: dict) -> None:
+    records = probe_records(made["runs"])
+    figure = made["figures"]["explosion"]
+    assert_each_state_fills_its_own_axis(figure, records)
+    scales = {c["case"]: c["y_scale"] for c in figure.drawn["cases"]}
+    assert scales.pop("GRU state_dropout") == "log" and set(scales.values()) == {"linear"}
+    assert_words_come_from_the_runs(figure, records)
+    assert "1/keep = 2.000" in svg_words(figure) and "diverged at training step 11" in svg_words(figure)
+
+
+def growing_probe(rate: float, *, memory: bool) -> dict:
+    """A probe whose state (the LSTM's memory with ``memory``) grows by ``rate`` per step."""
+    norms = [0.5 * rate ** t for t in range(PROBE_STEPS)]
+    flat = flat_probe("lstm" if memory else "gru", 2.0)
+    return {"state_norm": flat["state_norm"] if memory else norms, "cell_norm": norms if memory else None,
+            "max_state": norms[-1], "growth_per_step": rate}
+
+
+def test_one_over_keep_is_drawn_only_where_the_mask_is_on_the_state_the_probe_reads(tmp_path: Path) -> None:
+    """State dropout at keep 0.75: the GRU's mask is on h, which its probe reads; the LSTM's is on h
+    alone, while its probe reads the memory c, which h is recomputed from unmasked, so 1/keep is not
+    what it can reach; with drop_cell the mask reaches c too. Each run's plan says which."""
+    sweep = tmp_path / "sweep"
+    write_job(sweep / "0", scheme="state_dropout", cell="gru", seed=0, val=[300.0], test=None, dropout=0.25,
+              status="diverged", diverged_step=7, probe=growing_probe(4 / 3, memory=False))
+    write_job(sweep / "1", scheme="state_dropout", cell="lstm", seed=0, val=[300.0, 250.0], test=240.0, dropout=0.25)
+    write_job(sweep / "2", scheme="state_dropout", cell="lstm", seed=1, val=[300.0, 250.0], test=240.0, dropout=0.25,
+              probe=growing_probe(1.05, memory=True), plan=resolved_plan("state_dropout", "lstm", 0.25, drop_cell=True))
+    runs = collect([sweep])
+    records = probe_records(runs)
+    figures = {f.name: f for f in write_figures(runs, tmp_path / "figures")}
+    cases = {c["run"]: c for c in figures["explosion"].drawn["cases"]}
+    gru, h_only, drop_cell = cases["state_dropout-gru-s0"], cases["state_dropout-lstm-s0"], cases["state_dropout-lstm-s1"]
+    assert gru["reference"] and gru["expected_growth"] == pytest.approx(4 / 3)
+    assert drop_cell["reference"] and drop_cell["expected_growth"] == pytest.approx(4 / 3)
+    assert not h_only["reference"] and h_only["expected_growth"] is None and h_only["inv_keep"] == pytest.approx(4 / 3)
+    assert h_only["keep_note"] == "no 1/keep: its mask is on h, the probe reads c" and h_only["y_scale"] == "linear"
+    assert {r["run"] for r in figures["state_norm"].drawn["references"]} == {"state_dropout-gru-s0",
+                                                                             "state_dropout-lstm-s1"}
+    assert_each_state_fills_its_own_axis(figures["explosion"], records)
+    assert_words_come_from_the_runs(figures["explosion"], records)
+    words = svg_words(figures["explosion"])
+    assert words.count("1/keep = 1.333") == 2 and "1/keep = 2.000" not in words and h_only["keep_note"] in words
+
+
+@pytest.mark.slow
+def test_the_stability_study_sweep_draws_its_figure_from_what_its_runs_recorded(run_cli, tmp_path: Path) -> None:
+    """The real sweep (experiment=gru_explosion, at toy size and four of its cases): the jobs'
+    plans say which state their mask is on, and the figure draws from them alone."""
+    out = tmp_path / "out"
+    run_cli("-m", "experiment=gru_explosion", "debug=smoke", "case=gru_state,lstm_state,lstm_state_cell,gru_variational",
+            f"paths.output_dir={out}", timeout=600)
+    (sweep,) = (out / "sweeps").iterdir()
+    runs = collect([sweep])
+    records = probe_records(runs)
+    figure = plot_explosion(records, tmp_path / "explosion.png")
+    cases = {c["run"]: c for c in figure.drawn["cases"]}
+    assert set(cases) == {"state_dropout-gru-s0", "state_dropout-lstm-s0", "state_dropout_cell-lstm-s0",
+                          "variational-gru-s0"}
+    assert {run for run, c in cases.items() if c["reference"]} == {"state_dropout-gru-s0", "state_dropout_cell-lstm-s0"}
+    assert cases["state_dropout-lstm-s0"]["inv_keep"] == pytest.approx(4 / 3)  # dropout 0.25: it compounds, on h
+    assert_each_state_fills_its_own_axis(figure, records)
+    assert_words_come_from_the_runs(figure, records)
 
 
 def test_growth_is_refitted_when_the_probe_did_not_record_it(tmp_path: Path) -> None:

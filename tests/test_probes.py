@@ -85,6 +85,19 @@ def test_probe_finds_the_safe_schemes_flat_and_the_pre_1_4_lstm_growing():
     assert cell["growth_per_step"] == pytest.approx(2.0, rel=0.1)
 
 
+def test_the_plan_names_the_state_a_mask_is_on_and_the_probe_grows_at_one_over_keep_exactly_there():
+    """The figures draw 1/keep only where the run's plan puts its compounding mask on the state the
+    probe reads (the GRU's h, the LSTM's memory c; issue 25). With the gate that passes that state on
+    held open, the engine's probe grows by 1/keep in those cases and stays flat in the other."""
+    for cell, options, read, grows in (("gru", {}, "h", True), ("lstm", {}, "c", False),
+                                       ("lstm", {"drop_cell": True}, "c", True)):
+        model = _lm(cell, "state_dropout", 0.5, **options)
+        site = model.rnn.plan.describe()["sites"]["state"]
+        assert site["compounds"] and (read in site["masks_carried"]) is grows, (cell, options)
+        growth = stability_probe(model, TOKENS)["growth_per_step"]
+        assert growth == pytest.approx(2.0, rel=0.1) if grows else growth < 1.1, (cell, options, growth)
+
+
 def test_probes_leave_training_exactly_as_it_was():
     corpus = Corpus("toy", torch.randint(0, 30, (1200,)), torch.randint(0, 30, (400,)),
                     torch.randint(0, 30, (400,)), tuple(f"w{i}" for i in range(30)))

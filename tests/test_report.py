@@ -164,11 +164,13 @@ NEW_SCHEME = "a_brand_new"
 def new_scheme_plan(cell: str) -> dict:
     """The plan a job of ``NEW_SCHEME`` records: the engine that ran it has the scheme, this
     checkout's registry does not. Its carried state compounds (inverted scaling), so the
-    stability figures must draw its 1/keep from the plan alone."""
+    stability figures must draw its 1/keep from the plan alone (its mask is on every carried state,
+    the LSTM's memory included, so the probe can show the growth)."""
     return {"scheme": NEW_SCHEME, "cell": cell, "options": {"scaling": "inverted"}, "state_output": "masked",
             "sites": {"state": {"rate": 0.5, "granularity": "sequence", "scaling": "inverted", "gate_masks": None,
-                                "in_recurrence": True, "carried": True, "compounds": True, "eval": "identity",
-                                "draw": "dropout"}}}
+                                "in_recurrence": True, "carried": True,
+                                "masks_carried": ["h", "c"] if cell == "lstm" else ["h"], "compounds": True,
+                                "eval": "identity", "draw": "dropout"}}}
 
 
 def add_new_scheme(sweep: Path) -> None:

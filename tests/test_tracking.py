@@ -1,7 +1,8 @@
 """W&B tracking as W&B users expect it, read back from real offline runs.
 
-The per-epoch curves are declared against ``epoch``, ``val/ppl``'s summary is its minimum
-over epochs and ``test/*``'s the last value, and ``job_type`` names the kind of job. All of
+The per-epoch curves are declared against ``epoch``, each quantity has one name in the run's
+summary (the job's ``best_val_ppl``, not beside it W&B's own summary of ``val/ppl``), that
+name holds the job's number across a resume, and ``job_type`` names the kind of job. All of
 it is checked in what the real ``wandb`` wrote (read back with ``wandb leet inspect``), both
 for a tracker fed known events and for a real training job.
 """
@@ -19,6 +20,7 @@ import pytest
 from conftest import ROOT, TINY, cli_env
 from runners.tracking import WandbTracker
 from test_cli import leet_records
+from test_collect import RecordingRun
 
 # A job's events as the training loop emits them; validation gets worse at epoch 3, so the
 # last value (45) and the best one (40) differ and the summary shows which one W&B kept.
@@ -48,41 +50,61 @@ def metric_definitions(records: list[dict]) -> dict[str, dict]:
     return {r["metric"].get("name") or r["metric"]["glob_name"]: r["metric"] for r in records if r["type"] == "metric"}
 
 
-def track(tmp_path: Path, monkeypatch, **kwargs) -> Path:
-    """Run the real tracker over ``EVENTS``, offline in ``tmp_path``; return the offline run's directory."""
+def offline_settings(tmp_path: Path, monkeypatch) -> None:
+    """No account: exactly the W&B settings the CLI tests use, kept in ``tmp_path``."""
     for key in [k for k in os.environ if k.startswith("WANDB_")]:
-        monkeypatch.delenv(key)  # no account: exactly the settings the CLI tests use
+        monkeypatch.delenv(key)
     for key, value in cli_env(tmp_path).items():
         if key.startswith("WANDB_"):
             monkeypatch.setenv(key, value)
-    job = tmp_path / "job"
-    job.mkdir()
+
+
+def tracked_segment(job: Path, events: list[dict], summary: dict, **kwargs) -> None:
+    """The real tracker over ``events``, closed with ``summary``: one job, or one part of a resumed job."""
     tracker = WandbTracker(project="rnn-dropout", entity=None, mode="auto", job_dir=job, name="naive-lstm-s0",
                            group="sweep", tags=["naive", "lstm", "kjv", "seed-0"],
                            config={"scheme": {"name": "naive"}, "model": {"cell": "lstm"}}, **kwargs)
     assert tracker.run is not None, "W&B must start offline without an account"
-    for event in EVENTS:
+    for event in events:
         tracker.log(event)
-    tracker.close(SUMMARY)
+    tracker.close(summary)
+
+
+def track(tmp_path: Path, monkeypatch, **kwargs) -> Path:
+    """Run the real tracker over ``EVENTS``, offline in ``tmp_path``; return the offline run's directory."""
+    offline_settings(tmp_path, monkeypatch)
+    job = tmp_path / "job"
+    job.mkdir()
+    tracked_segment(job, EVENTS, SUMMARY, **kwargs)
     (run_dir,) = (job / "wandb").glob("offline-run-*")
     return run_dir
 
 
-def test_epoch_curves_are_declared_against_epoch_and_summaries_are_best_val_and_last_test(tmp_path, monkeypatch):
+def test_epoch_curves_are_declared_against_epoch_and_each_score_has_one_name(tmp_path, monkeypatch):
     run_dir = track(tmp_path, monkeypatch)
     records = leet_records(run_dir)
 
     defined = metric_definitions(records)
     assert defined["val/*"]["step_metric"] == "epoch" and defined["train_epoch/*"]["step_metric"] == "epoch"
-    assert defined["val/ppl"]["step_metric"] == "epoch" and defined["val/ppl"]["summary"] == {"min": True}
-    assert defined["test/*"]["summary"] == {"last": True}
-    assert "epoch" in defined and "train/*" not in defined, "per-step curves keep W&B's step"
+    assert defined["train_epoch/tokens_per_s"]["step_metric"] == "epoch"
+    assert "step_metric" not in defined["train/*"] and "step_metric" not in defined["test/*"], \
+        "per-step curves keep W&B's step"
 
     summary = leet_summary(run_dir)
-    assert summary["val/ppl"] == {"min": 40.0}, "the best epoch, not the last (45)"
-    assert summary["val/loss"] == {"min": 3.69}
-    assert summary["test/ppl"] == {"last": 41.0}
-    assert summary["best_val_ppl"] == 40.0 and summary["test_ppl"] == 41.0 and "mc_test_ppl" not in summary
+    assert summary["best_val_ppl"] == 40.0, "the best epoch, not the last (45)"
+    assert summary["test_ppl"] == 41.0 and "mc_test_ppl" not in summary  # null: left out
+    # One name per quantity (issue 25): no val/ppl or test/ppl summary beside best_val_ppl and
+    # test_ppl, no last `epoch` beside `epochs`, no last interval's train/* beside the whole
+    # epoch's train_epoch/*. The whole summary, W&B's own `_` keys included:
+    assert set(summary) == {"_runtime", "_step", "_timestamp", "status", "scheme", "cell", "best_val_ppl",
+                            "test_ppl", "train_epoch/loss", "train_epoch/ppl"}
+    # the stand-in run that the W&B reader's test feeds (tests/test_collect.py) keeps the same summary
+    stand_in = WandbTracker.around(recorder := RecordingRun())
+    for event in EVENTS:
+        stand_in.log(event)
+    stand_in.close(SUMMARY)
+    assert {k: v for k, v in recorder.summary.items() if not k.startswith("_")} == \
+        {k: v for k, v in summary.items() if not k.startswith("_")}
 
     history = [r["history"]["item"] for r in records if r["type"] == "history"]
     val = [(h["epoch"], h["val/ppl"]) for h in history if "val/ppl" in h]
@@ -92,6 +114,25 @@ def test_epoch_curves_are_declared_against_epoch_and_summaries_are_best_val_and_
     assert run["job_type"] == "train"
     assert set(run["tags"]) == {"naive", "lstm", "kjv", "seed-0"}
     assert run["config"]["update"]["scheme"]["name"] == "naive"
+
+
+def test_a_resumed_run_holds_the_jobs_best_epoch_from_before_the_resume(tmp_path, monkeypatch):
+    """A job interrupted after epoch 2 (its best, 40) resumes and logs epoch 3 (45) to the same run.
+    W&B aggregates each part anew: a ``val/ppl`` minimum in the resumed part would read 45. The job's
+    own best_val_ppl, carried across the resume in its checkpoint, is what the run keeps."""
+    offline_settings(tmp_path, monkeypatch)
+    job = tmp_path / "job"
+    job.mkdir()
+    interrupted = {**SUMMARY, "status": "interrupted", "test_ppl": None}
+    tracked_segment(job, EVENTS[:5], interrupted, run_id="resumed-job")
+    tracked_segment(job, EVENTS[5:], SUMMARY, run_id="resumed-job")
+    first, second = sorted((job / "wandb").glob("offline-run-*"))
+    assert first.name.endswith("resumed-job") and second.name.endswith("resumed-job-1")
+    resumed = [r["history"]["item"] for r in leet_records(second) if r["type"] == "history"]
+    assert [h["val/ppl"] for h in resumed if "val/ppl" in h] == [45.0], "the resumed part logs epoch 3 only"
+    summary = leet_summary(second)  # what `wandb sync` leaves on the run: the later part's summary
+    assert (summary["status"], summary["best_val_ppl"], summary["test_ppl"]) == ("finished", 40.0, 41.0)
+    assert "val/ppl" not in summary
 
 
 def test_a_job_type_that_is_not_a_kind_of_job_is_logged_as_train_with_a_warning(tmp_path, monkeypatch, caplog):
@@ -127,13 +168,14 @@ def test_a_training_job_logs_a_train_run_whose_summary_is_its_best_epoch(run_cli
     val = [h["val/ppl"] for h in history if "val/ppl" in h]
     assert [h["epoch"] for h in history if "val/ppl" in h] == [1, 2, 3]
     wandb_summary = leet_summary(run_dir)
-    assert wandb_summary["val/ppl"] == {"min": pytest.approx(min(val))}
-    assert wandb_summary["val/ppl"]["min"] == pytest.approx(summary["best_val_ppl"])
-    assert wandb_summary["test/ppl"] == {"last": pytest.approx(summary["test_ppl"])}
+    assert wandb_summary["best_val_ppl"] == pytest.approx(min(val)) == pytest.approx(summary["best_val_ppl"])
+    assert (wandb_summary["test_ppl"], wandb_summary["test_epoch"]) == (summary["test_ppl"], summary["test_epoch"])
+    assert wandb_summary["epochs"] == summary["epochs"] == 3
+    # each quantity once: no W&B summary of the curves the scores come from, nor of the x axis
+    assert not [k for k in wandb_summary if k.split("/")[0] in ("val", "test", "train") or k == "epoch"]
     # the run facts of summary.json go with it, the resolved dropout plan included
     assert summary["plan"]["scheme"] == "naive" and set(summary["plan"]["sites"]) == {"x", "out"}
     assert wandb_summary["plan"] == summary["plan"]
-    assert metric_definitions(records)["val/ppl"]["summary"] == {"min": True}
 
 
 def artifacts(records: list[dict]) -> list[dict]:
@@ -194,6 +236,7 @@ def test_a_wandb_agent_run_of_the_example_sweep_logs_to_the_agents_run_with_its_
     records = leet_records(run_dir)
     (run,) = [r["run"] for r in records if r["type"] == "run"]
     assert run["sweep_id"] == "sweep123"
+    # the sweep ranks on a plain number in the run's summary: the job's best validation perplexity
     assert leet_summary(run_dir)[sweep["metric"]["name"]] == json.loads((job / "summary.json").read_text())[
         "best_val_ppl"]
     config = run["config"]["update"]

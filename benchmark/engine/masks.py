@@ -123,8 +123,7 @@ def draw_layer_masks(
             continue
         p = cfg.rate
         keys = [spec.name]
-        if cell == "lstm" and spec.memory_mask is not None and (
-                spec.memory_mask == "always" or options.get(spec.memory_mask, False)):
+        if spec.masks_memory(cell, options):
             keys.append(f"{spec.name}.c")  # zoneout: separate draws for h and c; state: TF < 1.4's drop_cell
         width = {"input": input_width, "hidden": hidden}.get(spec.width)
         for key in keys:

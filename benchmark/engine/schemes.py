@@ -179,8 +179,9 @@ class SiteConfig:
     scaling: str = "inverted"
     gate_masks: str | None = None  # only for sites whose record allows gate masks (x, between, h_in)
 
-    def describe(self, spec: SiteSpec) -> dict[str, Any]:
-        """The site as a run records it (``summary.json``'s ``plan``): plain JSON values."""
+    def describe(self, spec: SiteSpec, cell: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        """The site as a run records it (``summary.json``'s ``plan``): plain JSON values, for ``cell``
+        under the scheme's ``options``."""
         return {
             "rate": self.rate,
             "granularity": self.granularity,
@@ -189,6 +190,7 @@ class SiteConfig:
             "group": spec.group,
             "in_recurrence": spec.in_recurrence,
             "carried": spec.carried,
+            "masks_carried": list(spec.masked_carried(cell, options)),
             "compounds": spec.compounds(self.scaling),
             "eval": spec.eval_rule(self.scaling),
             "draw": spec.draw,
@@ -261,15 +263,17 @@ class DropoutPlan:
         """The resolved plan as plain JSON: what a run records so analysis need not re-derive it.
 
         ``sites`` holds every site of the scheme with its rate, granularity, scaling, gate
-        masks, whether it acts inside the recurrence, whether its masked value is carried and
-        compounds by 1/keep per step, its evaluation rule and how its mask is drawn.
+        masks, whether it acts inside the recurrence, whether its masked value is carried, which
+        carried values its mask multiplies (``masks_carried``: ``h``, the LSTM memory ``c``),
+        whether it compounds by 1/keep per step, its evaluation rule and how its mask is drawn.
         """
         return {
             "scheme": self.scheme,
             "cell": self.cell,
             "options": dict(self.options),
             "state_output": self.state_output,
-            "sites": {name: cfg.describe(SITE_SPECS[name]) for name, cfg in self.sites.items()},
+            "sites": {name: cfg.describe(SITE_SPECS[name], self.cell, self.options)
+                      for name, cfg in self.sites.items()},
         }
 
 

@@ -57,7 +57,8 @@ class SiteSpec:
     gate (Gal & Ghahramani 2016's untied variant). ``fixed_granularity``: one draw per
     forward call by definition. ``memory_mask``: when the LSTM also masks its memory ``c``
     with a mask of its own (key ``"<site>.c"``): ``always``, or the name of the option that
-    asks for it.
+    asks for it. ``carries``: the carried value a carried site's mask is on, ``h`` or the LSTM
+    memory ``c``.
     """
 
     name: str
@@ -70,6 +71,7 @@ class SiteSpec:
     gate_masks: bool = False
     fixed_granularity: str | None = None
     memory_mask: str | None = None
+    carries: str = "h"
     cells: tuple[str, ...] = CELLS
 
     @property
@@ -87,6 +89,20 @@ class SiteSpec:
         """Whether a kept unit grows by 1/keep per step while training (carried and rescaled)."""
         return self.carried and self.draw == "dropout" and scaling == "inverted"
 
+    def masks_memory(self, cell: str, options: Mapping[str, object]) -> bool:
+        """Whether the LSTM memory gets a mask of its own at this site (``memory_mask``)."""
+        return cell == "lstm" and self.memory_mask is not None and (
+            self.memory_mask == "always" or bool(options.get(self.memory_mask, False)))
+
+    def masked_carried(self, cell: str, options: Mapping[str, object]) -> tuple[str, ...]:
+        """The carried values the mask multiplies (``h``; the LSTM memory ``c``), none when the masked
+        value is not carried. A compounding mask grows the value it is on by 1/keep per step only
+        where the cell passes that value on unchanged, so which one it is decides whether the
+        stability probe, which reads the LSTM's memory, can see the growth."""
+        if not self.carried:
+            return ()
+        return tuple(dict.fromkeys((self.carries, *(("c",) if self.masks_memory(cell, options) else ()))))
+
 
 SITE_TABLE: tuple[SiteSpec, ...] = (
     SiteSpec("emb", "rows of the embedding matrix: every occurrence of a dropped word type (applied by the "
@@ -101,7 +117,7 @@ SITE_TABLE: tuple[SiteSpec, ...] = (
     SiteSpec("g", "the candidate (g in the LSTM, n in the GRU) before it is mixed into the memory", width="hidden",
              placement="recurrence", in_recurrence=True),
     SiteSpec("c", "the LSTM memory after its update; the masked value is carried on", width="hidden",
-             placement="recurrence", in_recurrence=True, carried=True, cells=("lstm",)),
+             placement="recurrence", in_recurrence=True, carried=True, carries="c", cells=("lstm",)),
     SiteSpec("state", "the carried state after each step; the step's output is the value before the mask, as in "
              "TensorFlow", width="hidden", placement="recurrence", in_recurrence=True, carried=True,
              memory_mask="drop_cell"),
