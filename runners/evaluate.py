@@ -194,14 +194,15 @@ def load_weights(model: torch.nn.Module, cfg: DictConfig, payload: dict, weights
 
 def data_option(name: str) -> dict:
     """A corpus's defaults, as the ``data`` config group holds them (``conf/data/NAME.yaml``)."""
-    from runners.hydra_task import ConfigTree, group_options
+    from hydra import compose, initialize_config_dir
 
-    tree = ConfigTree.create()
-    allowed = group_options("data", tree)
+    from runners.hydra_app import CONF_DIR, group_options
+
+    allowed = group_options("data")
     if name not in allowed:
         raise EvalError(f"--data {name} is unknown; choose one of: {', '.join(allowed)}")
-    loaded = tree.load(f"data/{name}")
-    return OmegaConf.to_container(loaded.config, resolve=True) if loaded is not None else {"name": name}
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return OmegaConf.to_container(compose("config", overrides=[f"data={name}"]).data, resolve=True)
 
 
 def parse_value(key: str, text: str) -> Any:
