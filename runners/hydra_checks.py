@@ -163,3 +163,22 @@ def remove_at_exit(folder: Path, unless: Callable[[Path], bool]) -> None:
 
     atexit.register(remove)
 
+
+class EvalChecks(Callback):
+    """``python -m runners.evaluate``: the run and the options, before Hydra makes ``<run>/eval/<time>/``.
+
+    A directory that is not a run must not become one because Hydra created its output
+    folder inside it, and a failed evaluation leaves no folder behind: only one that wrote
+    its result (``evaluation.json``) is kept.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from runners.build import ConfigError
+        from runners.scoring import EVALUATION, EvalError, check_request
+
+        try:
+            check_request(config)
+        except (EvalError, ConfigError) as e:
+            fail(str(e))
+        # a checkpoint found corrupt, or a corpus that cannot be read, is only found later: its folder goes
+        remove_at_exit(Path(str(config.hydra.run.dir)), unless=lambda out: (out / EVALUATION).is_file())
