@@ -2,21 +2,19 @@
 
 ``run.py`` lives at the repository root and is not installed; a console script needs a
 function inside a package, and its configs must come from the package data when the
-suite is installed without ``-e`` (``runners.hydra_task.CONF_DIR`` finds them). Also
-runnable as ``python -m runners.cli``.
+suite is installed without ``-e`` (``runners.hydra_app.CONF_DIR`` finds them). Also
+runnable as ``python -m runners.cli``. Jobs are named ``run`` by ``conf/config.yaml``
+(``hydra.job.name``), so a job directory looks the same whichever command made it.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import hydra
 from omegaconf import DictConfig
 
-from runners.hydra_task import CONF_DIR, check_overrides, task
-
-JOB_NAME = "run"  # as under run.py: the job's log is run.log, whichever command started it
+from runners.hydra_app import CONF_DIR
+from runners.hydra_task import main as run_main
+from runners.hydra_task import task
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -25,15 +23,8 @@ def _compose_and_run(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    """Check the overrides in one line each, then let Hydra compose and run, exactly as ``run.py`` does.
-
-    Hydra names a job after the module that calls it (here ``cli``); the job name is set
-    to ``run`` so a job directory looks the same whichever command made it.
-    """
-    check_overrides(sys.argv[1:], relative_to=Path(__file__).resolve().parent)
-    if not any(a.lstrip("+").startswith("hydra.job.name=") for a in sys.argv[1:]):
-        sys.argv.append(f"hydra.job.name={JOB_NAME}")
-    _compose_and_run()
+    """Let Hydra compose and run, exactly as ``run.py`` does, with the suite's one-line errors."""
+    run_main(_compose_and_run)
 
 
 if __name__ == "__main__":

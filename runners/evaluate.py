@@ -1,430 +1,100 @@
-"""Score a finished run again from its saved weights: ``python -m runners.evaluate RUN_DIR``.
+"""``python -m runners.evaluate run=RUN_DIR [key=value ...]``: a finished run scored again, as a Hydra app.
 
-Training ends by scoring the test split once, with the weights ``train.test_weights`` names
-(the best-validation epoch's by default, or the last epoch's). Papers
-and follow-up questions need more: the same number again (to check a result), the
-validation split, an MC-dropout estimate with another sample count, or the same model
-on another corpus. None of that should cost a retraining, so this reads the run's own
-``config.yaml`` and ``checkpoint.pt`` and calls the very functions training calls
-(``benchmark.train.evaluate`` and ``evaluate_mc``) on the same batches: the standard
-test perplexity equals the one in ``summary.json``.
+The same override syntax as training (``python run.py``): its primary config is
+``conf/eval.yaml``, so ``data.path=DIR`` means the same in both commands, ``-m`` sweeps
+(``mc=0,10,100``), ``--cfg job`` shows what will run and ``logger=wandb`` (the training
+config's ``logger`` group) logs the result to W&B as a run of job type ``eval``, in the group
+of the training run's sweep. What is computed is ``runners.scoring``'s; this module turns a
+composed config into its arguments and its result into output.
 
-Usage::
-
-    python -m runners.evaluate RUN_DIR [--split test|valid] [--weights best|last] [--mc N] [--seed S]
-                               [--data NAME] [--data.KEY=VALUE ...] [--device auto|cpu|cuda[:N]] [--json]
-
-The checkpoint holds the best-validation weights (``Progress.best_state``) next to the last
-ones; the run's ``train.test_weights`` says which are scored, as at the end of training
-(``best`` for a run from before the setting existed), and ``--weights`` picks the other.
-The last weights are read as training tested them: through NT-ASGD's running average once
-it has switched to averaging (``benchmark.optim.averaged_weights``). Another corpus
-(``--data NAME``, ``--data.path=DIR``, ...) is read with its own loader and its words are
-mapped into the run's vocabulary (the model knows no other): words the run never saw
-count as ``<unk>``, and the share of ``<unk>`` is printed beside the perplexity.
-
-Bad input (not a run directory, no or unreadable weights, an unknown split or corpus)
-is one ``error: ...`` line on stderr and exit status 2, like ``run.py``.
+Each evaluation writes its result (``evaluation.json``), Hydra's record of it (``.hydra/``,
+``evaluate.log``) and its W&B files into ``<run>/eval/<time>/`` (``hydra.run.dir``), beside the
+run's own files and never over them. The run and every option are checked before Hydra makes
+that folder, and a failed evaluation's folder is removed (``runners.hydra_checks.EvalChecks``).
+Bad input is one ``error: ...`` line and exit status 2.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
+import dataclasses
 import json
-import math
-import os
-import sys
-from dataclasses import asdict, dataclass
+import logging
 from pathlib import Path
 from typing import Any
 
-import torch
-import yaml
-from omegaconf import DictConfig, OmegaConf
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import MISSING, DictConfig, OmegaConf
 
-from benchmark.data import Corpus, DataError, batchify
-from benchmark.data.corpus import UNK
-from benchmark.optim import averaged_weights, make_optimizer
-from benchmark.train import TEST_WEIGHTS, evaluate, evaluate_mc, ppl
-from runners import build
-from runners.build import ConfigError
-from runners.checkpoints import CHECKPOINT, FORMAT
-from runners.run_store import CONFIG, SUMMARY
+from benchmark.data.registry import BUILDERS, corpus_loader
+from runners.build import schema_of
+from runners.hydra_app import CONF_DIR, fail, run_app
+from runners.scoring import EVALUATION, OPTIONS, EvalError, Evaluation, evaluate_run, given_data, read_run, render
+from runners.tracking import WandbTracker
 
-SPLITS = ("test", "valid")
-
-
-class EvalError(ValueError):
-    """A run that cannot be evaluated as asked; the message is one line."""
+log = logging.getLogger("runners.evaluate")
 
 
-@dataclass
-class Evaluation:
-    """What one evaluation found; ``print_text`` and ``--json`` show it."""
+def data_options() -> type:
+    """Every option of every corpus, unset: the ``data`` node an evaluation's command line changes.
 
-    run_dir: str
-    run_name: str
-    scheme: str
-    cell: str
-    status: str  # the run's: finished, diverged, interrupted, unfinished, ...
-    split: str
-    weights: str  # which weights were scored: best (the best-validation epoch's) or last
-    weights_epoch: int | None  # the epoch they are from (None: not recorded, an older checkpoint)
-    data: str  # the corpus scored
-    own_corpus: bool  # the run's own corpus (else another one, mapped into the run's vocabulary)
-    tokens: int
-    unk_share: float  # of the scored tokens, the share that is <unk> to the run's vocabulary
-    vocab_size: int
-    loss: float
-    ppl: float
-    summary_ppl: float | None  # what summary.json says for this split, these weights and the run's own corpus
-    mc_samples: int
-    mc_loss: float | None = None
-    mc_ppl: float | None = None
-    summary_mc_ppl: float | None = None
-    mc_note: str | None = None  # why there is no MC-dropout estimate, when one was asked for
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
-
-
-def _reason(e: BaseException) -> str:
-    """What torch says about an unreadable file, in a few words: its messages run to a paragraph."""
-    text = _one_line(e)
-    if text.startswith("Weights only load failed"):
-        return "not a file torch.save wrote, or one holding more than tensors"
-    return text.split(". ")[0]
-
-
-def origin_dir(run_dir: Path) -> Path | None:
-    """The working directory the run was started from (Hydra records it), for its relative paths."""
-    try:
-        recorded = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())
-        cwd = recorded["hydra"]["runtime"]["cwd"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return None
-    return Path(cwd) if cwd else None
-
-
-def _from(origin: Path | None, value: Any) -> Any:
-    """A relative path of the run's config, as the run saw it: relative to where it was started."""
-    if origin is None or not isinstance(value, str) or not value or os.path.isabs(os.path.expanduser(value)):
-        return value
-    return str(origin / value)
-
-
-def load_run(run_dir: Path) -> tuple[DictConfig, dict | None, dict]:
-    """The run's resolved config, its summary (None if it never wrote one) and its checkpoint's payload.
-
-    Relative ``paths.cache_dir`` and ``data.path`` are made absolute against the directory
-    the run was started from, so evaluating from anywhere reads the same corpus.
+    Unset (``???``) means "as the run had it", so ``data.size=2500`` changes one option of the
+    run's own corpus while ``data=text`` (a ``conf/data/`` option, composed on top) names
+    another; a key no corpus has is refused by Hydra itself. The keys are the loaders'
+    arguments (``runners.build.schema_of``), so the list lives in one place.
     """
-    if not run_dir.is_dir():
-        raise EvalError(f"{run_dir} is not a directory; give the directory of a run (it holds {CONFIG}, "
-                        f"{SUMMARY} and {CHECKPOINT})")
-    if not (run_dir / CONFIG).is_file():
-        raise EvalError(f"{run_dir} is not a run directory: it has no {CONFIG} (a sweep's runs are its "
-                        "numbered subdirectories)")
-    try:
-        cfg = OmegaConf.create(yaml.safe_load((run_dir / CONFIG).read_text()))
-        for key in ("scheme", "model", "data", "train", "paths"):
-            if not isinstance(cfg.get(key), DictConfig):
-                raise ValueError(f"no {key} section")
-    except Exception as e:  # noqa: BLE001 - any unreadable config gets the same one-line answer
-        raise EvalError(f"{run_dir / CONFIG} is not a run's config ({_one_line(e)})") from None
-    try:
-        summary = json.loads((run_dir / SUMMARY).read_text())
-    except (OSError, ValueError):
-        summary = None
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        status = (summary or {}).get("status", "unfinished")
-        raise EvalError(f"{run_dir} has no saved weights ({CHECKPOINT} is missing; the run is {status}); "
-                        "only a run that finished at least one epoch can be evaluated")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-            got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-            raise ValueError(f"format {got!r}, expected {FORMAT}")
-    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint gets the same one-line answer
-        raise EvalError(f"{path} is corrupt or not a checkpoint of this suite ({_reason(e)})") from None
-    origin = origin_dir(run_dir)
-    cfg.paths.cache_dir = _from(origin, cfg.paths.get("cache_dir"))
-    if "path" in cfg.data:
-        cfg.data.path = _from(origin, cfg.data.path)
-    return cfg, summary, payload
+    keys = {"name"}.union(*(schema_of(corpus_loader(name)) for name in BUILDERS))
+    return dataclasses.make_dataclass("DataOptions", [(k, Any, dataclasses.field(default=MISSING))
+                                                      for k in sorted(keys)])
 
 
-def run_weights(cfg: DictConfig) -> str:
-    """The weights the run's own test scored: its ``train.test_weights`` (``best`` before the setting existed)."""
-    return str(cfg.train.get("test_weights", "best"))
+ConfigStore.instance().store(name="data_options", node=data_options(), package="data")
 
 
-def best_state(payload: dict, path: Path) -> dict:
-    """The checkpoint's best-validation weights, or a one-line ``EvalError`` when it has none yet."""
-    state = (payload.get("progress") or {}).get("best_state")
-    if not state:
-        raise EvalError(f"{path} holds no best-validation weights yet: the run stopped before its first "
-                        "validation; resume it (run the same command again) to get some")
-    return state
+def track(cfg: DictConfig, result: Evaluation, out_dir: Path) -> None:
+    """The result as a W&B run of its own: job type ``eval``, in the training run's group where it had one.
 
-
-def load_weights(model: torch.nn.Module, cfg: DictConfig, payload: dict, weights: str,
-                 path: Path) -> tuple[contextlib.AbstractContextManager, int | None]:
-    """Load ``weights`` (``best`` or ``last``) from the checkpoint's ``payload`` into ``model``.
-
-    Returns the context to score them in (NT-ASGD's average for the last weights of a run
-    that switched to averaging, as ``train`` scores them; else nothing) and their epoch.
+    Its config is the run's, with the evaluation's options under ``eval``, so W&B's run table
+    filters evaluations by scheme and cell as it filters training runs; its summary is the
+    evaluation (the training run's status as ``run_status``). A broken W&B costs a warning.
     """
-    progress = payload.get("progress") or {}
-    if weights == "best":
-        model.load_state_dict(best_state(payload, path))
-        return contextlib.nullcontext(), progress.get("best_epoch")
-    model.load_state_dict(payload["model"])
-    epoch = int(progress.get("epoch", 1)) - 1  # the checkpoint is taken after an epoch or within the next one
-    if not progress.get("averaging"):
-        return contextlib.nullcontext(), epoch
-    optimizer = make_optimizer(model, build.train_config(cfg), averaged=True)
-    optimizer.load_state_dict(payload["optimizer"])
-    return averaged_weights(model, optimizer), epoch
+    run_cfg, summary = read_run(Path(str(cfg.run)))
+    options = {key: cfg.get(key) for key in ("run", *OPTIONS)} | {"data": given_data(cfg)}
+    tracker = WandbTracker(project=cfg.logger.project, entity=cfg.logger.get("entity"),
+                           mode=cfg.logger.get("mode", "auto"), job_dir=out_dir, name=f"{result.run_name}-eval",
+                           group=(summary or {}).get("wandb_group"),
+                           tags=[result.scheme, result.cell, result.data, result.split], job_type="eval",
+                           config={**OmegaConf.to_container(run_cfg, resolve=True), "eval": options})
+    record = dataclasses.asdict(result)
+    record["run_status"] = record.pop("status")  # the evaluation itself finished: W&B's exit code says so
+    tracker.close({**record, "status": "finished"})
 
 
-def data_option(name: str) -> dict:
-    """A corpus's defaults, as the ``data`` config group holds them (``conf/data/NAME.yaml``)."""
-    from runners.hydra_task import ConfigTree, group_options
-
-    tree = ConfigTree.create()
-    allowed = group_options("data", tree)
-    if name not in allowed:
-        raise EvalError(f"--data {name} is unknown; choose one of: {', '.join(allowed)}")
-    loaded = tree.load(f"data/{name}")
-    return OmegaConf.to_container(loaded.config, resolve=True) if loaded is not None else {"name": name}
-
-
-def parse_value(key: str, text: str) -> Any:
-    """A ``--data.KEY=VALUE`` value read as Hydra reads ``data.KEY=VALUE``: ``2000`` an int, ``null`` None."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
+def _evaluate(cfg: DictConfig) -> None:
+    """Score the run; print the result, keep it in the evaluation's folder, and log it to W&B when asked."""
+    hc = HydraConfig.get()
     try:
-        return OverridesParser.create().parse_override(f"data.{key}={text}").value()
-    except HydraException:
-        raise EvalError(f"--data.{key}={text} is not a value Hydra can read; quote it") from None
-
-
-def eval_config(cfg: DictConfig, data: str | None, overrides: dict[str, Any]) -> DictConfig:
-    """The run's config with the corpus to score: the run's own, or another one the user named.
-
-    The other corpus is checked against its loader's schema first (``build.check_data``),
-    so a misspelt option costs one line.
-    """
-    options = data_option(data) if data is not None else OmegaConf.to_container(cfg.data, resolve=True)
-    options.update(overrides)
-    other = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    other.data = options
-    try:
-        build.check_data(other)
-    except ConfigError as e:
-        raise EvalError(str(e)) from None
-    return other
-
-
-def map_tokens(tokens: torch.Tensor, source: tuple[str, ...], target: tuple[str, ...]) -> torch.Tensor:
-    """Token ids of one vocabulary as ids of another, by word; unknown words become ``<unk>``."""
-    stoi = {w: i for i, w in enumerate(target)}
-    lookup = torch.tensor([stoi.get(w, stoi[UNK]) for w in source], dtype=torch.int64)
-    return lookup[tokens]
-
-
-def mc_sampled_sites(model: torch.nn.Module) -> list[str]:
-    """The mask sites an MC-dropout pass samples: every active one but word dropout (``emb``).
-
-    ``evaluate_mc`` turns word dropout off, as Gal's released test does; with no other
-    site (``scheme=none``, or every rate 0) each sample is the deterministic model, and
-    an "MC" number would only repeat the standard one.
-    """
-    return [site for site, rate in model.rnn.plan.rates.items() if rate and site != "emb"]
-
-
-def _load(cfg: DictConfig) -> Corpus:
-    try:
-        return build.corpus(cfg)
-    except (DataError, ValueError) as e:
-        raise EvalError(_one_line(e)) from None
-
-
-def evaluate_run(run_dir: Path, split: str = "test", mc: int | None = None, data: str | None = None,
-                 data_overrides: dict[str, Any] | None = None, device: str = "auto",
-                 seed: int | None = None, weights: str | None = None) -> Evaluation:
-    """Score ``split`` with the run's weights, as training scored its test split.
-
-    ``weights``: ``best`` or ``last`` (None: the run's ``train.test_weights``). ``mc``:
-    MC-dropout samples (None: the run's ``train.mc_samples``; 0: none). ``seed`` seeds the
-    MC masks (None: the run's seed). ``data``/``data_overrides`` name another corpus, or
-    change the run's corpus options.
-    """
-    if split not in SPLITS:
-        raise EvalError(f"--split {split} is unknown; choose one of: {', '.join(SPLITS)}")
-    if weights is not None and weights not in TEST_WEIGHTS:
-        raise EvalError(f"--weights {weights} is unknown; choose one of: {', '.join(TEST_WEIGHTS)}")
-    if mc is not None and mc < 0:
-        raise EvalError(f"--mc {mc} must be 0 (none) or a number of samples")
-    run_dir = Path(run_dir)
-    cfg, summary, payload = load_run(run_dir)
-    own_weights = run_weights(cfg)
-    weights = own_weights if weights is None else weights
-    if weights == "best":
-        best_state(payload, run_dir / CHECKPOINT)  # held at all: said before any corpus is read
-    try:  # the run's own check of device names; the rest of a run's config was checked when it trained
-        build.check_top_level(OmegaConf.create({"seed": 0, "threads": None, "hardware": "any", "device": device}))
-    except ConfigError as e:
-        raise EvalError(str(e).replace("device=", "--device ")) from None
-    cfg.device = device
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))
-
-    corpus = _load(cfg)
-    other = eval_config(cfg, data, data_overrides or {}) if data is not None or data_overrides else None
-    own = other is None or OmegaConf.to_container(other.data, resolve=True) == OmegaConf.to_container(cfg.data,
-                                                                                                     resolve=True)
-    scored = corpus if own else _load(other)
-    tokens = scored.test if split == "test" else scored.valid
-    if not own:
-        tokens = map_tokens(tokens, scored.itos, corpus.itos)
-    dev = build.device(cfg)
-    model = build.model(cfg, corpus.vocab_size)
-    try:
-        scoring, weights_epoch = load_weights(model, cfg, payload, weights, run_dir / CHECKPOINT)
-    except RuntimeError as e:
-        raise EvalError(f"the saved weights do not fit the run's config and corpus (vocabulary {corpus.vocab_size} "
-                        f"words now): {_one_line(e)}") from None
-    model.to(dev)
-    train_cfg = cfg.train
-    batch = (train_cfg.get("test_batch_size") or train_cfg.eval_batch_size) if split == "test" \
-        else train_cfg.eval_batch_size
-    try:
-        batches = batchify(tokens, int(batch)).to(dev)
-    except ValueError as e:
-        raise EvalError(f"the {split} split of {scored.name}: {_one_line(e)}") from None
-    bptt = int(train_cfg.bptt)
-    status = (summary or {}).get("status", "unfinished")
-    # summary.json's number for this split is of the run's own test weights (test) or of the
-    # best-validation epoch (valid): shown beside ours only where it scored the same weights.
-    recorded = {"test": ("test_ppl", own_weights), "valid": ("best_val_ppl", "best")}[split]
-    comparable = own and weights == recorded[1]
-    with scoring:
-        loss = evaluate(model, batches, bptt)
-        result = Evaluation(
-            run_dir=str(run_dir), run_name=str(cfg.get("run_name", run_dir.name)), scheme=str(cfg.scheme.name),
-            cell=str(cfg.model.cell), status=status, split=split, weights=weights, weights_epoch=weights_epoch,
-            data=scored.name, own_corpus=own, tokens=int(tokens.numel()),
-            unk_share=float((tokens == corpus.itos.index(UNK)).float().mean()), vocab_size=corpus.vocab_size,
-            loss=loss, ppl=ppl(loss), summary_ppl=(summary or {}).get(recorded[0]) if comparable else None,
-            mc_samples=int(train_cfg.get("mc_samples", 0) if mc is None else mc))
-        if result.mc_samples:
-            sites = mc_sampled_sites(model)
-            if not sites:
-                result.mc_note = (f"scheme {result.scheme} samples no dropout mask at test time (word dropout is off "
-                                  "in MC passes), so MC-dropout would repeat the standard perplexity")
-            else:
-                torch.manual_seed(int(cfg.seed) if seed is None else seed)
-                result.mc_loss = evaluate_mc(model, batches, bptt, result.mc_samples)
-                result.mc_ppl = ppl(result.mc_loss)
-                if comparable and split == "test":
-                    result.summary_mc_ppl = (summary or {}).get("mc_test_ppl")
-    return result
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.2f}"
-
-
-def render(result: Evaluation) -> str:
-    """The evaluation as a few aligned lines, the run's own numbers beside the new ones."""
-    what = "test" if result.split == "test" else "valid"
-    data = f"{result.data} {result.split} split, {result.tokens:,} tokens"
-    if not result.own_corpus:
-        data += f", {100 * result.unk_share:.1f} % <unk> under the run's vocabulary of {result.vocab_size:,} words"
-    which = "best-validation weights" if result.weights == "best" else "last weights"
-    if result.weights_epoch is not None:
-        which += f" (epoch {result.weights_epoch})"
-    lines = [f"run      {result.run_dir}: {result.run_name} ({result.scheme}, {result.cell}, {result.status}); "
-             + which,
-             f"data     {data}"]
-    rows = [(f"{what} ppl", result.ppl, result.summary_ppl)]
-    if result.mc_ppl is not None:
-        rows.append((f"MC {what} ppl (K={result.mc_samples})", result.mc_ppl, result.summary_mc_ppl))
-    width = max(len(r[0]) for r in rows)
-    for label, value, before in rows:
-        line = f"{label:<{width}}  {_num(value):>9}"
-        if before is not None:
-            line += f"   summary.json: {_num(before)}"
-        lines.append(line)
-    if result.mc_note:
-        lines.append(f"MC-dropout: none; {result.mc_note}")
-    return "\n".join(lines)
-
-
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one ``error: ...`` line and status 2, like every command of the suite."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict[str, Any]]:
-    """The options, and ``--data.KEY=VALUE`` / ``--data.KEY VALUE`` pairs as ``{KEY: value}``."""
-    parser = _Parser(prog="python -m runners.evaluate",
-                     description="Score a finished run's weights again (those its test scored, or --weights), "
-                                 "on its own corpus or another one, with or without MC dropout.",
-                     epilog="--data.KEY=VALUE (or --data.KEY VALUE) sets an option of the corpus scored, e.g. "
-                            "--data text --data.path DIR; values read as Hydra reads them (null, 2000, ...).")
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run's directory (it holds checkpoint.pt)")
-    parser.add_argument("--split", default="test", choices=SPLITS, help="the split to score (default: test)")
-    parser.add_argument("--weights", default=None, choices=TEST_WEIGHTS,
-                        help="best: the best-validation epoch's; last: after the last epoch (default: the run's "
-                             "train.test_weights, the weights its own test scored)")
-    parser.add_argument("--mc", type=int, default=None, metavar="N",
-                        help="MC-dropout samples (default: the run's train.mc_samples; 0: none)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the MC masks (default: the run's seed)")
-    parser.add_argument("--data", default=None, metavar="NAME",
-                        help="score another corpus of the data config group (kjv, ptb, text, ...); its words are "
-                             "mapped into the run's vocabulary")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    rest, overrides = [], {}
-    it = iter(argv)
-    for arg in it:
-        if arg.startswith("--data."):
-            key, sep, value = arg[len("--data."):].partition("=")
-            if not sep:
-                value = next(it, None)
-                if value is None:
-                    parser.error(f"--data.{key} needs a value: --data.{key}=VALUE")
-            if not key or key == "name":
-                parser.error(f"{arg.split('=')[0]} is not a corpus option; name the corpus with --data NAME")
-            overrides[key] = value
-        else:
-            rest.append(arg)
-    return parser.parse_args(rest), overrides
-
-
-def main(argv: list[str] | None = None) -> int:
-    args, raw = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        overrides = {key: parse_value(key, value) for key, value in raw.items()}
-        result = evaluate_run(args.run_dir, split=args.split, mc=args.mc, data=args.data, data_overrides=overrides,
-                              device=args.device, seed=args.seed, weights=args.weights)
+        result = evaluate_run(Path(str(cfg.run)), split=cfg.split, mc=cfg.mc, data=given_data(cfg),
+                              device=cfg.device, seed=cfg.seed, weights=cfg.weights)
     except EvalError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(asdict(result)) if args.json else render(result))
-    return 0
+        if hc.mode == RunMode.MULTIRUN:  # one bad job of a sweep: said, and the sweep goes on
+            log.error("%s: %s", cfg.run, e)
+            return
+        fail(str(e))
+    print(json.dumps(dataclasses.asdict(result)) if cfg.json else render(result), flush=True)
+    out_dir = Path(hc.runtime.output_dir)
+    if cfg.logger.name == "wandb":
+        track(cfg, result, out_dir)
+    (out_dir / EVALUATION).write_text(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+
+
+def main() -> None:
+    """Compose ``conf/eval.yaml`` with the command line and score the run, with the suite's one-line errors."""
+    run_app(_evaluate, CONF_DIR, "eval")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -51,11 +51,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
+from hydra.errors import HydraException
 from omegaconf import DictConfig
 
 from benchmark.engine import SCHEMES
 from benchmark.engine.sites import SITE_SPECS
-from runners.hydra_task import CONF_DIR, check_overrides, group_options, require_optuna
+from runners.hydra_app import CONF_DIR, CommandLine, group_options, one_line
+from runners.hydra_checks import check_paths, require_optuna
 
 DONE_STATES = ("COMPLETE", "FAIL", "PRUNED")
 
@@ -527,10 +529,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.jobs is not None and args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    check_overrides(args.overrides)
     require_optuna("python -m runners.study")
     try:
         cfg = compose(args.overrides)
+    except HydraException as e:  # an unknown option or key: Hydra's refusal, in one line
+        message = one_line(e, CommandLine(overrides=list(args.overrides)), CONF_DIR, "config")
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    check_paths(cfg)
+    try:
         spec = StudySpec.from_config(cfg)
     except StudyError as e:
         print(f"error: {e}", file=sys.stderr)

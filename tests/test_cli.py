@@ -90,7 +90,12 @@ def test_logger_none_runs_without_wandb(run_cli, tmp_path):
 
 @pytest.mark.parametrize("override, needle", [
     ("scheme=bogus", "scheme=bogus is unknown; choose one of: "),
-    ("model=lstm,rnn", "model=rnn is unknown; choose one of: gru, lstm"),
+    ("-m model=lstm,rnn", "model=rnn is unknown; choose one of: gru, lstm"),
+    # without -m a list is ambiguous to Hydra: its own advice, in one line
+    ("model=lstm,rnn", "Ambiguous value for argument 'model=lstm,rnn' 1. To use it as a list, use key=[value1,value2] "
+                       "2. To use it as string, quote the value"),
+    ("experimen=quickstart", "experimen is not a config key (did you mean experiment?); top-level keys: "),
+    ("paths.outptu_dir=x", "paths.outptu_dir is not a config key (did you mean paths.output_dir?)"),
     ("dropout=1.5", "dropout=1.5 is outside [0, 1)"),
     ("dropout=1.0", "dropout=1.0 is outside [0, 1)"),
     ("dropout=-0.1", "dropout=-0.1 is outside [0, 1)"),
@@ -233,6 +238,27 @@ def test_the_console_command_entry_checks_overrides_as_run_py_does(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "runners.cli", "scheme=bogus"], cwd=tmp_path, env=cli_env(tmp_path),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: scheme=bogus is unknown; choose one of: moon, ")
+
+
+def test_shell_completion_installs_for_run_py_and_rnn_bench(run_cli, tmp_path):
+    """Issue 25: ``-sc install=bash`` was refused as an unknown key ``install``; Hydra's own flags are Hydra's."""
+    script = run_cli("-sc", "install=bash")
+    assert "hydra_bash_completion()" in script.stdout and "complete -o nospace" in script.stdout
+    proc = subprocess.run([sys.executable, "-m", "runners.cli", "-sc", "install=bash"], cwd=tmp_path,
+                          env=cli_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "hydra_bash_completion()" in proc.stdout, proc.stderr[-2000:]
+    assert "model=" in run_cli("-sc", "query=bash", env={"COMP_LINE": "python run.py mod", "COMP_POINT": "19"}).stdout
+
+
+@pytest.mark.slow
+def test_a_glob_sweep_on_the_command_line_runs_every_scheme(run_cli, tmp_path):
+    """Issue 25: ``'scheme=glob(*)'`` typed on the command line crashed the override check (no config loader)."""
+    sweep = tmp_path / "glob"
+    run_cli("-m", "scheme=glob(*)", "model=lstm", "debug=smoke", "train.probe_steps=0", "train.test_batch_size=20",
+            f"hydra.sweep.dir={sweep}")
+    schemes = sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "scheme").glob("*.yaml"))
+    assert sorted(p.name for p in sweep.glob("*-lstm-s0")) == [f"{n}-{s}-lstm-s0" for n, s in enumerate(schemes)]
+    assert sorted(json.loads(p.read_text())["scheme"] for p in sweep.glob("*/summary.json")) == schemes
 
 
 def test_quickstart_preset_sweeps_every_scheme_and_cell(run_cli, tmp_path):

@@ -76,18 +76,21 @@ def test_every_scheme_composes_and_passes_the_checks_on_both_cells(scheme):
 
 
 def _sweep_jobs(experiment: str) -> list[list[str]]:
-    """The override lists of a preset's own sweep (``hydra.sweeper.params``), expanded by the
-    code ``run.py -m`` runs: Hydra's override parser with its config loader (so ``glob(*)``
-    lists the group's options) and the basic sweeper's split. Call inside ``initialize_config_dir``."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    """The override lists of a preset's own sweep (``hydra.sweeper.params``), expanded as ``run.py -m``
+    expands them: Hydra's public override parser with its config loader (so ``glob(*)`` lists the
+    group's options), one job per combination. Call inside ``initialize_config_dir``."""
+    from itertools import product
+
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.get("params") or {}
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    (batch,) = BasicSweeper.split_arguments(parser.parse_overrides([f"{k}={v}" for k, v in params.items()]), None)
-    return [list(job) for job in batch]
+    axes = [[f"{o.get_key_element()}={v}" for v in (o.sweep_string_iterator() if o.is_sweep_override()
+                                                    else [o.get_value_element_as_str()])]
+            for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()])]
+    return [list(job) for job in product(*axes)] if axes else []
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
@@ -290,42 +293,62 @@ def test_a_synthetic_option_of_the_wrong_type_is_named():
         build.check_config(cfg)
 
 
-def test_the_override_check_reads_the_conf_tree_through_hydras_search_path():
-    """What the one-line check allows is what Hydra's config repository holds: here, conf/."""
-    from runners import hydra_task
+def test_the_composed_groups_hold_every_key_of_the_librarys_schemas():
+    """Hydra refuses a key the composed config does not have (struct mode), so each group's
+    config must hold every key its library schema takes: ``train.nonmono=3`` is valid because
+    ``conf/train/zaremba.yaml`` lists it, not because a schema lets it through."""
+    from runners.hydra_app import group_options
 
-    assert hydra_task.CONF_DIR == CONF
-    tree = hydra_task.ConfigTree.create()
-    for group in ("scheme", "model", "data", "experiment", "case", "logger", "train"):
-        assert tree.options(group) == sorted(p.stem for p in (CONF / group).glob("*.yaml")), group
-    keys = hydra_task.known_keys(tree)
-    assert keys["train"] == set(build.schema_of(build.TrainConfig)) and "granularity" in keys["scheme"]
-    assert keys["paths"] == {"output_dir", "cache_dir"} and keys["reference"] is None
-
-
-def test_a_preset_including_another_picks_that_ones_choices_as_hydra_does():
-    from runners import hydra_task
-
-    tree = hydra_task.ConfigTree.create()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        for preset in sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")):
-            cfg = compose("config", overrides=[f"experiment={preset}"])
-            chosen = tree.choice(f"experiment/{preset}", "scheme") or tree.choice("config", "scheme")
-            assert chosen == cfg.scheme.name, preset  # study_ptb_medium picks naive through zaremba_medium
+        cfg = compose("config")
+    assert set(cfg.train) == set(build.schema_of(build.TrainConfig))
+    assert set(cfg.model) <= set(build.schema_of(build.ModelConfig)) and {"cell", "hidden_size"} <= set(cfg.model)
+    for group in ("scheme", "model", "data", "experiment", "case", "logger", "train"):
+        assert group_options(group) == sorted(p.stem for p in (CONF / group).glob("*.yaml")), group
 
 
-def test_a_config_dir_adds_its_options_groups_and_global_keys(tmp_path):
-    from runners import hydra_task
+def _refusal(overrides: list[str], config_dir: Path = CONF, config_name: str = "config") -> str:
+    """Hydra's own refusal of ``overrides``, composed for real, as the suite's one line."""
+    from hydra.errors import HydraException
 
+    from runners.hydra_app import CommandLine, one_line
+
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        with pytest.raises(HydraException) as refused:
+            compose(config_name, overrides=overrides)
+    return one_line(refused.value, CommandLine(overrides=overrides), CONF, config_name)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["scheme=bogus"], "scheme=bogus is unknown; choose one of: moon, naive, none, semeniuta, state_dropout, "
+                       "variational, weightdrop, zoneout"),
+    (["trian.epochs=3"], "trian.epochs is not a config key (did you mean train?); top-level keys: case, data, "),
+    (["experimen=quickstart"], "experimen is not a config key (did you mean experiment?)"),
+    (["train.epochz=3"], "train.epochz is not a config key (did you mean train.epochs?); train has: ar, "),
+    (["paths.outptu_dir=x"], "paths.outptu_dir is not a config key (did you mean paths.output_dir?); paths has: "
+                             "cache_dir, output_dir"),
+    # the scheme a preset picks through the preset it includes (study_ptb_medium -> zaremba_medium -> naive)
+    (["experiment=study_ptb_medium", "scheme.gate_masks=tied"],
+     "scheme.gate_masks does not apply to scheme=naive (its keys: granularity, name, scaling); scheme options that "
+     "take it: variational"),
+    (["hydra.launcher.n_jobs=2"], "hydra.launcher.n_jobs does not apply to hydra/launcher=basic (its keys: _target_); "
+                                  "hydra/launcher options that take it: joblib, local_parallel"),
+])
+def test_hydras_refusals_read_as_one_line_with_what_is_allowed(overrides, message):
+    assert _refusal(overrides).startswith(message)
+
+
+def test_a_config_dir_on_the_search_path_adds_its_options_and_keys_to_the_refusals(tmp_path):
+    """What a refusal lists is what Hydra composes from: here the suite's conf/ and a user's directory."""
     (tmp_path / "scheme").mkdir()
     (tmp_path / "scheme" / "mine.yaml").write_text("name: naive\ngranularity: batch\n")
-    (tmp_path / "optimiser").mkdir()
-    (tmp_path / "optimiser" / "fast.yaml").write_text("lr: 3\n")
     (tmp_path / "experiment").mkdir()
-    (tmp_path / "experiment" / "lab.yaml").write_text("# @package _global_\nlab_key: 1\n")
-    tree = hydra_task.ConfigTree.create(config_dir=str(tmp_path))
-    assert "mine" in tree.options("scheme") and "naive" in tree.options("scheme")
-    assert tree.options("optimiser") == ["fast"] and tree.keys("scheme", "mine") == {"name", "granularity"}
-    keys = hydra_task.known_keys(tree)
-    assert keys["lab_key"] is None and keys["optimiser"] == {"lr"}
-    assert "mine" not in hydra_task.group_options("scheme"), "the suite's own tree is unchanged"
+    (tmp_path / "experiment" / "lab.yaml").write_text("# @package _global_\ndefaults:\n  - override /scheme: mine\n"
+                                                    "lab_key: 1\n")
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    assert "choose one of: mine, moon, naive, " in _refusal([searchpath, "scheme=bogus"])
+    assert _refusal([searchpath, "experiment=lab", "lab_ky=2"]).startswith("lab_ky is not a config key (did you mean "
+                                                                           "lab_key?)")
+    assert _refusal([searchpath, "experiment=lab", "scheme.drop_cell=true"]).startswith(
+        "scheme.drop_cell does not apply to scheme=mine (its keys: granularity, name)")
+    assert "mine" not in _refusal(["scheme=bogus"]), "the suite's own tree is unchanged"

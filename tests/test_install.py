@@ -99,8 +99,12 @@ def test_rnn_bench_runs_a_job_from_another_directory(installed, tmp_path, cache_
                          timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: scheme=bogus is unknown; choose one of: moon, ")
 
-    evaluated = subprocess.run([sys.executable, "-m", "runners.evaluate", str(job), "--json"], cwd=tmp_path, env=env,
-                               capture_output=True, text=True, timeout=120)
+    completion = subprocess.run([rnn_bench, "-sc", "install=bash"], cwd=tmp_path, env=env, capture_output=True,
+                                text=True, timeout=120)
+    assert completion.returncode == 0 and "hydra_bash_completion()" in completion.stdout, completion.stderr[-2000:]
+
+    evaluated = subprocess.run([sys.executable, "-m", "runners.evaluate", f"run={job}", "json=true"], cwd=tmp_path,
+                               env=env, capture_output=True, text=True, timeout=120)
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     summary = json.loads((job / "summary.json").read_text())
     assert json.loads(evaluated.stdout)["ppl"] == pytest.approx(summary["test_ppl"], rel=1e-6)
