@@ -7,6 +7,8 @@ read a project, and a report can be built on a laptop from a sweep copied off a 
 
 Modules, one job each:
 
+- ``analysis.store_format``: the run store's contract (file names, ``JobSummary``, event keys),
+  which the runners write to; standard library only.
 - ``analysis.runs``: the tidy schema (``Runs``: one row per run, one per event) both readers fill.
 - ``analysis.store_reader``: find job directories and read them into a ``Runs``; the cache key.
 - ``analysis.wandb_reader``: read a W&B project or group into the same ``Runs``.

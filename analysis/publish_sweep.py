@@ -32,6 +32,7 @@ import pandas as pd
 import yaml
 
 from analysis.runs import CELL_ORDER, SCHEME_ORDER, ordered
+from analysis.store_format import SUMMARY, read_summary
 from analysis.store_reader import collect
 from analysis.study_report import StudyReportError, replace_blocks
 
@@ -117,12 +118,10 @@ def sweep_machine(runs: pd.DataFrame) -> dict[str, Any]:
     """
     seen: dict[str, dict[str, Any]] = {}
     for run_dir in runs["run_dir"]:
-        try:
-            found = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8")).get("machine")
-        except (OSError, ValueError):
-            found = None
+        summary = read_summary(Path(run_dir))
+        found = None if summary is None else summary.machine
         if not isinstance(found, dict):
-            raise PublishError(f"{run_dir}/summary.json records no machine (written before jobs recorded it); "
+            raise PublishError(f"{run_dir}/{SUMMARY} records no machine (written before jobs recorded it); "
                                f"run the sweep again to publish it")
         found = {k: v for k, v in found.items() if k not in ("load_avg_at_start", "threads")}
         seen[json.dumps(found, sort_keys=True)] = found

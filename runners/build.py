@@ -213,16 +213,5 @@ def model(cfg: DictConfig, vocab_size: int) -> LanguageModel:
                          last_layer_size=m.get("last_layer_size"), **scheme_options(cfg))
 
 
-def reference(cfg: DictConfig) -> dict | None:
-    """The published numbers this job is compared with, if its preset carries them."""
-    if not cfg.get("reference"):
-        return None
-    ref = OmegaConf.to_container(cfg.reference, resolve=True)
-    by, values = ref.pop("by", None), ref.pop("values", {})
-    if by is not None:
-        ref.update(values.get(str(OmegaConf.select(cfg, by)), {}))
-    return ref
-
-
 def train_config(cfg: DictConfig) -> TrainConfig:
     return TrainConfig(**cfg.train)

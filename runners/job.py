@@ -37,11 +37,11 @@ from benchmark.machine import machine, set_flush_denormal
 from benchmark.train import check_batches, train
 from runners import build, checkpoints
 from runners.build import ConfigError
-from runners.run_store import CONFIG, JobDirBusy, RunStore, job_lock
+from analysis.store_format import CHECKPOINT, CONFIG, DONE, JobSummary, read_summary
+from runners.run_store import JobDirBusy, RunStore, job_lock
 from runners.tracking import WandbTracker
 
 log = logging.getLogger("runners.job")
-DONE = ("finished", "diverged")
 STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None),
                                   signal.SIGINT) if s)
 
@@ -69,12 +69,6 @@ class JobContext:
     job_dir: Path
     group: str | None
     multirun: bool
-
-
-def summary_base(cfg: DictConfig) -> dict:
-    rates = build.dropout_rates(cfg)
-    return {"run_name": cfg.run_name, "scheme": cfg.scheme.name, "cell": cfg.model.cell, "data": cfg.data.name,
-            "seed": int(cfg.seed), "dropout": 0.0 if cfg.scheme.name == "none" else rates}
 
 
 _orphan_watch = False
@@ -240,19 +234,19 @@ def unfinished_twins(runs_root: Path, config: dict, here: Path) -> list[tuple[Pa
     config and never finished, newest first: what a user who reran the same command meant to resume."""
     want = json.loads(json.dumps(checkpoints.fingerprint(config), sort_keys=True))
     found = []
-    for config_file in runs_root.glob("*/config.yaml"):
+    for config_file in runs_root.glob(f"*/{CONFIG}"):
         job = config_file.parent
-        if job.resolve() == here.resolve() or not (job / checkpoints.CHECKPOINT).is_file():
+        if job.resolve() == here.resolve() or not (job / CHECKPOINT).is_file():
             continue
-        store = RunStore(job)
-        if (store.summary() or {}).get("status") in DONE:
+        summary = read_summary(job)
+        if summary is not None and summary.status in DONE:
             continue
         try:
             saved = checkpoints.with_added_keys(checkpoints.fingerprint(yaml.safe_load(config_file.read_text()) or {}))
         except (OSError, yaml.YAMLError):
             continue
         if json.loads(json.dumps(saved, sort_keys=True)) == want:
-            found.append((job.stat().st_mtime, job, int((store.summary() or {}).get("epochs") or 0)))
+            found.append((job.stat().st_mtime, job, int(summary.epochs or 0) if summary is not None else 0))
     return [(job, epochs) for _, job, epochs in sorted(found, key=lambda f: f[0], reverse=True)]
 
 
@@ -260,9 +254,9 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
     store = RunStore(ctx.job_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     existing = store.summary()
-    if existing is not None and existing.get("status") in DONE:
-        log.info("already %s in %s; skipped", existing["status"], ctx.job_dir)
-        return existing
+    if existing is not None and existing.status in DONE:
+        log.info("already %s in %s; skipped", existing.status, ctx.job_dir)
+        return existing.to_json()
     resume = checkpoints.load(ctx.job_dir, config)  # ConfigError if corrupt or from another config
     if resume is None and store.existing_status() is not None:
         log.warning("%s holds an unfinished run with no checkpoint; starting it over", ctx.job_dir)
@@ -285,18 +279,14 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
     store.open(config, resume_at=resume["metrics_offset"] if resume else None)
     tracker = None
     # test_weights: which weights test_ppl scores (train.test_weights); test_epoch: the epoch they are from.
-    summary = {**summary_base(cfg), "status": "failed", "best_val_ppl": None, "test_ppl": None,
-               "test_weights": cfg.train.test_weights, "test_epoch": None,
-               "bayes_test_ppl": None, "mc_test_ppl": None, "epochs": 0, "wall_s": None,
-               "train_tokens_per_s": None, "diverged_step": None, "error": None, "dir": str(ctx.job_dir),
-               "reference": build.reference(cfg), "plan": None, "machine": None,
-               "unk_share": {split: unk_share(getattr(data, split), data.itos) for split in ("valid", "test")}}
-    high = {split: share for split, share in summary["unk_share"].items() if share > HIGH_UNK_SHARE}
+    summary = JobSummary.start(config, test_weights=cfg.train.test_weights, dir=str(ctx.job_dir),
+                               unk_share={split: unk_share(getattr(data, split), data.itos) for split in ("valid", "test")})
+    high = {split: share for split, share in summary.unk_share.items() if share > HIGH_UNK_SHARE}
     if high:  # a score on mostly-unknown words measures the vocabulary, not the model (issue 26)
-        summary["warnings"] = [f"{share:.0%} of the {split} tokens are <unk>: the vocabulary built from "
-                               f"{len(data.train):,} training tokens does not cover it; its perplexity "
-                               f"says little" for split, share in high.items()]
-        for warning in summary["warnings"]:
+        summary.warnings = [f"{share:.0%} of the {split} tokens are <unk>: the vocabulary built from "
+                            f"{len(data.train):,} training tokens does not cover it; its perplexity "
+                            f"says little" for split, share in high.items()]
+        for warning in summary.warnings:
             log.warning("%s", warning)
     # The signal is handed on only after summary.json is written and the W&B run closed.
     if joblib_worker():
@@ -309,13 +299,13 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
                                        job_dir=ctx.job_dir, name=cfg.run_name, group=ctx.group,
                                        tags=[cfg.scheme.name, cfg.model.cell, cfg.data.name, f"seed-{cfg.seed}"],
                                        job_type="train", config=config, run_id=wandb_run_id(ctx.job_dir))
-                summary["wandb_group"] = ctx.group  # what the dashboard filters on (analysis.dashboard)
+                summary.wandb_group = ctx.group  # what the dashboard filters on (analysis.dashboard)
             dev = build.device(cfg)
-            summary["machine"] = machine(dev)  # where it ran: CPU and vector flags, torch, device
+            summary.machine = machine(dev)  # where it ran: CPU and vector flags, torch, device
             model = build_model(cfg, data.vocab_size)
             # The plan the engine runs, as data: each site's rate, granularity, scaling and whether
             # it compounds, so analysis reads what ran instead of re-deriving it from scheme names.
-            summary["plan"] = model.rnn.plan.describe()
+            summary.plan = model.rnn.plan.describe()
             log.info("%s | %s, %s params, device %s%s", data.describe(), model.rnn,
                      f"{sum(p.numel() for p in model.parameters()):,}", dev,
                      f" | resuming epoch {resume['progress']['epoch']} step {resume['progress']['step']}" if resume else "")
@@ -356,31 +346,29 @@ def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
 
             result = train(model, data, build.train_config(cfg), dev, log=record, progress=sys.stderr.isatty(),
                            resume=resume, on_checkpoint=save, should_stop=should_stop)
-            summary.update(status=result.status, best_val_ppl=result.best_val_ppl, test_ppl=result.test_ppl,
-                           epochs=result.epochs, train_tokens_per_s=result.train_tokens_per_s,
-                           diverged_step=result.diverged_step, mc_test_ppl=result.mc_test_ppl,
-                           test_epoch=result.test_epoch,
-                           bayes_test_ppl=getattr(data, "bayes_test_ppl", None))
-            if result.diverged_what:
-                summary["diverged_what"] = result.diverged_what
-            return summary
+            summary.status, summary.best_val_ppl, summary.test_ppl = result.status, result.best_val_ppl, result.test_ppl
+            summary.epochs, summary.train_tokens_per_s = result.epochs, result.train_tokens_per_s
+            summary.diverged_step, summary.diverged_what = result.diverged_step, result.diverged_what
+            summary.mc_test_ppl, summary.test_epoch = result.mc_test_ppl, result.test_epoch
+            summary.bayes_test_ppl = getattr(data, "bayes_test_ppl", None)
+            return summary.to_json()
         except BaseException as e:
-            summary["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+            summary.error = f"{type(e).__name__}: {e}".splitlines()[0]
             if isinstance(e, ConfigError):
                 pass  # the caller prints it as the one error line; summary.json keeps it
             elif disk_full(e) or isinstance(e, ModelDoesNotFit):  # the user's to fix, not a bug: one line
-                log.error("job failed: %s", summary["error"])
+                log.error("job failed: %s", summary.error)
             else:
-                log.error("job failed: %s\n%s", summary["error"], traceback.format_exc())
+                log.error("job failed: %s\n%s", summary.error, traceback.format_exc())
             raise
         finally:
-            summary["wall_s"] = time.perf_counter() - started
+            summary.wall_s = time.perf_counter() - started
             store.close(summary)
             if tracker is not None:
-                keep = cfg.logger.get("log_model", False) and summary["status"] == "finished"
-                tracker.close(summary, model_files=[ctx.job_dir / checkpoints.CHECKPOINT, ctx.job_dir / CONFIG]
+                keep = cfg.logger.get("log_model", False) and summary.status == "finished"
+                tracker.close(summary.to_json(), model_files=[ctx.job_dir / CHECKPOINT, ctx.job_dir / CONFIG]
                               if keep else None)
-            if summary["status"] != "failed":
-                best = summary["best_val_ppl"]
-                log.info("%s, best val ppl %s, summary in %s", summary["status"],
+            if summary.status != "failed":
+                best = summary.best_val_ppl
+                log.info("%s, best val ppl %s, summary in %s", summary.status,
                          f"{best:.2f}" if best is not None and math.isfinite(best) else "-", ctx.job_dir)

@@ -53,6 +53,7 @@ from typing import Any, Sequence
 import yaml
 from omegaconf import DictConfig
 
+from analysis.store_format import SUMMARY, read_summary
 from benchmark.engine import SCHEMES
 from benchmark.engine.sites import SITE_SPECS
 from runners.hydra_task import CONF_DIR, check_overrides, group_options, require_optuna
@@ -298,11 +299,9 @@ def retire_stale_seeds(task: "Task", root: Path) -> Path | None:
     record and out of the report, and the seeds run again at the tuned pair.
     """
     stale = False
-    for path in task.sweep_dir.glob("*/summary.json"):
-        try:
-            ran = json.loads(path.read_text()).get("dropout")
-        except (OSError, ValueError):
-            continue
+    for path in task.sweep_dir.glob(f"*/{SUMMARY}"):
+        summary = read_summary(path.parent)
+        ran = None if summary is None else summary.dropout
         if isinstance(ran, dict) and any(not math.isclose(float(ran.get(g, math.nan)), r)
                                          for g, r in (task.rates or {}).items()):
             stale = True
@@ -368,12 +367,10 @@ def display(argv: Sequence[str]) -> str:
 def completed_runs(root: Path) -> int:
     """Job directories of the study with a final status: the progress bar's count."""
     done = 0
-    for summary in [*root.glob("tune/*/*/summary.json"), *root.glob("seeds/*/*/*/summary.json")]:
-        try:
-            if json.loads(summary.read_text()).get("status") in ("finished", "diverged", "failed"):
-                done += 1
-        except (OSError, ValueError):
-            pass
+    for path in [*root.glob(f"tune/*/*/{SUMMARY}"), *root.glob(f"seeds/*/*/*/{SUMMARY}")]:
+        summary = read_summary(path.parent)
+        if summary is not None and summary.status in ("finished", "diverged", "failed"):
+            done += 1
     return done
 
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from analysis.publish_sweep import RUN_COLUMNS, check, main
+from analysis.store_format import JobSummary
 from runners.run_store import RunStore
 from test_collect import config_for, events_for
 
@@ -66,14 +67,12 @@ def write_job(job: Path, scheme: str, cell: str, status: str, val: tuple[float, 
     for event in events:
         store.log(event)
     finished = status == "finished"
-    store.close({"run_name": config["run_name"], "scheme": scheme, "cell": cell, "data": "kjv", "seed": 0,
-                 "dropout": 0.0 if scheme == "none" else 0.5, "status": status,
-                 "best_val_ppl": min(val) if val and status != "failed" else None,
-                 "test_ppl": 140.0 if finished else None, "bayes_test_ppl": None, "mc_test_ppl": None,
-                 "epochs": len(val) if status != "failed" else 0, "wall_s": 2.5, "train_tokens_per_s": 900.0,
-                 "diverged_step": DIVERGED_STEP if status == "diverged" else None,
-                 "error": "RuntimeError: boom" if status == "failed" else None, "dir": str(job),
-                 "reference": None, "plan": None, "machine": machine})
+    store.close(JobSummary.start(config, status=status, best_val_ppl=min(val) if val and status != "failed" else None,
+                                 test_ppl=140.0 if finished else None, epochs=len(val) if status != "failed" else 0,
+                                 wall_s=2.5, train_tokens_per_s=900.0,
+                                 diverged_step=DIVERGED_STEP if status == "diverged" else None,
+                                 error="RuntimeError: boom" if status == "failed" else None, dir=str(job),
+                                 machine=machine))
 
 
 @pytest.fixture
