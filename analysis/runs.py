@@ -28,8 +28,8 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from analysis.store_format import (CONFIG, CONFIG_KEYS, EVENT_LISTS, EVENT_NUMBERS, REQUIRED_EVENT_KEYS, JobSummary,
-                                   config_value, resolve_reference)
+from analysis.store_format import (CONFIG, CONFIG_KEYS, EVENT_LISTS, EVENT_NUMBERS, JobSummary, config_value,
+                                   resolve_reference)
 
 # Preferred display order; names not listed follow in alphabetical order.
 SCHEME_ORDER = ("none", "naive", "variational", "moon", "semeniuta", "weightdrop", "zoneout",
