@@ -17,7 +17,7 @@ split; ``naive``, which has no recurrent site, searches ``rates_ff`` alone at th
 points, and ``none`` skips the search. The best pair is then re-run with every seed in
 ``study.seeds`` in every setting (the first is the one tuned on; the others re-run the
 tuned configuration at another scale), with MC-dropout evaluation (``study.mc_samples``).
-Only seeded runs are compared, by ``analysis.study_report``.
+Only seeded runs are compared, by ``analysis.study_report`` (``python -m analysis.publish``).
 
 Each search and each seed sweep is one ``python run.py -m`` command; ``--jobs`` of them run
 at a time, each on its share of the cores (or its own GPU). Everything lives under
@@ -537,10 +537,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"rate_rec {list(spec.rates_rec)}, seeds {list(spec.seeds)}, settings {', '.join(spec.settings)}: "
           f"{total_runs(spec)} runs; in {root}", file=sys.stderr)
     failed = run_study(spec, root, args.overrides, args.jobs or default_jobs(), progress=not args.no_progress)
-    from analysis.study_report import write_study_report
+    from analysis.publish import publish
 
-    out = write_study_report(root, args.out or root / "report")
-    print(f"report: {out}", file=sys.stderr)
+    out = args.out or root / "report"
+    publish(out, source=root, command=f"python -m analysis.publish {out} --from {root}")
+    print(f"report: {out / 'README.md'}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -8,19 +8,16 @@ here, a real job's files to its names and fields, and no other module types the 
 from __future__ import annotations
 
 import json
-import math
 import re
-from pathlib import Path
 
 import torch
 
 from analysis.store_format import (CHECKPOINT, CONFIG, CONFIG_KEYS, EVENT_KEYS, MARKS, METRICS, REQUIRED_EVENT_KEYS,
                                    SCOPES, SPLITS, SUMMARY, JobSummary, read_summary, resolve_reference)
 from benchmark.data import Corpus
-from benchmark.model import LanguageModel
-from benchmark.train import TrainConfig, train
 
 from conftest import ROOT, TINY
+from test_training import _run
 
 
 def check_event(event: dict) -> None:
@@ -49,15 +46,9 @@ def test_a_job_writes_the_formats_files_summary_fields_and_event_keys(run_cli, t
 
 
 def test_a_divergence_event_keeps_to_the_keys():
-    corpus = Corpus("toy", torch.randint(0, 30, (800,)), torch.randint(0, 30, (200,)),
-                    torch.randint(0, 30, (200,)), tuple(f"w{i}" for i in range(30)))
-    torch.manual_seed(0)
-    model = LanguageModel(corpus.vocab_size, 8, 8, 1, "gru", "none", 0.0)
-    with torch.no_grad():
-        model.rnn.weight_hh_l0[0, 0] = math.nan
-    events: list[dict] = []
-    cfg = TrainConfig(epochs=1, batch_size=4, eval_batch_size=4, bptt=10, probe_steps=5, probe_batch=2)
-    assert train(model, corpus, cfg, torch.device("cpu"), log=events.append, progress=False).status == "diverged"
+    corpus = Corpus("toy", *(torch.randint(0, 30, (n,)) for n in (800, 200, 200)), tuple(f"w{i}" for i in range(30)))
+    result, events = _run(corpus, epochs=1, poison=True, probe_steps=5, probe_batch=2)
+    assert result.status == "diverged"
     for event in events:
         check_event(event)
     assert events[-1]["event"] == "diverged" and events[-1]["what"]

@@ -21,7 +21,7 @@ import pytest
 from scipy import stats
 
 from analysis import stats as st
-from analysis import study_report as report
+from analysis import publish
 from analysis import study_tables as tables
 from conftest import ROOT, cli_env
 from runners import study as driver
@@ -172,7 +172,7 @@ def test_group_rates_come_from_the_plan_a_run_ran():
 
 
 def _publish(tmp_path, runs: pd.DataFrame):
-    results = tmp_path / "results"
+    results = tmp_path / "demo"  # its README blocks are demo:answer and demo:headline
     results.mkdir()
     runs.to_csv(results / "runs.csv", index=False)
     pd.DataFrame([{"scheme": "naive", "cell": "lstm", "seed": 0, "status": "finished", "rate_ff": 0.5,
@@ -196,7 +196,7 @@ def test_the_answer_is_written_from_the_tables_with_the_papers_verdicts(tmp_path
                      (setting, "lstm", "variational"): (140, 150, 1, 0.3),
                      (setting, "lstm", "semeniuta"): (155, 165, 1, 0.3)})
     results, readme = _publish(tmp_path, _runs(spec, settings=("small", "deep")))
-    report.render(results, readme)
+    publish.publish(results, readme)
     text = readme.read_text()
     assert "STALE TEXT" not in text and text.startswith("intro") and "rest" in text
     answer = text.split("<!-- demo:answer -->")[1].split("<!-- /demo:answer -->")[0]
@@ -211,29 +211,34 @@ def test_the_answer_is_written_from_the_tables_with_the_papers_verdicts(tmp_path
     assert lead.startswith("**In short**") and "better in every setting for LSTM `variational`" in lead
     assert "worse in every setting for LSTM `semeniuta`" in lead and "2 settings" in lead
     assert "Tuned on the end of the grid (†)" in answer and "LSTM `naive` ff 0.5" in answer  # 0.5 ends [0.3, 0.5]
-    assert report.check(results, readme) == []
+    assert publish.check(results, readme) == []
 
 
 def test_a_number_edited_by_hand_is_caught(tmp_path):
     runs = _runs({("small", "lstm", "none"): (200, 210, 1, 0), ("small", "lstm", "naive"): (150, 160, 2, 0.5)})
     results, readme = _publish(tmp_path, runs)
-    report.render(results, readme)
-    assert report.check(results, readme) == []
+    publish.publish(results, readme)
+    assert publish.check(results, readme) == []
     mean = f"{160 + 2 * np.mean(list(SEEDS)):.1f}"
-    for name in ("headline.md", "README.md", "headline.tex"):
-        original = (results / name).read_text()
+    for path in (results / "headline.md", results / "README.md", results / "headline.tex", readme):
+        original = path.read_text()
         assert mean in original
-        (results / name).write_text(original.replace(mean, "150.0"))
-        assert report.check(results, readme) == [name]
-        (results / name).write_text(original)
-    readme.write_text(readme.read_text().replace(mean, "150.0"))
-    assert report.check(results, readme) == [str(readme)]
+        path.write_text(original.replace(mean, "150.0"))
+        assert [line.split(" differs")[0] for line in publish.check(results, readme)] == [str(path)]
+        path.write_text(original)
+    (results / "seeds.png").unlink()
+    assert publish.check(results, readme) == [f"{results / 'seeds.png'} is missing; write it again with "
+                                              f"python -m analysis.publish {results} --readme {readme}"]
 
 
-def test_a_results_directory_of_another_kind_is_refused_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "analysis.study_report", "--check", str(ROOT / "docs" / "results" / "quickstart")],
+def test_a_one_rate_study_is_refused_in_one_line(tmp_path):
+    results, readme = _publish(tmp_path, _runs({("small", "lstm", "none"): (200, 210, 1, 0)}))
+    runs = pd.read_csv(results / "runs.csv")
+    runs.drop(columns="setting").to_csv(results / "runs.csv", index=False)  # issue 14's design had no settings
+    proc = subprocess.run([sys.executable, "-m", "analysis.publish", str(results), "--check"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert "one-rate study" in proc.stderr
 
 
 # --- the driver -------------------------------------------------------------------------
@@ -376,7 +381,7 @@ def test_one_command_tunes_two_rates_reruns_the_best_in_every_setting_reports_an
     assert {"p_t", "p_exact", "p_holm"} <= set(pd.read_csv(out / "paired.csv").columns)
     assert {"cell", "kendall_tau"} <= set(pd.read_csv(out / "rank_stability.csv").columns)
     assert (out / "tuning.png").stat().st_size > 0 and (out / "seeds.pdf").is_file()
-    assert report.check(out) == []
+    assert publish.check(out) == []
     record = json.loads((root / "study.json").read_text())
     assert record["study"]["settings"] == {"small": [], "deep": ["model.num_layers=2"]} and record["wall_s"] > 0
 
