@@ -62,7 +62,8 @@ from typing import Any, Callable, Sequence
 import torch
 
 from benchmark.machine import machine
-from benchmark.speed import Settings, Stepper, build, parse_widths, path_of
+from benchmark.speed import parse_widths
+from benchmark.timed_step import Settings, Stepper, build, path_of
 
 INSTALL = 'pip install -c constraints.txt -e ".[compare]"'
 DROPOUT = 0.5

@@ -28,7 +28,8 @@ the allocation before them. CPU: growth of the peak resident set (Linux ``VmHWM`
 resetting it through ``/proc/self/clear_refs``) over the resident set before the first
 step, in a process forked per configuration from a helper that has imported torch but
 run nothing: activations, gradients and allocator slack of two training steps, not the
-parameters. ``--no-memory`` skips it (``--quick`` skips it unless ``--memory``).
+parameters (``benchmark.step_memory``). ``--no-memory`` skips it (``--quick`` skips it unless
+``--memory``). The step itself, and the native baseline, are ``benchmark.timed_step``'s.
 
 Targets (issues 7 and 16), printed per row: on CPU at medium width, the schemes on the
 hand-written segment at most 1.1x native, the schemes on the native kernel (none, naive,
@@ -54,65 +55,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import select
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
-from torch import nn
 
 from benchmark.engine import SCHEMES
 from benchmark.machine import machine, set_flush_denormal
-from benchmark.model import LanguageModel
+from benchmark.step_memory import CpuMemory, cuda_memory
+from benchmark.timed_step import NATIVE, Settings, Stepper, build, path_of
 
 WIDTHS = {"small": 200, "medium": 650, "large": 1500}  # Zaremba et al. 2014
 CELLS = ("lstm", "gru")
 KERNEL_TARGET, LOOP_TARGET, CUDA_LOOP_TARGET = 1.05, 1.10, 1.50
 TARGET_WIDTH = "medium"
-NATIVE = "native"
-
-
-class NativeLM(nn.Module):
-    """The baseline: the language model's embedding and decoder around ``torch.nn.LSTM``/``GRU``."""
-
-    def __init__(self, vocab_size: int, emb_size: int, hidden_size: int, num_layers: int, cell: str,
-                 init_scale: float = 0.1) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, emb_size)
-        self.rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(emb_size, hidden_size, num_layers)
-        self.decoder = nn.Linear(hidden_size, vocab_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -init_scale, init_scale)
-
-    def forward(self, tokens: torch.Tensor, hidden: Any = None):
-        out, hidden = self.rnn(self.embedding(tokens), hidden)
-        return self.decoder(out), hidden
-
-
-@dataclass(frozen=True)
-class Settings:
-    widths: tuple[tuple[str, int], ...]
-    cells: tuple[str, ...]
-    schemes: tuple[str, ...]
-    layers: int = 2
-    batch: int = 20
-    bptt: int = 35
-    vocab: int = 10_000
-    dropout: float = 0.3
-    lr: float = 1.0
-    clip: float = 5.0
-    warmup: int = 2
-    repeats: int = 7
-    memory: bool = True
-    device: str = "cpu"
-    threads: int = 0
-    seed: int = 0
 
 
 @dataclass
@@ -130,145 +90,6 @@ class Row:
     target: float | None = None
     status: str = "-"  # PASS | OVER | - (no target for this row)
     extra: dict = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------- models and steps
-def build(scheme: str, cell: str, hidden: int, s: Settings, device: torch.device) -> nn.Module:
-    torch.manual_seed(s.seed)
-    if scheme == NATIVE:
-        model: nn.Module = NativeLM(s.vocab, hidden, hidden, s.layers, cell)
-    else:
-        model = LanguageModel(s.vocab, hidden, hidden, s.layers, cell=cell, scheme=scheme, dropout=s.dropout)
-    return model.to(device).train()
-
-
-def path_of(model: nn.Module) -> str:
-    if isinstance(model, NativeLM):
-        return "torch.nn"
-    return model.rnn.path(True)
-
-
-class Stepper:
-    """One model, its optimizer and its fixed batch; ``step()`` returns seconds."""
-
-    def __init__(self, model: nn.Module, s: Settings, device: torch.device) -> None:
-        self.model, self.s, self.device = model, s, device
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=s.lr)
-        g = torch.Generator().manual_seed(s.seed + 1)
-        self.tokens = torch.randint(s.vocab, (s.bptt, s.batch), generator=g).to(device)  # (T, B)
-        self.targets = torch.randint(s.vocab, (s.bptt, s.batch), generator=g).to(device)  # (T, B)
-
-    def step(self) -> float:
-        cuda = self.device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize(self.device)
-        started = time.perf_counter()
-        logits, _ = self.model(self.tokens)  # a fresh zero state each step (see module doc)
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), self.targets.flatten())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.model.parameters(), self.s.clip)
-        self.optimizer.step()
-        if cuda:
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter() - started
-
-
-# ---------------------------------------------------------------------------- memory
-def _read_status(field_name: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1]) * 1024  # kB -> bytes
-    except OSError:
-        return None
-    return None
-
-
-def _probe(scheme: str, cell: str, hidden: int, s: Settings, steps: int = 2) -> float | None:
-    """Peak-RSS growth (MiB) of ``steps`` training steps; runs in a fresh forked child."""
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    device = torch.device("cpu")
-    stepper = Stepper(build(scheme, cell, hidden, s, device), s, device)
-    before = _read_status("VmRSS")
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # reset VmHWM to the current RSS
-    except OSError:
-        return None
-    for _ in range(steps):
-        stepper.step()
-    peak = _read_status("VmHWM")
-    if before is None or peak is None:
-        return None
-    return max(peak - before, 0) / 2**20
-
-
-def _memory_server() -> None:
-    """Helper process: imports torch, computes nothing, forks one child per request (stdin JSON lines)."""
-    for line in sys.stdin:
-        req = json.loads(line)
-        s = Settings(**{**req["settings"], "widths": (), "cells": (), "schemes": ()})
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child
-            os.close(read_fd)
-            try:
-                value = _probe(req["scheme"], req["cell"], req["hidden"], s)
-            except Exception:  # noqa: BLE001 - reported as "not measured"
-                value = None
-            os.write(write_fd, json.dumps(value).encode())
-            os._exit(0)
-        os.close(write_fd)
-        chunks = []
-        while chunk := os.read(read_fd, 4096):
-            chunks.append(chunk)
-        os.close(read_fd)
-        os.waitpid(pid, 0)
-        sys.stdout.write((b"".join(chunks).decode() or "null") + "\n")
-        sys.stdout.flush()
-
-
-class CpuMemory:
-    """Client of ``_memory_server``; ``None`` where the platform cannot measure."""
-
-    def __init__(self, s: Settings) -> None:
-        self.s = s
-        self.proc = None
-        if sys.platform.startswith("linux") and hasattr(os, "fork"):
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "benchmark.speed", "--_memory-server"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )
-
-    def measure(self, scheme: str, cell: str, hidden: int) -> float | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None
-        settings = {k: v for k, v in asdict(self.s).items() if k not in ("widths", "cells", "schemes")}
-        self.proc.stdin.write(json.dumps({"scheme": scheme, "cell": cell, "hidden": hidden, "settings": settings}) + "\n")
-        self.proc.stdin.flush()
-        ready, _, _ = select.select([self.proc.stdout], [], [], 600)
-        if not ready:
-            return None
-        value = json.loads(self.proc.stdout.readline() or "null")
-        return None if value is None else float(value)
-
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=60)
-
-
-def cuda_memory(stepper: Stepper, steps: int = 2) -> float:
-    device = stepper.device
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    for _ in range(steps):
-        stepper.step()
-    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
 # ---------------------------------------------------------------------------- the run
@@ -390,7 +211,6 @@ def make_parser() -> argparse.ArgumentParser:
     mem = p.add_mutually_exclusive_group()
     mem.add_argument("--memory", dest="memory", action="store_true", default=None, help="measure peak memory")
     mem.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak memory")
-    p.add_argument("--_memory-server", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -398,9 +218,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
     args = parser.parse_args(argv)
-    if args._memory_server:
-        _memory_server()
-        return 0
     if args.out.exists() and not args.out.is_dir():
         print(f"error: --out {args.out} is a file, not a directory", file=sys.stderr)
         return 2

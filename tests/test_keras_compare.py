@@ -21,7 +21,7 @@ import torch
 from analysis.machine import machine_line
 from analysis.timing_tables import keras_markdown
 from benchmark import keras_compare as kc
-from benchmark.speed import Settings, build, path_of
+from benchmark.timed_step import Settings, build, path_of
 
 from conftest import ROOT
 

@@ -21,6 +21,7 @@ from analysis.timing_tables import speed_markdown
 from benchmark import speed
 from benchmark.engine import SCHEMES
 from benchmark.machine import ISA_CAPS, flushes_denormals, set_flush_denormal
+from benchmark.step_memory import CpuMemory
 
 from conftest import ROOT
 
@@ -97,7 +98,7 @@ def test_memory_probe_reports_a_growth_on_linux(tmp_path):
     if not sys.platform.startswith("linux"):
         pytest.skip("peak RSS via /proc is Linux-only")
     s = speed.Settings(widths=(), cells=(), schemes=(), vocab=50, batch=3, bptt=5, threads=1)
-    mem = speed.CpuMemory(s)
+    mem = CpuMemory(s)
     try:
         value = mem.measure("zoneout", "gru", 16)
     finally:
