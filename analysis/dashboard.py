@@ -34,6 +34,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from analysis.store_format import CONFIG, SUMMARY, read_summary
 from analysis.wandb_mode import resolve_mode
 
 # What the report plots, by the names runners.tracking logs them under
@@ -57,9 +58,9 @@ class DashboardError(ValueError):
 
 def sweep_settings(sweep_dir: Path) -> dict[str, Any]:
     """The sweep's W&B group, project, entity and mode, read from its jobs' resolved configs."""
-    configs = sorted(sweep_dir.glob("*/config.yaml"))
+    configs = sorted(sweep_dir.glob(f"*/{CONFIG}"))
     if not sweep_dir.is_dir() or not configs:
-        raise DashboardError(f"{sweep_dir} holds no job directories (*/config.yaml); "
+        raise DashboardError(f"{sweep_dir} holds no job directories (*/{CONFIG}); "
                              f"pass a sweep directory such as outputs/sweeps/<timestamp>")
     logger = (yaml.safe_load(configs[0].read_text()) or {}).get("logger") or {}
     if logger.get("name") != "wandb":
@@ -76,13 +77,10 @@ def wandb_group(sweep_dir: Path) -> str:
     it (``quickstart-<timestamp>``, ``runners.hydra_task.sweep_group``, issue 25); sweeps run
     before jobs recorded the group logged to the folder's name.
     """
-    for path in sorted(sweep_dir.glob("*/summary.json")):
-        try:
-            group = json.loads(path.read_text()).get("wandb_group")
-        except (OSError, ValueError):
-            continue
-        if group:
-            return str(group)
+    for path in sorted(sweep_dir.glob(f"*/{SUMMARY}")):
+        summary = read_summary(path.parent)
+        if summary is not None and summary.wandb_group:
+            return str(summary.wandb_group)
     return sweep_dir.name
 
 

@@ -1,12 +1,13 @@
 """The tidy schema every source of runs fills: one row per run, one row per metrics event.
 
-This module is the one place that knows what a run is made of: the run table's columns
-(``RUN_COLUMNS``) and how the report lists them (``RUN_LISTING``), the config keys a
-run's columns come from (``CONFIG_KEYS``) and the others the figures read, the keys a
-table row stands for (``GROUP_KEYS``), and how a run's resolved config and the dropout
-plan it ran are read back (``run_config``, ``run_plan``). The readers, the tables, the
-figures and the report all read it here, so that renaming a config key or adding a column
-is one edit.
+This module is the one place that knows what a run's tables are made of: the run table's
+columns (``RUN_COLUMNS``) and how the report lists them (``RUN_LISTING``), the config keys
+the figures read, the keys a table row stands for (``GROUP_KEYS``), and how a run's
+resolved config and the dropout plan it ran are read back (``run_config``, ``run_plan``).
+What a job directory holds (file names, the summary's fields, the event keys, the config
+keys a summary's identity comes from) is the run store's format, ``analysis.store_format``.
+The readers, the tables, the figures and the report all read them there, so that renaming
+a config key or adding a column is one edit.
 
 Why one schema: the tables, figures and the report work on DataFrames only, whichever
 source the runs came from (the local run store, ``analysis.store_reader``; a W&B project,
@@ -27,6 +28,9 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from analysis.store_format import (CONFIG, CONFIG_KEYS, EVENT_LISTS, EVENT_NUMBERS, JobSummary, config_value,
+                                   resolve_reference)
+
 # Preferred display order; names not listed follow in alphabetical order.
 SCHEME_ORDER = ("none", "naive", "variational", "moon", "semeniuta", "weightdrop", "zoneout",
                 "state_dropout")
@@ -41,10 +45,9 @@ RUN_COLUMNS = ("run_name", "scheme", "cell", "data", "seed", "dropout", "variant
                "train_tokens_per_s", "diverged_step", "diverged_what", "error",
                "ref_source", "ref_val_ppl", "ref_test_ppl", "ref_mc_test_ppl",
                "source", "url", "run_dir", "rel_dir", "root", "config", "plan")
-# Where a run's columns come from in its resolved config (``config.yaml``), for the
-# summary fields a summary leaves out; the summary wins where it has a value.
-CONFIG_KEYS = {"scheme": "scheme.name", "cell": "model.cell", "data": "data.name", "seed": "seed",
-               "dropout": "dropout", "run_name": "run_name"}
+# Where a run's columns come from in its resolved config (``config.yaml``), for the summary
+# fields a summary leaves out, is ``CONFIG_KEYS`` of the store's format; the summary wins
+# where it has a value.
 # Config keys the figures read beyond the columns: the gradient-clipping threshold, drawn
 # on the gradient-norm figure, and whether state dropout also drops the LSTM memory.
 CLIP_KEY = "train.clip"
@@ -55,13 +58,10 @@ GROUP_KEYS = ("data", "cell", "scheme", "variant")
 # Columns that identify a run in ``Runs.events``; ``run_dir`` is the unique key.
 ID_COLUMNS = ("run_dir", "run_name", "scheme", "cell", "data", "seed", "dropout")
 EVENT_COLUMNS = ID_COLUMNS + ("epoch", "step", "split", "scope", "loss", "ppl")
-# Keys the training loop logs on some events: always present as columns, so that the
-# local store and W&B give frames with the same columns even when one lacks a key.
-EVENT_NUMBERS = ("lr", "grad_norm", "grad_norm_max", "tokens_per_s", "max_state", "growth_per_step")
-EVENT_LISTS = ("state_norm", "cell_norm")  # per time step of the probe; null entries are NaN
+# Keys the training loop logs on some events (the store format's numbers and lists): always
+# present as columns, so that the local store and W&B give frames with the same columns even
+# when one lacks a key.
 EVENT_EXTRAS = EVENT_NUMBERS + EVENT_LISTS
-# An event without these cannot be placed on any curve.
-REQUIRED_EVENT_KEYS = frozenset({"epoch", "step", "split"})
 
 _FLOAT_FIELDS = ("dropout", "best_val_ppl", "test_ppl", "bayes_test_ppl", "mc_test_ppl", "wall_s",
                  "train_tokens_per_s", "ref_val_ppl", "ref_test_ppl", "ref_mc_test_ppl")
@@ -171,7 +171,7 @@ def run_config(run: Mapping[str, Any]) -> dict[str, Any]:
             pass
     run_dir = run.get("run_dir")
     if isinstance(run_dir, str):
-        path = Path(run_dir) / "config.yaml"
+        path = Path(run_dir) / CONFIG
         if path.is_file():
             import yaml  # only here: the table's ``config`` column is the usual source
 
@@ -227,33 +227,6 @@ def _text(value: Any) -> Any:
     return None if value is None else str(value)
 
 
-def config_value(config: Mapping[str, Any], dotted: str) -> Any:
-    """The value at a dotted key (``"model.cell"``) of a nested config, ``None`` where absent."""
-    node: Any = config
-    for key in dotted.split("."):
-        if not isinstance(node, Mapping):
-            return None
-        node = node.get(key)
-    return node
-
-
-def resolve_reference(config: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The paper's numbers a config carries, with a per-variant ``{by, values}`` applied.
-
-    The same rule as ``runners.build.reference`` (not imported: analysis never imports
-    the experiment layer); used for stores whose summary predates its ``reference``.
-    """
-    ref = config.get("reference")
-    if not isinstance(ref, Mapping) or not ref:
-        return None
-    ref = dict(ref)
-    by, values = ref.pop("by", None), ref.pop("values", None) or {}
-    if by is not None and isinstance(values, Mapping):
-        chosen = values.get(str(config_value(config, str(by))))
-        ref.update(chosen if isinstance(chosen, Mapping) else {})
-    return ref
-
-
 def _label_value(value: Any) -> str:
     """A config value as a short, stable label: ``0.3``, ``true``, ``{emb:0.3,x:0.5}``."""
     if value is None:
@@ -300,9 +273,10 @@ def run_row(summary: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, 
 
     Shared by the run store and W&B, so both sources give the same values.
     """
+    known = JobSummary.from_json(summary)
     from_config = {column: config_value(config, key) for column, key in CONFIG_KEYS.items()}
-    merged = {**from_config, **{k: v for k, v in summary.items() if v is not None}}
-    ref = summary.get("reference") if "reference" in summary else resolve_reference(config)
+    merged = {**from_config, **{k: v for k, v in known.to_json().items() if v is not None}}
+    ref = known.reference if known.reference is not None else resolve_reference(config)
     ref = ref if isinstance(ref, Mapping) else {}
     merged.update(ref_source=ref.get("source"), ref_val_ppl=ref.get("valid_ppl"),
                   ref_test_ppl=ref.get("test_ppl"), ref_mc_test_ppl=ref.get("mc_test_ppl"))
@@ -313,7 +287,7 @@ def run_row(summary: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, 
         row[key] = _int(merged.get(key))
     for key in _TEXT_FIELDS + ("ref_source",):
         row[key] = _text(merged.get(key))
-    row["status"] = _text(summary.get("status")) or "unknown"
+    row["status"] = _text(known.status) or "unknown"
     if row["status"] != "finished":
         for key in _FINISHED_ONLY:
             row[key] = math.nan

@@ -1,4 +1,4 @@
-"""Read the run store's job directories (written by ``runners.run_store``) into a ``Runs``.
+"""Read the run store's job directories (``analysis.store_format``, written by ``runners.run_store``) into a ``Runs``.
 
 The store is written by jobs that may be killed at any moment, so reading is tolerant:
 a job directory without ``summary.json`` is reported as skipped, never an exception; a
@@ -19,14 +19,13 @@ from typing import Any, Sequence
 import yaml
 
 from analysis.parquet_cache import CACHE_VERSION, read_cache, write_parquet
-from analysis.runs import ID_COLUMNS, REQUIRED_EVENT_KEYS, Note, Runs, events_frame, run_row, runs_frame
-
-CONFIG_FILE, METRICS_FILE, SUMMARY_FILE = "config.yaml", "metrics.jsonl", "summary.json"
+from analysis.runs import ID_COLUMNS, Note, Runs, events_frame, run_row, runs_frame
+from analysis.store_format import CONFIG, METRICS, REQUIRED_EVENT_KEYS, SUMMARY
 
 
 def is_job_dir(path: Path) -> bool:
     """A job directory is one the training job wrote metrics or a summary into."""
-    return (path / SUMMARY_FILE).is_file() or (path / METRICS_FILE).is_file()
+    return (path / SUMMARY).is_file() or (path / METRICS).is_file()
 
 
 def find_job_dirs(root: Path) -> list[Path]:
@@ -79,14 +78,14 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
 
 def _read_config(job: Path, warnings: list[Note]) -> dict[str, Any]:
     """The run's resolved config, or ``{}`` with a warning: the summary alone is usable."""
-    path = job / CONFIG_FILE
+    path = job / CONFIG
     if not path.is_file():
-        warnings.append(Note(job, f"no {CONFIG_FILE}; dropout rate unknown"))
+        warnings.append(Note(job, f"no {CONFIG}; dropout rate unknown"))
         return {}
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
-        warnings.append(Note(job, f"unreadable {CONFIG_FILE} ({type(e).__name__})"))
+        warnings.append(Note(job, f"unreadable {CONFIG} ({type(e).__name__})"))
         return {}
     return config if isinstance(config, dict) else {}
 
@@ -94,37 +93,37 @@ def _read_config(job: Path, warnings: list[Note]) -> dict[str, Any]:
 def _read_job(job: Path, root: Path, skipped: list[Note], warnings: list[Note]
               ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
     """A run's table row and its events, or None (and a note in ``skipped``)."""
-    summary_path = job / SUMMARY_FILE
+    summary_path = job / SUMMARY
     if not summary_path.is_file():
-        skipped.append(Note(job, f"no {SUMMARY_FILE}: unfinished or killed job"))
+        skipped.append(Note(job, f"no {SUMMARY}: unfinished or killed job"))
         return None
     try:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        skipped.append(Note(job, f"unreadable {SUMMARY_FILE} ({type(e).__name__})"))
+        skipped.append(Note(job, f"unreadable {SUMMARY} ({type(e).__name__})"))
         return None
     if not isinstance(summary, dict):
-        skipped.append(Note(job, f"{SUMMARY_FILE} is not a JSON object"))
+        skipped.append(Note(job, f"{SUMMARY} is not a JSON object"))
         return None
     row = run_row(summary, _read_config(job, warnings))
     if row["status"] == "unknown":
-        warnings.append(Note(job, f"{SUMMARY_FILE} has no status"))
+        warnings.append(Note(job, f"{SUMMARY} has no status"))
     rel = os.path.relpath(job, root)
     row.update(source="local", url="", run_dir=str(job), rel_dir=job.name if rel == "." else rel,
                root=str(root))
 
-    metrics_path = job / METRICS_FILE
+    metrics_path = job / METRICS
     events: list[dict[str, Any]] = []
     if not metrics_path.is_file():
-        warnings.append(Note(job, f"no {METRICS_FILE}; no learning curves for this run"))
+        warnings.append(Note(job, f"no {METRICS}; no learning curves for this run"))
     else:
         try:
             events, bad = read_metrics(metrics_path)
         except OSError as e:
-            warnings.append(Note(job, f"unreadable {METRICS_FILE} ({type(e).__name__})"))
+            warnings.append(Note(job, f"unreadable {METRICS} ({type(e).__name__})"))
             bad = 0
         if bad:
-            warnings.append(Note(job, f"{bad} unreadable line(s) in {METRICS_FILE} dropped"))
+            warnings.append(Note(job, f"{bad} unreadable line(s) in {METRICS} dropped"))
     ids = {key: row[key] for key in ID_COLUMNS}
     return row, [{**event, **ids} for event in events]
 
@@ -202,7 +201,7 @@ def fingerprint(paths: Sequence[Path | str]) -> str:
         digest.update(f"root {Path(root).resolve()}\n".encode())
     for job, _root in job_dirs([Path(p) for p in paths]):
         digest.update(f"job {job}\n".encode())
-        for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE):
+        for name in (CONFIG, METRICS, SUMMARY):
             try:
                 st = (job / name).stat()
                 digest.update(f"{name} {st.st_size} {st.st_mtime_ns}\n".encode())

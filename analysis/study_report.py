@@ -1,44 +1,36 @@
-"""The study's report: its answer, tables (Markdown, CSV, LaTeX), figures and page, and their check.
+"""The study's report: its answer, tables (Markdown, CSV, LaTeX), figures and page, from its runs.
 
-    python -m analysis.study_report STUDY_DIR --out docs/results/study_cpu [--readme README.md]
-    python -m analysis.study_report --render docs/results/study_cpu [--readme README.md]
-    python -m analysis.study_report --check docs/results/study_cpu [--readme README.md]
+``export`` reads a study's run stores (``runners.study`` writes them) into a results
+directory's three inputs: ``runs.csv`` (every seeded run, with its setting and tuned rates),
+``trials.csv`` (the tuning trials) and ``study.json`` (the design, commands, machine, wall
+time, and each setting's model and data read from its runs' configs). ``render`` derives
+everything else from those three files: the tables of ``analysis.study_tables`` as
+``<table>.{md,csv,tex}``, the figures (``analysis.study_figures``), ``README.md``, and the
+README blocks ``<!-- DIR:answer -->`` (``analysis.study_text``) and ``<!-- DIR:headline -->``.
+Both run through the one publisher, which writes and checks them:
 
-The first form reads a study's run stores (``runners.study`` writes them) and writes, in
-``--out``, the three inputs everything else derives from: ``runs.csv`` (every seeded run, with
-its setting and tuned rates), ``trials.csv`` (the tuning trials) and ``study.json`` (the design,
-commands, machine, wall time, and each setting's model and data read from its runs' configs);
-then the tables of ``analysis.study_tables`` as ``<table>.{md,csv,tex}``, the figures
-``tuning.{png,svg,pdf}`` and ``seeds.{png,svg,pdf}``, and ``README.md``. With ``--readme`` it
-also writes the answer (``analysis.study_text``) and the headline table into the README between
-``<!-- <name>:answer -->`` and ``<!-- <name>:headline -->`` markers.
-
-``--check`` renders everything again from the committed CSVs and fails (exit 1) when a committed
-table, the page or the README's copy differs: a number edited by hand cannot pass.
+    python -m analysis.publish docs/results/study_cpu --from <output dir>/studies/study_cpu --readme README.md
+    python -m analysis.publish docs/results/study_cpu --readme README.md --check
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
 from analysis import study_tables as tables
+from analysis.machine import machine_line, of_jobs
+from analysis.publication import Publication, PublishError
 from analysis.runs import CELL_ORDER, SCHEME_ORDER, config_value, ordered
 from analysis.store_reader import collect
+from analysis.study_figures import FIGURES, seeds_figure, tuning_figure
 from analysis.study_text import answer, rates_line
 
 INPUTS = ("runs.csv", "trials.csv", "study.json")
-FIGURES = ("tuning", "seeds")
-
-
-class StudyReportError(ValueError):
-    """A study directory or results directory that cannot be reported."""
 
 
 # --- reading a study --------------------------------------------------------------------
@@ -75,11 +67,11 @@ def export(study_dir: Path, out: Path) -> None:
     """The study's three inputs, from its run stores, into ``out``."""
     record_path = study_dir / "study.json"
     if not record_path.is_file():
-        raise StudyReportError(f"{study_dir} is not a study directory (no study.json); run python -m runners.study first")
+        raise PublishError(f"{study_dir} is not a study directory (no study.json); run python -m runners.study first")
     record = json.loads(record_path.read_text())
     settings = list(record.get("study", {}).get("settings") or [])
     if not settings or "rates_ff" not in record["study"]:
-        raise StudyReportError(f"{study_dir} is a one-rate study (issue 14's design), which this version no longer "
+        raise PublishError(f"{study_dir} is a one-rate study (issue 14's design), which this version no longer "
                                f"reports; rerun it with python -m runners.study")
     frames, scope = [], {}
     for setting in settings:
@@ -91,7 +83,7 @@ def export(study_dir: Path, out: Path) -> None:
         if configs:
             scope[setting] = describe_setting(configs[0])
     if not frames:
-        raise StudyReportError(f"{study_dir} has no seeded runs yet (nothing under seeds/)")
+        raise PublishError(f"{study_dir} has no seeded runs yet (nothing under seeds/)")
     out.mkdir(parents=True, exist_ok=True)
     pd.concat(frames, ignore_index=True).to_csv(out / "runs.csv", index=False)
     tune = study_dir / "tune"
@@ -104,116 +96,13 @@ def export(study_dir: Path, out: Path) -> None:
 def load(results: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     missing = [name for name in INPUTS if not (results / name).is_file()]
     if missing:
-        raise StudyReportError(f"{results} lacks {', '.join(missing)}; write it with "
-                               f"python -m analysis.study_report STUDY_DIR --out {results}")
+        raise PublishError(f"{results} lacks {', '.join(missing)}; write it with "
+                           f"python -m analysis.publish {results} --from STUDY_DIR")
     runs = pd.read_csv(results / "runs.csv", dtype={"setting": str})
     if "setting" not in runs:
-        raise StudyReportError(f"{results}/runs.csv has no setting column: a one-rate study (issue 14's design); "
+        raise PublishError(f"{results}/runs.csv has no setting column: a one-rate study (issue 14's design); "
                                f"this version checks only two-rate studies")
     return runs, pd.read_csv(results / "trials.csv"), json.loads((results / "study.json").read_text())
-
-
-# --- figures ----------------------------------------------------------------------------
-
-
-def _save(fig: Any, out: Path, name: str) -> list[Path]:
-    import matplotlib.pyplot as plt
-
-    paths = []
-    for suffix in ("png", "svg", "pdf"):
-        path = out / f"{name}.{suffix}"
-        fig.savefig(path, dpi=130, **({"metadata": {"Date": None}} if suffix == "svg" else
-                                      {"metadata": {"CreationDate": None}} if suffix == "pdf" else {}))
-        paths.append(path)
-    plt.close(fig)
-    return paths
-
-
-def tuning_figure(trials: pd.DataFrame, runs: pd.DataFrame, out: Path) -> list[Path]:
-    """Every tuning trial's best validation perplexity: schemes down, grid points across, one panel per cell.
-
-    The point each scheme was re-run at is boxed; a diverged trial is marked as such; ``naive``
-    has no recurrent rate, so only its ``rec = -`` column is filled.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    cells = ordered(trials.cell, CELL_ORDER)
-    ffs = sorted(trials.rate_ff.dropna().unique())
-    recs = [math.nan, *sorted(trials.rate_rec.dropna().unique())]
-    columns = [(f, r) for f in ffs for r in recs]
-    schemes = ordered(trials.scheme, SCHEME_ORDER)
-    finite = trials[trials.status == "finished"].best_val_ppl
-    low, high = (float(finite.min()), float(finite.quantile(0.9))) if len(finite) else (0.0, 1.0)
-    fig, axes = plt.subplots(1, len(cells), figsize=(1.0 + 0.9 * len(columns) * len(cells), 1.2 + 0.5 * len(schemes)),
-                             squeeze=False, layout="constrained")
-    first = runs[runs.setting == tables.settings_of(runs)[0]] if len(runs) else runs
-    image = None
-    for ax, cell in zip(axes[0], cells):
-        grid = np.full((len(schemes), len(columns)), np.nan)
-        for i, scheme in enumerate(schemes):
-            rows = trials[(trials.cell == cell) & (trials.scheme == scheme)]
-            chosen = first[(first.cell == cell) & (first.scheme == scheme)]
-            for j, (f, r) in enumerate(columns):
-                hit = rows[np.isclose(rows.rate_ff, f) & (rows.rate_rec.isna() if math.isnan(r) else np.isclose(rows.rate_rec, r))]
-                if hit.empty:
-                    continue
-                t = hit.iloc[0]
-                if t.status == "finished":
-                    grid[i, j] = t.best_val_ppl
-                    ax.text(j, i, f"{t.best_val_ppl:.0f}", ha="center", va="center", fontsize=7)
-                else:
-                    ax.text(j, i, "div." if t.status == "diverged" else t.status[:4], ha="center", va="center",
-                            fontsize=7, color="crimson")
-                if len(chosen) and np.isclose(chosen.rate_ff.iloc[0], f) and (
-                        (math.isnan(r) and chosen.rate_rec.isna().iloc[0]) or np.isclose(chosen.rate_rec.iloc[0], r)):
-                    ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, linewidth=2, edgecolor="black"))
-        image = ax.imshow(grid, cmap="viridis_r", vmin=low, vmax=high, aspect="auto")
-        ax.set_xticks(range(len(columns)), [f"ff {f:g}\nrec {'-' if math.isnan(r) else f'{r:g}'}" for f, r in columns],
-                      fontsize=7)
-        ax.set_yticks(range(len(schemes)), schemes, fontsize=8)
-        ax.set_title(f"{cell.upper()}: best validation ppl per trial (seed {int(trials.seed.iloc[0])})", fontsize=9)
-    if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="best validation perplexity")
-    return _save(fig, out, "tuning")
-
-
-def seeds_figure(runs: pd.DataFrame, out: Path) -> list[Path]:
-    """Test perplexity of every seeded run: one dot per seed, a bar at the mean, per setting x cell."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from analysis.plotting import scheme_colour
-
-    settings, cells = tables.settings_of(runs), ordered(runs.cell, CELL_ORDER)
-    fig, axes = plt.subplots(len(settings), len(cells), figsize=(5.2 * len(cells), 3.2 * len(settings)),
-                             squeeze=False, layout="constrained")
-    for row, setting in enumerate(settings):
-        for col, cell in enumerate(cells):
-            ax = axes[row][col]
-            here = runs[(runs.setting == setting) & (runs.cell == cell)]
-            schemes = ordered(here.scheme, SCHEME_ORDER)
-            for i, scheme in enumerate(schemes):
-                done = here[(here.scheme == scheme) & (here.status == "finished")].test_ppl.astype(float)
-                jitter = np.linspace(-0.18, 0.18, len(done)) if len(done) else []
-                ax.plot(i + np.asarray(jitter), done, "o", markersize=3, alpha=0.7, color=scheme_colour(scheme))
-                if len(done):
-                    ax.hlines(done.mean(), i - 0.3, i + 0.3, color="black", linewidth=1.2)
-                failed = int((here.scheme == scheme).sum() - len(done))
-                if failed:
-                    ax.annotate(f"{failed} div.", (i, 1.0), xycoords=("data", "axes fraction"), ha="center",
-                                va="top", fontsize=7, color="crimson")
-            ax.set_xticks(range(len(schemes)), schemes, rotation=30, ha="right", fontsize=8)
-            ax.set_title(f"{setting}, {cell.upper()}", fontsize=9)
-            ax.set_ylabel("test perplexity")
-            ax.grid(axis="y", alpha=0.3)
-    return _save(fig, out, "seeds")
 
 
 # --- the page ---------------------------------------------------------------------------
@@ -230,11 +119,6 @@ def job_seconds(runs: pd.DataFrame, trials: pd.DataFrame) -> float:
                      for frame in (runs, trials)))
 
 
-def machine_line(record: dict[str, Any]) -> str:
-    m = record["machine"]
-    return f"{m['cpu']} ({m.get('vector', '?')}), {m['cores']} cores, torch {m['torch']}, device {m['device']}"
-
-
 def readme_text(record: dict[str, Any], files: dict[str, str], runs: pd.DataFrame, trials: pd.DataFrame,
                 text: str) -> str:
     s = record["study"]
@@ -244,12 +128,12 @@ def readme_text(record: dict[str, Any], files: dict[str, str], runs: pd.DataFram
     head = tables.headline(runs)
     return f"""# Study `{record['name']}`: every scheme on one feed-forward footing, two rates tuned, {len(s['seeds'])} seeds, {len(s['settings'])} settings
 
-Generated by `python -m analysis.study_report` from this folder's `runs.csv`, `trials.csv` and
-`study.json`; `tests/test_study_results.py` fails if a table here differs from what those files give.
+Generated by `python -m analysis.publish docs/results/{record['name']}` from this folder's `runs.csv`, `trials.csv`
+and `study.json`; with `--check` it fails if a table here differs from what those files give (`tests/test_published.py`).
 
 - **Ran with:** `{record['command']}`, then
-  `python -m analysis.study_report <output dir>/studies/{record['name']} --out docs/results/{record['name']} --readme README.md`
-- **Machine:** {machine_line(record)}; {record['jobs']} commands at a time, each on its share of the cores.
+  `python -m analysis.publish docs/results/{record['name']} --from <output dir>/studies/{record['name']} --readme README.md`
+- **Machine:** {machine_line(of_jobs(record['machine']))}; {record['jobs']} commands at a time, each on its share of the cores.
 - **Wall time:** {_duration(record['wall_s'])} for {len(trials)} tuning trials and {len(runs)} seeded runs
   ({record.get('invocations', 1)} invocation(s) of the study command, on a machine shared with other work).
   The runs' own wall times sum to {_duration(job_seconds(runs, trials))}: {record['jobs']} at a time, a quiet
@@ -317,37 +201,10 @@ LaTeX (booktabs) and CSV beside its Markdown.
 """
 
 
-README_BLOCKS = ("answer", "headline")
-
-
 def provenance(record: dict[str, Any], runs: pd.DataFrame, trials: pd.DataFrame) -> str:
     """One line: the command, the machine and the wall time, from ``study.json``."""
     return (f"*{len(runs)} seeded runs and {len(trials)} tuning trials from `{record['command']}`, "
-            f"{_duration(record['wall_s'])} on {machine_line(record)}.*\n")
-
-
-def readme_blocks(record: dict[str, Any], files: dict[str, str], runs: pd.DataFrame, trials: pd.DataFrame,
-                  text: str) -> list[tuple[str, str, str]]:
-    name = record["name"]
-    first = tables.settings_of(runs)[0]
-    head = tables.headline(runs)
-    table = tables.markdown(tables.headline_display(head[head.setting == first], grid(record)).drop(columns="setting"))
-    legend = "Bold: the cell's best scheme on validation. †: a tuned rate on the end of its grid.\n"
-    bodies = {"answer": text, "headline": f"{table}\n{legend}\n{provenance(record, runs, trials)}"}
-    blocks = []
-    for block in README_BLOCKS:
-        start, end = f"<!-- {name}:{block} -->", f"<!-- /{name}:{block} -->"
-        blocks.append((start, end, f"{start}\n{bodies[block]}{end}"))
-    return blocks
-
-
-def replace_blocks(text: str, blocks: list[tuple[str, str, str]]) -> str:
-    for start, end, block in blocks:
-        if start not in text or end not in text:
-            raise StudyReportError(f"the README has no {start} ... {end} block")
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    return text
+            f"{_duration(record['wall_s'])} on {machine_line(of_jobs(record['machine']))}.*\n")
 
 
 def grid(record: dict[str, Any]) -> dict[str, list[float]]:
@@ -355,83 +212,21 @@ def grid(record: dict[str, Any]) -> dict[str, list[float]]:
     return {g: record["study"][f"rates_{g}"] for g in ("ff", "rec")}
 
 
-def rendered(results: Path) -> tuple[dict[str, str], list[tuple[str, str, str]], pd.DataFrame, pd.DataFrame]:
-    """Every text file of ``results`` and the README blocks, from its three inputs."""
+def render(results: Path) -> Publication:
+    """Every text file of ``results``, its figures and the README blocks, from its three inputs."""
     runs, trials, record = load(results)
     files = tables.render_tables(runs, grid(record))
-    pairs, mc = tables.paired_table(runs), tables.mc_table(runs)
-    text = answer(record, tables.headline(runs), pairs, mc, tables.rank_stability(runs), tables.survival(pairs))
+    head, pairs, mc = tables.headline(runs), tables.paired_table(runs), tables.mc_table(runs)
+    text = answer(record, head, pairs, mc, tables.rank_stability(runs), tables.survival(pairs))
     files["README.md"] = readme_text(record, files, runs, trials, text)
-    return files, readme_blocks(record, files, runs, trials, text), runs, trials
+    first = tables.settings_of(runs)[0]
+    table = tables.markdown(tables.headline_display(head[head.setting == first], grid(record)).drop(columns="setting"))
+    legend = "Bold: the cell's best scheme on validation. †: a tuned rate on the end of its grid.\n"
+    blocks = {"answer": text, "headline": f"{table}\n{legend}\n{provenance(record, runs, trials)}"}
 
+    def draw(out: Path) -> None:
+        if len(trials):
+            tuning_figure(trials, runs, out)
+        seeds_figure(runs, out)
 
-def render(results: Path, readme: Path | None = None) -> None:
-    """Every derived file of ``results``, from its three inputs."""
-    files, blocks, runs, trials = rendered(results)
-    for name, text in files.items():
-        (results / name).write_text(text)
-    if len(trials):
-        tuning_figure(trials, runs, results)
-    seeds_figure(runs, results)
-    if readme is not None:
-        readme.write_text(replace_blocks(readme.read_text(), blocks))
-
-
-def check(results: Path, readme: Path | None = None) -> list[str]:
-    """The committed files (and README blocks) that differ from what the committed runs give."""
-    files, blocks, _, _ = rendered(results)
-    stale = [name for name, text in files.items()
-             if not (results / name).is_file() or (results / name).read_text() != text]
-    stale += [f"{name}.png" for name in FIGURES if not (results / f"{name}.png").is_file()]
-    if readme is not None and any(block not in readme.read_text() for _, _, block in blocks):
-        stale.append(str(readme))
-    return stale
-
-
-def write_study_report(study_dir: Path, out: Path, readme: Path | None = None) -> Path:
-    export(study_dir, out)
-    render(out, readme)
-    return out / "README.md"
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.study_report",
-                                     description="The answer, tables, figures and page of a study, and their check.")
-    parser.add_argument("path", type=Path, help="the study directory (<output dir>/studies/NAME); with --render or "
-                                                "--check, a results directory (docs/results/NAME)")
-    parser.add_argument("--out", type=Path, help="where the results go (default: STUDY_DIR/report)")
-    parser.add_argument("--readme", type=Path, help="also update (with --check: check) this README's answer and "
-                                                    "headline blocks")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--render", action="store_true",
-                      help="only re-derive the tables, figures and page from the results directory's CSVs")
-    mode.add_argument("--check", action="store_true",
-                      help="fail when a committed file differs from what the committed CSVs give")
-    args = parser.parse_args(argv)
-    if args.out is not None and (args.render or args.check):
-        parser.error("--out goes with a study directory, not with --render or --check")
-    if not args.path.is_dir():
-        print(f"error: {args.path} is not a directory; give a study directory or a results directory", file=sys.stderr)
-        return 2
-    try:
-        if args.check:
-            stale = check(args.path, args.readme)
-            for name in stale:
-                print(f"error: {name} differs from what {args.path}/runs.csv gives; regenerate it with "
-                      f"python -m analysis.study_report --render {args.path}"
-                      f"{' --readme ' + str(args.readme) if args.readme else ''}", file=sys.stderr)
-            return 1 if stale else 0
-        if args.render:
-            render(args.path, args.readme)
-            out = args.path / "README.md"
-        else:
-            out = write_study_report(args.path, args.out or args.path / "report", args.readme)
-    except StudyReportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(out)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return Publication(files=files, blocks=blocks, figures=tuple(f"{name}.png" for name in FIGURES), draw=draw)

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.machine import machine_line, of_jobs
 from analysis.study_tables import ALPHA, fmt_p, fmt_ppl, fmt_rate, fmt_signed, fmt_tau, on_edge, verdict
 
 
@@ -63,8 +64,8 @@ def scope(record: dict[str, Any]) -> str:
             f"layers, output) plus its own recurrent mechanism; the two rates were tuned jointly on one "
             f"{len(s['rates_ff'])} x {len(s['rates_rec'])} grid ({grid} trials per scheme, `naive` "
             f"{len(s['rates_ff'])}) on validation with seed {s['tuning_seed']} in `{next(iter(s['settings']))}`, "
-            f"then every scheme x cell ran {len(s['seeds'])} other seeds in every setting, on {m['cpu']} "
-            f"({m.get('vector', '?')}), {m['cores']} cores. Word-type dropout (`emb`) is off for every scheme.")
+            f"then every scheme x cell ran {len(s['seeds'])} other seeds in every setting, on "
+            f"{machine_line(of_jobs(m))}. Word-type dropout (`emb`) is off for every scheme.")
 
 
 def cell_lines(head: pd.DataFrame, pairs: pd.DataFrame, setting: str) -> list[str]:

@@ -1,7 +1,7 @@
 """This suite's training step against Keras 3's, the same language model in both, side by side.
 
 ``python -m benchmark.keras_compare [--widths 200,650] [--repeats N] [--warmup N] [--threads N]
-[--out DIR] [--readme README.md]`` times one training step (forward, loss, backward, gradient-norm clipping, SGD
+[--out DIR]`` times one training step (forward, loss, backward, gradient-norm clipping, SGD
 step) of the word-level language model of ``benchmark.speed``: embedding -> 2-layer LSTM of
 width W -> dense decoder over a 10k vocabulary, batch 20, BPTT 35, in four versions:
 
@@ -36,13 +36,11 @@ the suite's step with the same dropout run next to it, and ``x no dropout``: the
 rounds of each library's dropout step over its own no-dropout step next to it, which is the cost
 of recurrent dropout in that library.
 
-Published results. ``python -m benchmark.keras_compare --render
-docs/results/keras_cpu/keras_compare.json --readme README.md`` writes ``keras_compare.md`` again
-from a committed ``keras_compare.json`` (next to it, or in ``--out``) and the README's copy
-between ``<!-- keras_compare:table -->`` markers (``benchmark.publish``), without keras; with
-``--check`` it writes nothing and exits 1 naming each file that differs, so that no number of a
-published table is typed by hand. ``--readme`` on a measuring run puts its table into the
-README as well.
+Published results. The command writes ``keras_compare.json`` (every step and per-round ratio,
+the command, the machine, the settings) into ``--out`` and nothing else; ``python -m
+analysis.publish docs/results/keras_cpu --readme README.md`` renders its table beside it
+(``keras_compare.md``) and into the README, without keras, and checks them with ``--check``,
+so that no number of a published table is typed by hand.
 
 Keras is an optional dependency (``pip install -e ".[compare]"``); without it the command
 exits 2 with one line saying so. This module imports no Hydra, ``runners`` or ``analysis``,
@@ -63,13 +61,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from benchmark.publish import publish, readme_problem, usage_problem
-from benchmark.machine import machine, machine_line
-from benchmark.speed import Settings, Stepper, build, duration, parse_widths, path_of
+from benchmark.machine import machine
+from benchmark.speed import parse_widths
+from benchmark.timed_step import Settings, Stepper, build, path_of
 
 INSTALL = 'pip install -c constraints.txt -e ".[compare]"'
-MARKER = "keras_compare:table"  # the README block: <!-- keras_compare:table --> ... <!-- /keras_compare:table -->
-PUBLISHED = Path("docs/results/keras_cpu/keras_compare.json")
 DROPOUT = 0.5
 SUITE, KERAS = "suite", "keras"
 # (library, dropout) in the order of the table; the suite's names are its schemes.
@@ -269,11 +265,9 @@ def measure(hidden: int, s: Settings, keras=None, progress: Callable[[str], None
 def compare(s: Settings, keras, command: str, progress: Callable[[str], None] = log) -> dict[str, Any]:
     """Every width of ``s``, both libraries (the suite alone when ``keras`` is None): the result."""
     info = machine(torch.device("cpu"))
-    line = machine_line(info)
     if keras is not None:
         info.update(keras=keras.__version__, keras_backend=keras.backend.backend())
-        line += f", keras {info['keras']} ({info['keras_backend']} backend)"
-    progress(f"{command}\n{line}")
+    progress(command)
     started = time.perf_counter()
     rows: list[Row] = []
     for _, hidden in s.widths:
@@ -281,7 +275,6 @@ def compare(s: Settings, keras, command: str, progress: Callable[[str], None] = 
     return {
         "command": command,
         "machine": info,
-        "machine_line": line,
         "settings": asdict(s),
         "keras_step": "model.train_on_batch(x, y), eager (the torch backend's default)",
         "wall_s": round(time.perf_counter() - started, 1),
@@ -290,57 +283,11 @@ def compare(s: Settings, keras, command: str, progress: Callable[[str], None] = 
 
 
 # ---------------------------------------------------------------------------- output
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def markdown(result: dict[str, Any]) -> str:
-    s = result["settings"]
-    lines = [
-        "# Training-step speed: this suite against Keras 3 (torch backend)",
-        "",
-        f"Command: `{result['command']}`",
-        "",
-        f"Machine: {result['machine_line']}",
-        "",
-        f"{s['layers']}-layer LSTM language model, batch {s['batch']}, BPTT {s['bptt']}, vocab {s['vocab']}, dropout "
-        f"{s['dropout']}, SGD lr {s['lr']} with gradient-norm clipping at {s['clip']}; {s['warmup']} warm-up step(s) "
-        f"and {s['repeats']} rounds, each once around the cycle suite variational, Keras recurrent_dropout, Keras none, "
-        "suite none, back to suite variational (start and direction change between rounds). Suite: "
-        f"`LanguageModel(scheme=..., dropout={s['dropout']})` stepped as `benchmark.speed` does. Keras: "
-        f"`LSTM(W, dropout=p, recurrent_dropout=p, return_sequences=True)` x {s['layers']}, `Dropout(p)` with one mask "
-        "per sequence on the output, `model.train_on_batch`. `keras / suite`: median over rounds of the Keras step "
-        "over the suite's step with the same dropout, run back to back. `x no dropout`: median over rounds of the "
-        "step over the same library's no-dropout step, run back to back. Step ms: the median of every step timed "
-        "(the round's first model runs twice).",
-        "",
-        "| width | library | dropout | path | step ms (median) | tokens/s | keras / suite | x no dropout |",
-        "|---:|---|---|---|---:|---:|---:|---:|",
-    ]
-    for r in result["rows"]:
-        lines.append(f"| {r['hidden']} | {r['library']} | {r['dropout']} | {r['path']} | {r['step_ms']:.1f} | "
-                     f"{r['tokens_per_s']:.0f} | {_ratio(r['keras_over_suite'])} | {_ratio(r['over_no_dropout'])} |")
-    return "\n".join(lines) + "\n"
-
-
-def readme_note(result: dict[str, Any], source: str, command: str) -> str:
-    """The README block's last line: the run's time, its JSON and the command that wrote the block."""
-    return (f"*{duration(result['wall_s'])} of timing. Written from [keras_compare.json]({source}) by `{command}`; "
-            "`tests/test_keras_compare.py` fails if this block differs from what that file renders.*")
-
-
-def render(json_path: Path, out: Path | None = None, readme: Path | None = None, check: bool = False) -> int:
-    """``keras_compare.md`` and the README block from a ``keras_compare.json`` (``benchmark.publish``)."""
-    return publish(json_path, prog="benchmark.keras_compare", marker=MARKER, md_name="keras_compare.md",
-                   markdown=markdown, note=readme_note, out=out, readme=readme, check=check)
-
-
-def write(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
+def write(result: dict[str, Any], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / "keras_compare.json", out / "keras_compare.md"
+    json_path = out / "keras_compare.json"
     json_path.write_text(json.dumps(result, indent=2) + "\n")
-    md_path.write_text(markdown(result))
-    return json_path, md_path
+    return json_path
 
 
 # ---------------------------------------------------------------------------- command line
@@ -351,19 +298,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=7, help="interleaved rounds (default 7)")
     p.add_argument("--warmup", type=int, default=2, help="warm-up steps per model (default 2)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads for both libraries (default: torch's)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output directory (default outputs/keras_compare/; with --render, the JSON's directory)")
+    p.add_argument("--out", type=Path, default=Path("outputs/keras_compare"),
+                   help="where keras_compare.json goes (default outputs/keras_compare/); publish it with "
+                        "python -m analysis.publish")
     p.add_argument("--vocab", type=int, default=10_000)
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--bptt", type=int, default=35)
-    p.add_argument("--render", type=Path, metavar="JSON",
-                   help=f"measure nothing, without keras: write keras_compare.md again from a keras_compare.json "
-                        f"(e.g. {PUBLISHED}), next to it or in --out")
-    p.add_argument("--readme", type=Path, metavar="README.md",
-                   help=f"also put the table into this README between <!-- {MARKER} --> markers")
-    p.add_argument("--check", action="store_true",
-                   help="with --render: write nothing; exit 1 if keras_compare.md or the README block differs "
-                        "from the JSON")
     return p
 
 
@@ -371,12 +311,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
     args = parser.parse_args(argv)
-    if problem := usage_problem(parser, args, "keras_compare.json"):
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    if args.render is not None:
-        return render(args.render, args.out, args.readme, args.check)
-    args.out = args.out or Path("outputs/keras_compare")
     for name in ("repeats", "warmup", "threads", "vocab", "batch", "bptt"):
         value = getattr(args, name)
         if value < (0 if name in ("warmup", "threads") else 1):
@@ -384,9 +318,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.out.exists() and not args.out.is_dir():
         print(f"error: --out {args.out} is a file, not a directory", file=sys.stderr)
-        return 2
-    if args.readme is not None and (problem := readme_problem(args.readme, MARKER)):
-        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         keras = import_keras()
@@ -400,11 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  memory=False, device="cpu", threads=args.threads)
     command = "python -m benchmark.keras_compare" + ("" if not argv else " " + " ".join(argv))
     result = compare(s, keras, command)
-    json_path, md_path = write(result, args.out)
-    print(markdown(result))
-    print(f"wrote {json_path} and {md_path} ({result['wall_s']} s)")
-    if args.readme is not None:
-        return render(json_path, None, args.readme)
+    json_path = write(result, args.out)
+    print(f"wrote {json_path} ({result['wall_s']} s); its table: python -m analysis.publish {args.out}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Speed ratios depend on the vector instructions the GEMM kernels use (issue 16), and a result
 table names the machine that produced it, so the speed benchmark, the Keras comparison, the
-study and every training job (``summary.json``'s ``machine``) describe it the same way.
+study and every training job (``summary.json``'s ``machine``) record it the same way; every
+published table writes that record as one line (``analysis.machine.machine_line``).
 """
 
 from __future__ import annotations
@@ -71,21 +72,3 @@ def machine(device: torch.device) -> dict[str, Any]:
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
     return info
-
-
-def machine_line(m: dict[str, Any]) -> str:
-    """``machine()``'s record as the one line a published table prints under its command."""
-    line = f"{m['cpu']} ({m.get('vector', 'vector flags unknown')}"
-    if "kernels" in m:
-        line += f"; torch kernels {m['kernels']}"
-    if m.get("isa_caps"):
-        line += "; capped with " + " ".join(f"{k}={v}" for k, v in m["isa_caps"].items())
-    if "flush_denormal" in m:  # records made before issue 24 do not say
-        line += "; denormals flushed to zero" if m["flush_denormal"] else "; denormals kept"
-    threads = f"{m['threads']} thread" + ("" if m["threads"] == 1 else "s")
-    line += f"), {m['cores']} cores, torch {m['torch']}, {threads}, device {m['device']}"
-    if "gpu" in m:
-        line += f" ({m['gpu']}, CUDA {m['cuda']})"
-    if "load_avg_at_start" in m:
-        line += f", load average {m['load_avg_at_start']} at start"
-    return line

@@ -1,7 +1,7 @@
 """Training-step speed of every scheme x cell against native ``torch.nn.LSTM`` / ``torch.nn.GRU``.
 
 ``python -m benchmark.speed [--quick] [--device cpu|cuda] [--threads N] [--widths small,medium]
-[--out DIR] [--readme README.md]`` times one training step of the language model (forward,
+[--out DIR]`` times one training step of the language model (forward,
 backward, gradient clipping, SGD step: what ``benchmark.train`` does per segment) for every scheme of
 ``benchmark.engine.SCHEMES`` on the LSTM and the GRU, and of a baseline language model with
 the same embedding and decoder around the native ``torch.nn.LSTM`` / ``torch.nn.GRU`` (no
@@ -28,7 +28,8 @@ the allocation before them. CPU: growth of the peak resident set (Linux ``VmHWM`
 resetting it through ``/proc/self/clear_refs``) over the resident set before the first
 step, in a process forked per configuration from a helper that has imported torch but
 run nothing: activations, gradients and allocator slack of two training steps, not the
-parameters. ``--no-memory`` skips it (``--quick`` skips it unless ``--memory``).
+parameters (``benchmark.step_memory``). ``--no-memory`` skips it (``--quick`` skips it unless
+``--memory``). The step itself, and the native baseline, are ``benchmark.timed_step``'s.
 
 Targets (issues 7 and 16), printed per row: on CPU at medium width, the schemes on the
 hand-written segment at most 1.1x native, the schemes on the native kernel (none, naive,
@@ -42,12 +43,10 @@ their documented switches: ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 MKL_ENABLE_INSTRUCTIONS=AVX2 python -m benchmark.speed ...`` runs torch's kernels, oneDNN and
 MKL as on an AVX2 CPU without AVX-512; the caps in effect are recorded with the machine.
 
-Published results. ``python -m benchmark.speed --render docs/results/speed_cpu/speed.json
---readme README.md`` writes ``speed.md`` again from a committed ``speed.json`` (next to it, or in
-``--out``) and the README's copy between ``<!-- speed:table -->`` markers (``benchmark.publish``);
-with ``--check`` it writes nothing and exits 1 naming each file that differs, so that no
-number of a published table is typed by hand. ``--readme`` on a measuring run puts its table
-into the README as well.
+Published results. The command writes ``speed.json`` (every step, the command, the machine, the
+settings) into ``--out`` and nothing else; ``python -m analysis.publish docs/results/speed_cpu
+--readme README.md`` renders its table beside it (``speed.md``) and into the README, and checks
+them with ``--check``, so that no number of a published table is typed by hand.
 
 This module imports no Hydra, ``runners`` or ``analysis``.
 """
@@ -56,75 +55,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import select
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
-from torch import nn
 
 from benchmark.engine import SCHEMES, gemm_choice
-from benchmark.machine import machine, machine_line, set_flush_denormal
-from benchmark.model import LanguageModel
-from benchmark.publish import publish, readme_problem, usage_problem
+from benchmark.machine import machine, set_flush_denormal
+from benchmark.step_memory import CpuMemory, cuda_memory
+from benchmark.timed_step import NATIVE, Settings, Stepper, build, path_of
 
 WIDTHS = {"small": 200, "medium": 650, "large": 1500}  # Zaremba et al. 2014
 CELLS = ("lstm", "gru")
 KERNEL_TARGET, LOOP_TARGET, CUDA_LOOP_TARGET = 1.05, 1.10, 1.50
 TARGET_WIDTH = "medium"
-NATIVE = "native"
-MARKER = "speed:table"  # the README block: <!-- speed:table --> ... <!-- /speed:table -->
-PUBLISHED = Path("docs/results/speed_cpu/speed.json")
-
-
-def marker_for(directory: Path) -> str:
-    """The README block a result directory publishes to: ``speed:table`` for the main table
-    (``speed_cpu``), ``<directory name>:table`` for any other (e.g. ``speed_cpu_avx2:table``)."""
-    return MARKER if directory.name == PUBLISHED.parent.name else f"{directory.name}:table"
-
-
-class NativeLM(nn.Module):
-    """The baseline: the language model's embedding and decoder around ``torch.nn.LSTM``/``GRU``."""
-
-    def __init__(self, vocab_size: int, emb_size: int, hidden_size: int, num_layers: int, cell: str,
-                 init_scale: float = 0.1) -> None:
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, emb_size)
-        self.rnn = (nn.LSTM if cell == "lstm" else nn.GRU)(emb_size, hidden_size, num_layers)
-        self.decoder = nn.Linear(hidden_size, vocab_size)
-        for p in self.parameters():
-            nn.init.uniform_(p, -init_scale, init_scale)
-
-    def forward(self, tokens: torch.Tensor, hidden: Any = None):
-        out, hidden = self.rnn(self.embedding(tokens), hidden)
-        return self.decoder(out), hidden
-
-
-@dataclass(frozen=True)
-class Settings:
-    widths: tuple[tuple[str, int], ...]
-    cells: tuple[str, ...]
-    schemes: tuple[str, ...]
-    layers: int = 2
-    batch: int = 20
-    bptt: int = 35
-    vocab: int = 10_000
-    dropout: float = 0.3
-    lr: float = 1.0
-    clip: float = 5.0
-    warmup: int = 2
-    repeats: int = 7
-    memory: bool = True
-    device: str = "cpu"
-    threads: int = 0
-    seed: int = 0
 
 
 @dataclass
@@ -142,145 +90,6 @@ class Row:
     target: float | None = None
     status: str = "-"  # PASS | OVER | - (no target for this row)
     extra: dict = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------- models and steps
-def build(scheme: str, cell: str, hidden: int, s: Settings, device: torch.device) -> nn.Module:
-    torch.manual_seed(s.seed)
-    if scheme == NATIVE:
-        model: nn.Module = NativeLM(s.vocab, hidden, hidden, s.layers, cell)
-    else:
-        model = LanguageModel(s.vocab, hidden, hidden, s.layers, cell=cell, scheme=scheme, dropout=s.dropout)
-    return model.to(device).train()
-
-
-def path_of(model: nn.Module) -> str:
-    if isinstance(model, NativeLM):
-        return "torch.nn"
-    return model.rnn.path(True)
-
-
-class Stepper:
-    """One model, its optimizer and its fixed batch; ``step()`` returns seconds."""
-
-    def __init__(self, model: nn.Module, s: Settings, device: torch.device) -> None:
-        self.model, self.s, self.device = model, s, device
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=s.lr)
-        g = torch.Generator().manual_seed(s.seed + 1)
-        self.tokens = torch.randint(s.vocab, (s.bptt, s.batch), generator=g).to(device)  # (T, B)
-        self.targets = torch.randint(s.vocab, (s.bptt, s.batch), generator=g).to(device)  # (T, B)
-
-    def step(self) -> float:
-        cuda = self.device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize(self.device)
-        started = time.perf_counter()
-        logits, _ = self.model(self.tokens)  # a fresh zero state each step (see module doc)
-        loss = nn.functional.cross_entropy(logits.flatten(0, 1), self.targets.flatten())
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.model.parameters(), self.s.clip)
-        self.optimizer.step()
-        if cuda:
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter() - started
-
-
-# ---------------------------------------------------------------------------- memory
-def _read_status(field_name: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1]) * 1024  # kB -> bytes
-    except OSError:
-        return None
-    return None
-
-
-def _probe(scheme: str, cell: str, hidden: int, s: Settings, steps: int = 2) -> float | None:
-    """Peak-RSS growth (MiB) of ``steps`` training steps; runs in a fresh forked child."""
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    device = torch.device("cpu")
-    stepper = Stepper(build(scheme, cell, hidden, s, device), s, device)
-    before = _read_status("VmRSS")
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # reset VmHWM to the current RSS
-    except OSError:
-        return None
-    for _ in range(steps):
-        stepper.step()
-    peak = _read_status("VmHWM")
-    if before is None or peak is None:
-        return None
-    return max(peak - before, 0) / 2**20
-
-
-def _memory_server() -> None:
-    """Helper process: imports torch, computes nothing, forks one child per request (stdin JSON lines)."""
-    for line in sys.stdin:
-        req = json.loads(line)
-        s = Settings(**{**req["settings"], "widths": (), "cells": (), "schemes": ()})
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child
-            os.close(read_fd)
-            try:
-                value = _probe(req["scheme"], req["cell"], req["hidden"], s)
-            except Exception:  # noqa: BLE001 - reported as "not measured"
-                value = None
-            os.write(write_fd, json.dumps(value).encode())
-            os._exit(0)
-        os.close(write_fd)
-        chunks = []
-        while chunk := os.read(read_fd, 4096):
-            chunks.append(chunk)
-        os.close(read_fd)
-        os.waitpid(pid, 0)
-        sys.stdout.write((b"".join(chunks).decode() or "null") + "\n")
-        sys.stdout.flush()
-
-
-class CpuMemory:
-    """Client of ``_memory_server``; ``None`` where the platform cannot measure."""
-
-    def __init__(self, s: Settings) -> None:
-        self.s = s
-        self.proc = None
-        if sys.platform.startswith("linux") and hasattr(os, "fork"):
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "benchmark.speed", "--_memory-server"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            )
-
-    def measure(self, scheme: str, cell: str, hidden: int) -> float | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None
-        settings = {k: v for k, v in asdict(self.s).items() if k not in ("widths", "cells", "schemes")}
-        self.proc.stdin.write(json.dumps({"scheme": scheme, "cell": cell, "hidden": hidden, "settings": settings}) + "\n")
-        self.proc.stdin.flush()
-        ready, _, _ = select.select([self.proc.stdout], [], [], 600)
-        if not ready:
-            return None
-        value = json.loads(self.proc.stdout.readline() or "null")
-        return None if value is None else float(value)
-
-    def close(self) -> None:
-        if self.proc is not None:
-            self.proc.stdin.close()
-            self.proc.wait(timeout=60)
-
-
-def cuda_memory(stepper: Stepper, steps: int = 2) -> float:
-    device = stepper.device
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    for _ in range(steps):
-        stepper.step()
-    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
 
 
 # ---------------------------------------------------------------------------- the run
@@ -356,53 +165,6 @@ def run_group(width: str, hidden: int, cell: str, s: Settings, device: torch.dev
     return rows
 
 
-def markdown(result: dict[str, Any]) -> str:
-    s = result["settings"]
-    lines = [
-        "# Training-step speed: every scheme x cell vs native torch.nn",
-        "",
-        f"Command: `{result['command']}`",
-        "",
-        f"Machine: {machine_line(result['machine'])}",
-        "",
-        f"{s['layers']} layers, batch {s['batch']}, BPTT {s['bptt']}, vocab {s['vocab']}, dropout {s['dropout']}, "
-        f"SGD + clipping {s['clip']}; {s['warmup']} warm-up + {s['repeats']} interleaved rounds. "
-        "`x native`: median over rounds of step time / the mean of the two native steps around it "
-        "(every scheme runs between two native steps; `none` runs the native kernel too, so its ratio shows the "
-        "run's own noise). "
-        f"Memory: {result['memory_method']}.",
-        "",
-        "| width | cell | scheme | path | step ms (median) | tokens/s | x native | peak mem MiB | target | status |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---|",
-    ]
-    for r in result["rows"]:
-        mem = "n/a" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.0f}"
-        target = "-" if r["target"] is None else f"<= {r['target']:.2f}"
-        lines.append(f"| {r['width']} ({r['hidden']}) | {r['cell']} | {r['scheme']} | {r['path']} | {r['step_ms']:.1f} | "
-                     f"{r['tokens_per_s']:.0f} | {r['ratio']:.3f} | {mem} | {target} | {r['status']} |")
-    checked = [r for r in result["rows"] if r["target"] is not None]
-    over = [f"{r['cell']}/{r['scheme']}" for r in checked if r["status"] == "OVER"]
-    lines += ["", f"Targets: {len(checked) - len(over)}/{len(checked)} rows pass"
-              + (f"; over target: {', '.join(over)}" if over else "") + "."]
-    return "\n".join(lines) + "\n"
-
-
-def duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-
-
-def readme_note(result: dict[str, Any], source: str, command: str) -> str:
-    """The README block's last line: the run's time, its JSON and the command that wrote the block."""
-    return (f"*{duration(result['wall_s'])} of timing. Written from [speed.json]({source}) by `{command}`; "
-            "`tests/test_speed.py` fails if this block differs from what that file renders.*")
-
-
-def render(json_path: Path, out: Path | None = None, readme: Path | None = None, check: bool = False) -> int:
-    """``speed.md`` and the README block from a ``speed.json`` (``benchmark.publish.publish``)."""
-    return publish(json_path, prog="benchmark.speed", marker=marker_for(json_path.parent), md_name="speed.md", markdown=markdown,
-                   note=readme_note, out=out, readme=readme, check=check)
-
-
 def parse_widths(text: str) -> tuple[tuple[str, int], ...]:
     out = []
     for item in text.split(","):
@@ -429,8 +191,8 @@ def parse_list(allowed: Sequence[str]):
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmark.speed", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=None,
-                   help="output directory (default outputs/speed/; with --render, the JSON's directory)")
+    p.add_argument("--out", type=Path, default=Path("outputs/speed"),
+                   help="where speed.json goes (default outputs/speed/); publish it with python -m analysis.publish")
     p.add_argument("--quick", action="store_true", help="small width, 1 warm-up + 3 rounds, no memory: under a minute")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
@@ -449,15 +211,6 @@ def make_parser() -> argparse.ArgumentParser:
     mem = p.add_mutually_exclusive_group()
     mem.add_argument("--memory", dest="memory", action="store_true", default=None, help="measure peak memory")
     mem.add_argument("--no-memory", dest="memory", action="store_false", help="skip peak memory")
-    p.add_argument("--render", type=Path, metavar="JSON",
-                   help=f"measure nothing: write speed.md again from a speed.json (e.g. {PUBLISHED}), next to it "
-                        "or in --out")
-    p.add_argument("--readme", type=Path, metavar="README.md",
-                   help=f"also put the table into this README between <!-- {MARKER} --> markers (for another --out "
-                        "than docs/results/speed_cpu: <!-- <its directory name>:table -->)")
-    p.add_argument("--check", action="store_true",
-                   help="with --render: write nothing; exit 1 if speed.md or the README block differs from the JSON")
-    p.add_argument("--_memory-server", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -465,17 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = make_parser()
     args = parser.parse_args(argv)
-    if args._memory_server:
-        _memory_server()
-        return 0
-    if problem := usage_problem(parser, args, "speed.json"):
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    if args.render is not None:
-        return render(args.render, args.out, args.readme, args.check)
-    args.out = args.out or Path("outputs/speed")
-    if args.readme is not None and (problem := readme_problem(args.readme, marker_for(args.out))):
-        print(f"error: {problem}", file=sys.stderr)
+    if args.out.exists() and not args.out.is_dir():
+        print(f"error: --out {args.out} is a file, not a directory", file=sys.stderr)
         return 2
     if args.device == "cuda" and not torch.cuda.is_available():
         print(f"error: --device cuda asked for, but this torch {torch.__version__} sees no CUDA device; "
@@ -502,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = torch.device(s.device)
     command = "python -m benchmark.speed" + ("" if not argv else " " + " ".join(argv))
     info = machine(device)
-    log(f"{command}\n{machine_line(info)}")
+    log(command)
     memory = CpuMemory(s) if s.memory and device.type == "cpu" else None
     if not s.memory:
         method = "not measured"
@@ -535,12 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed.json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    (args.out / "speed.md").write_text(table)
-    print(table)
-    print(f"wrote {args.out / 'speed.json'} and {args.out / 'speed.md'} ({result['wall_s']} s)")
-    if args.readme is not None:
-        return render(args.out / "speed.json", None, args.readme)
+    print(f"wrote {args.out / 'speed.json'} ({result['wall_s']} s); its table: python -m analysis.publish {args.out}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Training and evaluation of a language model with truncated BPTT, resumable at any step.
+"""Training a language model with truncated BPTT, resumable at any step (its scores: ``benchmark.evaluation``).
 
 The loop is the one of Zaremba et al. (2014): the hidden state is carried across
 segments and detached at their boundary, gradients are clipped by norm, validation
@@ -14,7 +14,9 @@ random generator: a job killed at any point and resumed from its last checkpoint
 replays exactly what the uninterrupted job would have done.
 
 Everything observed is handed to ``log(record)`` as plain dicts, so this module knows
-nothing of W&B, Hydra or the run store's files.
+nothing of W&B, Hydra or the run store's files (whose event keys, ``analysis.store_format``,
+a test holds these dicts to). ``train`` reads as what happens: each epoch (``_Run.epoch``),
+its evaluation (``_Run.validate``), then the test (``_Run.test``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from benchmark.data import Corpus, DataError, batchify, segments
+from benchmark.data import Corpus, DataError, batchify
+from benchmark.evaluation import ABSURD_OVER_UNIFORM, blown_up, evaluate, evaluate_mc, ppl
 from benchmark.model import LanguageModel, detach_hidden
 from benchmark.optim import averaged_weights, epoch_lr, make_optimizer, should_average
 from benchmark.probes import stability_probe
@@ -118,29 +121,6 @@ def check_batches(corpus: Corpus, cfg: TrainConfig) -> None:
                             f"its {size} columns needs at least 2 tokens); lower {key} or use more data")
 
 
-def ppl(loss: float) -> float:
-    return math.exp(min(loss, 700.0))  # beyond e^700 a float overflows; it is inf in all but name
-
-
-# A model this many times worse than guessing uniformly over the vocabulary has blown up,
-# even when its loss is still a finite number: a run at perplexity 1e67 must not be
-# reported "finished" (issue 15). An untrained model sits near 1x.
-ABSURD_OVER_UNIFORM = 10.0
-
-
-def blown_up(loss: float, vocab_size: int, train_loss: float = math.inf) -> bool:
-    """A non-finite loss, or a perplexity above ``ABSURD_OVER_UNIFORM`` x the vocabulary size
-    while the training loss (the epoch's mean) is no better than guessing uniformly.
-
-    A model that fits its training split better than uniform guessing has not blown up: a
-    validation perplexity past 10 x V is then over-fitting, which is what ``debug=overfit``
-    drives a 200-token corpus to on purpose (issue 25). Blow-ups (issue 15) are absurd on both.
-    """
-    if not math.isfinite(loss):
-        return True
-    return loss > math.log(ABSURD_OVER_UNIFORM * vocab_size) and not train_loss < math.log(vocab_size)
-
-
 def rng_state() -> dict:
     state = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
@@ -161,50 +141,6 @@ def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, progres
             "rng": rng_state()}
 
 
-@torch.no_grad()
-def evaluate(model: LanguageModel, data: torch.Tensor, bptt: int) -> float:
-    """Mean cross-entropy per token over (T, B) ``data``, hidden state carried throughout."""
-    model.eval()
-    total, count, hidden = 0.0, 0, None
-    for inputs, targets in segments(data, bptt):
-        logits, hidden = model(inputs, hidden)
-        total += nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
-        count += targets.numel()
-    return total / count
-
-
-@torch.no_grad()
-def evaluate_mc(model: LanguageModel, data: torch.Tensor, bptt: int, samples: int) -> float:
-    """MC-dropout cross-entropy: dropout on, predictive probabilities averaged over ``samples``.
-
-    Gal & Ghahramani (2016), eq. 4: ``p(y|x) ~ 1/K sum_k p(y|x, masks_k)``. Each of the K
-    samples is a whole stochastic model run over the text with its own carried state, and
-    the per-token probabilities are averaged before the log (in log space, for stability).
-    As in Gal's released test (yaringal/BayesianRNN LM_code): each sample's masks are drawn
-    once and held over the whole text, across BPTT segments (``holding_masks``), and word
-    (embedding) dropout is off; the recurrent stack's masks are on.
-    """
-    if samples < 1:
-        raise ValueError(f"mc_samples={samples} must be at least 1")
-    model.train()  # masks on; no_grad keeps it an evaluation
-    model.embedding.eval()  # word-type dropout off for the MC passes
-    total, count, hidden = 0.0, 0, [None] * samples
-    held: list[dict] = [{} for _ in range(samples)]  # sample k's masks, drawn at its first segment
-    # Masks redrawn every step (naive, semeniuta per step) have nothing to hold over the pass.
-    fixed = not model.rnn.plan.per_step_sites
-    for inputs, targets in segments(data, bptt):
-        logp = []
-        for k in range(samples):
-            with model.rnn.holding_masks(held[k]) if fixed else contextlib.nullcontext():
-                logits, hidden[k] = model(inputs, hidden[k])
-            logp.append(torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1))  # (T, B)
-        mean_logp = torch.logsumexp(torch.stack(logp), dim=0) - math.log(samples)  # (T, B)
-        total -= mean_logp.sum().item()
-        count += targets.numel()
-    model.eval()
-    return total / count
-
-
 def segment_length(cfg: TrainConfig) -> int:
     """AWD-LSTM's variable BPTT: mostly ~N(bptt, 5), sometimes ~N(bptt/2, 5), never below 5.
 
@@ -217,6 +153,166 @@ def segment_length(cfg: TrainConfig) -> int:
     return max(5, int(torch.normal(torch.tensor(float(base)), torch.tensor(5.0)).item()))
 
 
+class _Run:
+    """One training run's moving parts, shared by its epochs, their evaluation and the test.
+
+    ``train`` drives it: ``epoch`` trains from ``p.pos`` to the end of the epoch, ``validate``
+    scores it, ``next_epoch`` moves on, ``test`` ends the run. Everything that changes lives
+    in ``p`` (a ``Progress``), so ``checkpoint`` is a complete snapshot at any of those points.
+    """
+
+    def __init__(self, model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.device, log: Logger,
+                 resume: dict | None) -> None:
+        model.to(device)
+        check_batches(corpus, cfg)
+        self.model, self.cfg, self.log, self.vocab_size = model, cfg, log, corpus.vocab_size
+        self.train_data = batchify(corpus.train, cfg.batch_size).to(device)  # (N, B)
+        self.valid_data = batchify(corpus.valid, cfg.eval_batch_size).to(device)
+        self.test_data = batchify(corpus.test, cfg.test_batch_size or cfg.eval_batch_size).to(device)
+        self.p = Progress()
+        if resume is not None:
+            self.p = Progress(**resume["progress"])
+            model.load_state_dict(resume["model"])
+        self.optimizer = make_optimizer(model, cfg, averaged=self.p.averaging)
+        if resume is not None:
+            self.optimizer.load_state_dict(resume["optimizer"])
+            set_rng_state(resume["rng"])
+        self.probe_tokens = batchify(corpus.valid[: cfg.probe_steps * cfg.probe_batch], cfg.probe_batch).to(device) \
+            if cfg.probe_steps else None
+        self.train_loss = math.nan  # the last epoch's mean training loss
+
+    def checkpoint(self) -> dict:
+        return checkpoint_state(self.model, self.optimizer, self.p)
+
+    def probe(self, at: str) -> None:
+        """Stability probe, logged as a ``probe`` event: state norm per step, growth, largest value.
+
+        ``at`` says what triggered it: ``step`` (every step up to 16, then 32, 64, 128, ...:
+        a GRU under state dropout can blow up within its first ten steps, long before an
+        epoch ends, and the weights that explode may be gone one update later), ``epoch``,
+        or ``divergence``.
+        """
+        if self.probe_tokens is not None:
+            self.log({"epoch": self.p.epoch, "step": self.p.step, "split": "probe", "at": at,
+                      **stability_probe(self.model, self.probe_tokens)})
+
+    def epoch(self, started: float, should_stop: Callable[[], bool], progress: bool) -> str | None:
+        """Train the rest of the epoch; None once it is done (its ``train`` epoch event logged),
+        ``STOPPED`` when ``should_stop()`` turned true after a step, or what became non-finite."""
+        model, cfg, p = self.model, self.cfg, self.p
+        model.train()
+        base_lr = epoch_lr(p.epoch, cfg, p.plateau_decays)
+        rows = self.train_data.size(0) - 1
+        with tqdm(total=rows, initial=p.pos, desc=f"epoch {p.epoch}/{cfg.epochs}", unit="row",
+                  disable=not progress, leave=False, mininterval=1.0) as bar:
+            while p.pos < rows:
+                seq_len = min(segment_length(cfg), rows - p.pos)
+                inputs = self.train_data[p.pos : p.pos + seq_len]  # (t, B)
+                targets = self.train_data[p.pos + 1 : p.pos + 1 + seq_len]
+                # AWD-LSTM scales the rate with its random segment length; Zaremba's fixed segments
+                # keep the epoch's rate, the shorter last one included.
+                for group in self.optimizer.param_groups:
+                    group["lr"] = base_lr * seq_len / cfg.bptt if cfg.variable_bptt else base_lr
+                p.step += 1
+                logits, hidden = model(inputs, detach_hidden(p.hidden))
+                loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+                if not torch.isfinite(loss):
+                    return "loss"
+                objective = loss + model.activation_regularization(cfg.ar, cfg.tar) if (cfg.ar or cfg.tar) else loss
+                objective = objective * objective_scale(cfg, seq_len)  # the source's units: lr and clip apply to it
+                self.optimizer.zero_grad(set_to_none=True)
+                objective.backward()
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+                if not torch.isfinite(grad_norm):
+                    return "gradient"
+                self.optimizer.step()
+                p.grad_norm_max = max(p.grad_norm_max, grad_norm.item())
+                p.hidden = detach_hidden(hidden)
+                p.pos += seq_len
+                bar.update(seq_len)
+                if p.step <= 16 or p.step & (p.step - 1) == 0:  # then at powers of two
+                    self.probe("step")
+
+                n, value = targets.numel(), loss.item()
+                p.epoch_loss += value * n
+                p.epoch_tokens += n
+                p.interval_loss += value * n
+                p.interval_tokens += n
+                if p.step % cfg.log_interval == 0:
+                    mean = p.interval_loss / p.interval_tokens
+                    self.log({"epoch": p.epoch, "step": p.step, "split": "train", "scope": "interval", "loss": mean,
+                              "ppl": ppl(mean), "lr": base_lr, "grad_norm": grad_norm.item(),
+                              "tokens_per_s": p.epoch_tokens / max(p.epoch_time + time.perf_counter() - started, 1e-9)})
+                    bar.set_postfix(ppl=f"{ppl(mean):.1f}")
+                    p.interval_loss, p.interval_tokens = 0.0, 0
+                if should_stop():
+                    p.epoch_time += time.perf_counter() - started
+                    return STOPPED
+        p.epoch_time += time.perf_counter() - started
+        p.train_time += p.epoch_time
+        p.train_tokens += p.epoch_tokens
+        self.train_loss = mean = p.epoch_loss / p.epoch_tokens
+        self.log({"epoch": p.epoch, "step": p.step, "split": "train", "scope": "epoch", "loss": mean, "ppl": ppl(mean),
+                  "lr": base_lr, "tokens_per_s": p.epoch_tokens / max(p.epoch_time, 1e-9),
+                  "grad_norm_max": p.grad_norm_max})
+        return None
+
+    def validate(self) -> str | None:
+        """Score the epoch on validation, keep the best weights, then the schedules' bookkeeping;
+        what blew up (``blown_up``), or None."""
+        model, cfg, p = self.model, self.cfg, self.p
+        with averaged_weights(model, self.optimizer):
+            val_loss = evaluate(model, self.valid_data, cfg.bptt)
+            if not blown_up(val_loss, self.vocab_size, self.train_loss) and val_loss < p.best_val:
+                p.best_val, p.best_state, p.best_epoch = val_loss, copy.deepcopy(model.state_dict()), p.epoch
+        self.log({"epoch": p.epoch, "step": p.step, "split": "val", "loss": val_loss, "ppl": ppl(val_loss)})
+        if blown_up(val_loss, self.vocab_size, self.train_loss):
+            return "validation loss" if not math.isfinite(val_loss) else \
+                f"validation perplexity (above {ABSURD_OVER_UNIFORM:g}x the vocabulary size)"
+        self.probe("epoch")
+        if p.val_losses and val_loss >= min(p.val_losses):
+            p.plateau_decays += 1  # read only by schedule=plateau
+        switch = cfg.optimizer == "ntasgd" and not p.averaging and should_average(p.val_losses, val_loss, cfg.nonmono)
+        p.val_losses.append(val_loss)
+        if switch:
+            p.averaging = True
+            self.optimizer = make_optimizer(model, cfg, averaged=True)
+            self.log({"epoch": p.epoch, "step": p.step, "split": "train", "event": "averaging", "loss": self.train_loss,
+                      "ppl": ppl(self.train_loss)})
+        return None
+
+    def next_epoch(self) -> None:
+        p = self.p
+        p.epoch += 1
+        p.pos, p.hidden = 0, None
+        p.epoch_loss, p.epoch_tokens, p.epoch_time, p.grad_norm_max = 0.0, 0, 0.0, 0.0
+        p.interval_loss, p.interval_tokens = 0.0, 0
+
+    def diverged(self, what: str, started: float, epoch_done: bool = False) -> TrainResult:
+        """A non-finite (or absurd) value ends the job cleanly, so a sweep goes on with its other jobs."""
+        self.probe("divergence")
+        return _diverged(self.p, what, started, self.log, epoch_done)
+
+    def test(self) -> TrainResult:
+        """Score the test split once, with the weights ``test_weights`` names (and MC dropout if asked)."""
+        model, cfg, p = self.model, self.cfg, self.p
+        result = _result(p, "finished", cfg)
+        with tested_weights(model, self.optimizer, p, cfg) as epoch:
+            test_loss = evaluate(model, self.test_data, cfg.bptt)
+            test_event = {"epoch": cfg.epochs, "step": p.step, "split": "test", "loss": test_loss,
+                          "ppl": ppl(test_loss), "weights": cfg.test_weights, "weights_epoch": epoch}
+            result.test_ppl, result.test_weights, result.test_epoch = ppl(test_loss), cfg.test_weights, epoch
+            if cfg.mc_samples:
+                mc_loss = evaluate_mc(model, self.test_data, cfg.bptt, cfg.mc_samples)
+                result.mc_test_ppl = ppl(mc_loss)
+                test_event.update(mc_loss=mc_loss, mc_ppl=result.mc_test_ppl, mc_samples=cfg.mc_samples)
+        self.log(test_event)
+        return result
+
+
+STOPPED = "stopped"  # what ``_Run.epoch`` returns when asked to stop
+
+
 def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.device,
           log: Logger = lambda record: None, progress: bool = True,
           resume: dict | None = None, on_checkpoint: Callable[[dict], None] | None = None,
@@ -226,142 +322,30 @@ def train(model: LanguageModel, corpus: Corpus, cfg: TrainConfig, device: torch.
     """
     if cfg.test_weights not in TEST_WEIGHTS:
         raise ValueError(f"unknown test_weights {cfg.test_weights!r}; choose one of: {', '.join(TEST_WEIGHTS)}")
-    model.to(device)
-    check_batches(corpus, cfg)
-    train_data = batchify(corpus.train, cfg.batch_size).to(device)  # (N, B)
-    valid_data = batchify(corpus.valid, cfg.eval_batch_size).to(device)
-    test_data = batchify(corpus.test, cfg.test_batch_size or cfg.eval_batch_size).to(device)
-    p = Progress()
-    if resume is not None:
-        p = Progress(**resume["progress"])
-        model.load_state_dict(resume["model"])
-    optimizer = make_optimizer(model, cfg, averaged=p.averaging)
-    if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        set_rng_state(resume["rng"])
-    if on_checkpoint is not None and resume is None:
-        on_checkpoint(checkpoint_state(model, optimizer, p))  # a kill before the first epoch ends resumes here
+    run = _Run(model, corpus, cfg, device, log, resume)
 
-    probe_tokens = batchify(corpus.valid[: cfg.probe_steps * cfg.probe_batch], cfg.probe_batch).to(device) \
-        if cfg.probe_steps else None
-
-    def probe(epoch: int, at: str) -> None:
-        """Stability probe, logged as a ``probe`` event: state norm per step, growth, largest value.
-
-        ``at`` says what triggered it: ``step`` (every step up to 16, then 32, 64, 128, ...:
-        a GRU under state dropout can blow up within its first ten steps, long before an
-        epoch ends, and the weights that explode may be gone one update later), ``epoch``,
-        or ``divergence``.
-        """
-        if probe_tokens is not None:
-            log({"epoch": epoch, "step": p.step, "split": "probe", "at": at, **stability_probe(model, probe_tokens)})
-
-    rows = train_data.size(0) - 1
-    while p.epoch <= cfg.epochs:
-        model.train()
-        base_lr = epoch_lr(p.epoch, cfg, p.plateau_decays)
-        started = time.perf_counter()
-        bar = tqdm(total=rows, initial=p.pos, desc=f"epoch {p.epoch}/{cfg.epochs}", unit="row",
-                   disable=not progress, leave=False, mininterval=1.0)
-        while p.pos < rows:
-            seq_len = min(segment_length(cfg), rows - p.pos)
-            inputs = train_data[p.pos : p.pos + seq_len]  # (t, B)
-            targets = train_data[p.pos + 1 : p.pos + 1 + seq_len]
-            # AWD-LSTM scales the rate with its random segment length; Zaremba's fixed segments
-            # keep the epoch's rate, the shorter last one included.
-            for group in optimizer.param_groups:
-                group["lr"] = base_lr * seq_len / cfg.bptt if cfg.variable_bptt else base_lr
-            p.step += 1
-            logits, hidden = model(inputs, detach_hidden(p.hidden))
-            loss = nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
-            if not torch.isfinite(loss):
-                probe(p.epoch, "divergence")
-                return _diverged(p, "loss", started, log)
-            objective = loss + model.activation_regularization(cfg.ar, cfg.tar) if (cfg.ar or cfg.tar) else loss
-            objective = objective * objective_scale(cfg, seq_len)  # the source's units: lr and clip apply to it
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            if not torch.isfinite(grad_norm):
-                probe(p.epoch, "divergence")
-                return _diverged(p, "gradient", started, log)
-            optimizer.step()
-            p.grad_norm_max = max(p.grad_norm_max, grad_norm.item())
-            p.hidden = detach_hidden(hidden)
-            p.pos += seq_len
-            bar.update(seq_len)
-            if p.step <= 16 or p.step & (p.step - 1) == 0:  # then at powers of two
-                probe(p.epoch, "step")
-
-            n, value = targets.numel(), loss.item()
-            p.epoch_loss += value * n
-            p.epoch_tokens += n
-            p.interval_loss += value * n
-            p.interval_tokens += n
-            if p.step % cfg.log_interval == 0:
-                mean = p.interval_loss / p.interval_tokens
-                log({"epoch": p.epoch, "step": p.step, "split": "train", "scope": "interval", "loss": mean,
-                     "ppl": ppl(mean), "lr": base_lr, "grad_norm": grad_norm.item(),
-                     "tokens_per_s": p.epoch_tokens / max(p.epoch_time + time.perf_counter() - started, 1e-9)})
-                bar.set_postfix(ppl=f"{ppl(mean):.1f}")
-                p.interval_loss, p.interval_tokens = 0.0, 0
-            if should_stop():
-                p.epoch_time += time.perf_counter() - started
-                if on_checkpoint is not None:
-                    on_checkpoint(checkpoint_state(model, optimizer, p))
-                bar.close()
-                return _result(p, "interrupted", cfg)
-        bar.close()
-        p.epoch_time += time.perf_counter() - started
-        p.train_time += p.epoch_time
-        p.train_tokens += p.epoch_tokens
-        mean = p.epoch_loss / p.epoch_tokens
-        log({"epoch": p.epoch, "step": p.step, "split": "train", "scope": "epoch", "loss": mean, "ppl": ppl(mean),
-             "lr": base_lr, "tokens_per_s": p.epoch_tokens / max(p.epoch_time, 1e-9),
-             "grad_norm_max": p.grad_norm_max})
-
-        with averaged_weights(model, optimizer):
-            val_loss = evaluate(model, valid_data, cfg.bptt)
-            if not blown_up(val_loss, corpus.vocab_size, mean) and val_loss < p.best_val:
-                p.best_val, p.best_state, p.best_epoch = val_loss, copy.deepcopy(model.state_dict()), p.epoch
-        log({"epoch": p.epoch, "step": p.step, "split": "val", "loss": val_loss, "ppl": ppl(val_loss)})
-        if blown_up(val_loss, corpus.vocab_size, mean):
-            probe(p.epoch, "divergence")
-            what = "validation loss" if not math.isfinite(val_loss) else \
-                f"validation perplexity (above {ABSURD_OVER_UNIFORM:g}x the vocabulary size)"
-            return _diverged(p, what, time.perf_counter(), log, epoch_done=True)
-        probe(p.epoch, "epoch")
-        if p.val_losses and val_loss >= min(p.val_losses):
-            p.plateau_decays += 1  # read only by schedule=plateau
-        switch = cfg.optimizer == "ntasgd" and not p.averaging and should_average(p.val_losses, val_loss, cfg.nonmono)
-        p.val_losses.append(val_loss)
-        if switch:
-            p.averaging = True
-            optimizer = make_optimizer(model, cfg, averaged=True)
-            log({"epoch": p.epoch, "step": p.step, "split": "train", "event": "averaging", "loss": mean,
-                 "ppl": ppl(mean)})
-
-        p.epoch += 1
-        p.pos, p.hidden = 0, None
-        p.epoch_loss, p.epoch_tokens, p.epoch_time, p.grad_norm_max = 0.0, 0, 0.0, 0.0
-        p.interval_loss, p.interval_tokens = 0.0, 0
+    def save() -> None:
         if on_checkpoint is not None:
-            on_checkpoint(checkpoint_state(model, optimizer, p))
-        if should_stop():
-            return _result(p, "interrupted", cfg)
+            on_checkpoint(run.checkpoint())
 
-    result = _result(p, "finished", cfg)
-    with tested_weights(model, optimizer, p, cfg) as epoch:
-        test_loss = evaluate(model, test_data, cfg.bptt)
-        test_event = {"epoch": cfg.epochs, "step": p.step, "split": "test", "loss": test_loss, "ppl": ppl(test_loss),
-                      "weights": cfg.test_weights, "weights_epoch": epoch}
-        result.test_ppl, result.test_weights, result.test_epoch = ppl(test_loss), cfg.test_weights, epoch
-        if cfg.mc_samples:
-            mc_loss = evaluate_mc(model, test_data, cfg.bptt, cfg.mc_samples)
-            result.mc_test_ppl = ppl(mc_loss)
-            test_event.update(mc_loss=mc_loss, mc_ppl=result.mc_test_ppl, mc_samples=cfg.mc_samples)
-    log(test_event)
-    return result
+    if resume is None:
+        save()  # a kill before the first epoch ends resumes here
+    while run.p.epoch <= cfg.epochs:
+        started = time.perf_counter()
+        ended = run.epoch(started, should_stop, progress)
+        if ended == STOPPED:
+            save()
+            return _result(run.p, "interrupted", cfg)
+        if ended is not None:
+            return run.diverged(ended, started)
+        blew_up = run.validate()
+        if blew_up is not None:
+            return run.diverged(blew_up, time.perf_counter(), epoch_done=True)
+        run.next_epoch()
+        save()
+        if should_stop():
+            return _result(run.p, "interrupted", cfg)
+    return run.test()
 
 
 @contextlib.contextmanager
@@ -386,7 +370,6 @@ def _result(p: Progress, status: str, cfg: TrainConfig) -> TrainResult:
 
 
 def _diverged(p: Progress, what: str, started: float, log: Logger, epoch_done: bool = False) -> TrainResult:
-    """A non-finite value ends the job cleanly so a sweep goes on with its other jobs."""
     if not epoch_done:
         p.train_time += time.perf_counter() - started
         p.train_tokens += p.epoch_tokens

@@ -2,7 +2,8 @@
 
 All checks happen here, before any training, so a bad value costs the user one line
 and no compute: ``ConfigError`` carries a one-line message that names the key and the
-values it allows.
+values it allows. ``job(cfg)`` checks a job's config and reads it once into a
+``BuiltJob``: the runner takes everything from there and never walks the config again.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import math
 import types
 import typing
-from typing import Any
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -193,35 +195,79 @@ def check_logger(cfg: DictConfig) -> None:
         raise ConfigError(f"logger.mode={logger.get('mode')} is unknown; choose one of: {', '.join(LOGGER_MODES)}")
 
 
-def device(cfg: DictConfig) -> torch.device:
+@dataclass(frozen=True)
+class BuiltJob:
+    """One job's config, checked and read into the library's types once (``job(cfg)``).
+
+    ``config`` is the resolved config as plain data: what ``config.yaml``, the checkpoint's
+    fingerprint and the W&B run record. The rest is what the runner makes and runs from it.
+    """
+
+    config: dict[str, Any]
+    name: str  # run_name
+    seed: int
+    data: str
+    data_options: dict[str, Any]  # the corpus loader's keyword arguments
+    cache_dir: Path
+    scheme: str
+    scheme_options: dict[str, Any]  # everything in the scheme group but its name
+    rates: float | dict  # ``dropout``: one rate for every site the scheme uses, or {site or group: rate}
+    model_config: ModelConfig
+    train: TrainConfig
+    device: torch.device
+    threads: int | None
+    flush_denormal: bool
+    hardware: str  # what the preset is sized for (HARDWARE)
+    logger: dict[str, Any]
+    runs_dir: Path  # where single runs go (``paths.output_dir``/runs): an unfinished twin is looked for there
+
+    def corpus(self) -> Corpus:
+        return load_corpus(self.data, cache_dir=self.cache_dir, **self.data_options)
+
+    def model(self, vocab_size: int) -> LanguageModel:
+        m = self.model_config
+        return LanguageModel(vocab_size, m.emb_size, m.hidden_size, m.num_layers, cell=m.cell, scheme=self.scheme,
+                             dropout=self.rates, init_scale=m.init_scale, tie_weights=m.tie_weights, init=m.init,
+                             last_layer_size=m.last_layer_size, **self.scheme_options)
+
+
+def job(cfg: DictConfig) -> BuiltJob:
+    """A job's config, checked (``ConfigError``, one line), then read once."""
+    check_config(cfg)
+    return read(OmegaConf.to_container(cfg, resolve=True))
+
+
+def read(config: dict[str, Any]) -> BuiltJob:
+    """A resolved config read into a ``BuiltJob``, unchecked: a run's own ``config.yaml`` was checked
+    when it trained (``python -m runners.evaluate`` reads one)."""
+    scheme, data = dict(config["scheme"]), dict(config["data"])
+    return BuiltJob(config=config, name=config["run_name"], seed=int(config["seed"]), data=data.pop("name"),
+                    data_options=data, cache_dir=Path(config["paths"]["cache_dir"]), scheme=scheme.pop("name"),
+                    scheme_options=scheme, rates=config["dropout"], model_config=ModelConfig(**config["model"]),
+                    train=TrainConfig(**config["train"]), device=_device(config["device"]),
+                    threads=config.get("threads"), flush_denormal=config.get("flush_denormal", True),
+                    hardware=config.get("hardware", "any"), logger=dict(config.get("logger") or {}),
+                    runs_dir=Path(config["paths"]["output_dir"]) / "runs")
+
+
+def _device(name: str) -> torch.device:
     """``auto`` takes the GPU when there is one, so the same command runs on a laptop and a cluster."""
-    if cfg.device == "auto":
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+    return torch.device(name)
+
+
+# One piece at a time, from a run's config: what ``python -m runners.evaluate`` needs.
+def device(cfg: DictConfig) -> torch.device:
+    return _device(cfg.device)
 
 
 def corpus(cfg: DictConfig) -> Corpus:
-    options = {k: v for k, v in cfg.data.items() if k != "name"}
-    return load_corpus(cfg.data.name, cache_dir=Path(cfg.paths.cache_dir), **options)
+    return read(OmegaConf.to_container(cfg, resolve=True)).corpus()
 
 
 def model(cfg: DictConfig, vocab_size: int) -> LanguageModel:
-    m = cfg.model
-    return LanguageModel(vocab_size, m.emb_size, m.hidden_size, m.num_layers, cell=m.cell,
-                         scheme=cfg.scheme.name, dropout=dropout_rates(cfg), init_scale=m.init_scale,
-                         tie_weights=bool(m.get("tie_weights", False)), init=m.get("init", ModelConfig.init),
-                         last_layer_size=m.get("last_layer_size"), **scheme_options(cfg))
-
-
-def reference(cfg: DictConfig) -> dict | None:
-    """The published numbers this job is compared with, if its preset carries them."""
-    if not cfg.get("reference"):
-        return None
-    ref = OmegaConf.to_container(cfg.reference, resolve=True)
-    by, values = ref.pop("by", None), ref.pop("values", {})
-    if by is not None:
-        ref.update(values.get(str(OmegaConf.select(cfg, by)), {}))
-    return ref
+    return read(OmegaConf.to_container(cfg, resolve=True)).model(vocab_size)
 
 
 def train_config(cfg: DictConfig) -> TrainConfig:

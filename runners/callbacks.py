@@ -14,6 +14,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from analysis.store_format import SUMMARY
+
 log = logging.getLogger("runners.sweep")
 
 
@@ -24,7 +26,7 @@ def sweep_summary(sweep_dir: Path) -> str:
         head = path.parent.name.split("-", 1)[0]
         return (int(head) if head.isdigit() else float("inf"), str(path))
 
-    for path in sorted(sweep_dir.glob("**/summary.json"), key=job_order):
+    for path in sorted(sweep_dir.glob(f"**/{SUMMARY}"), key=job_order):
         try:
             s = json.loads(path.read_text())
         except ValueError:
@@ -62,7 +64,7 @@ def log_results(sweep_dir: Path, logger: Any) -> None:
     from runners.tracking import log_sweep_results
 
     rows = []
-    for path in sorted(sweep_dir.glob("*/summary.json")):
+    for path in sorted(sweep_dir.glob(f"*/{SUMMARY}")):
         try:
             rows.append(json.loads(path.read_text()))
         except ValueError:

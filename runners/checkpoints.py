@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
+from analysis.store_format import CHECKPOINT
 from runners.build import ConfigError
 
-CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 # Keys that do not change what is trained: a job may resume with these changed. ``study`` is the
 # design of the study a job belongs to (its grids, seeds, settings), not the job's own setting.

@@ -23,34 +23,29 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from benchmark.data import DataError
+from analysis.store_format import CHECKPOINT, CONFIG, DONE, JobSummary, read_summary
+from benchmark.data import Corpus, DataError
 from benchmark.data.corpus import HIGH_UNK_SHARE, unk_share
 from benchmark.machine import machine, set_flush_denormal
-from benchmark.train import check_batches, train
+from benchmark.train import TrainResult, check_batches, train
 from runners import build, checkpoints
-from runners.build import ConfigError
-from runners.run_store import CONFIG, JobDirBusy, RunStore, job_lock
+from runners.build import BuiltJob, ConfigError
+from runners.job_events import EventSink
+from runners.run_store import JobDirBusy, RunStore, job_lock
 from runners.tracking import WandbTracker
 
 log = logging.getLogger("runners.job")
-DONE = ("finished", "diverged")
 STOP_SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None),
                                   signal.SIGINT) if s)
-
-
-# How a divergence reads in the log; a finite but absurd validation perplexity says so itself
-# ("validation perplexity (above 10x the vocabulary size)"), never "non-finite" (issue 26).
-DIVERGED_HOW = {"loss": "the training loss became NaN or infinite",
-                "gradient": "the gradient norm became NaN or infinite",
-                "validation loss": "the validation loss became NaN or infinite"}
 
 
 # In a sweep directory while Ctrl-C stops a parallel sweep: a job dispatched after the signal does
@@ -69,12 +64,6 @@ class JobContext:
     job_dir: Path
     group: str | None
     multirun: bool
-
-
-def summary_base(cfg: DictConfig) -> dict:
-    rates = build.dropout_rates(cfg)
-    return {"run_name": cfg.run_name, "scheme": cfg.scheme.name, "cell": cfg.model.cell, "data": cfg.data.name,
-            "seed": int(cfg.seed), "dropout": 0.0 if cfg.scheme.name == "none" else rates}
 
 
 _orphan_watch = False
@@ -166,10 +155,10 @@ def run_job(cfg: DictConfig, ctx: JobContext) -> dict:
     The job directory is locked for the whole job: a second process aimed at it gets a
     one-line error instead of training into the same files.
     """
-    build.check_config(cfg)
+    job = build.job(cfg)
     try:
-        with job_lock(ctx.job_dir), lines_named(cfg.run_name):
-            return _run_locked(cfg, ctx)
+        with job_lock(ctx.job_dir), lines_named(job.name):
+            return _run_locked(job, ctx)
     except JobDirBusy as e:
         raise ConfigError(str(e)) from None
 
@@ -198,21 +187,22 @@ def lines_named(name: str):
         log.removeFilter(named)
 
 
-def build_model(cfg: DictConfig, vocab_size: int) -> torch.nn.Module:
+def build_model(job: BuiltJob, vocab_size: int) -> torch.nn.Module:
     """The model, or ``ModelDoesNotFit`` (one line) when its weights do not fit in memory.
 
     ``model.hidden_size=2000000000`` was a traceback from torch's allocator (issue 26, found
     hunting beyond the list): the size is the user's to change (``ModelDoesNotFit``).
     """
     try:
-        return build.model(cfg, vocab_size)
+        return job.model(vocab_size)
     except (torch.OutOfMemoryError, RuntimeError) as e:
         if not isinstance(e, torch.OutOfMemoryError) and "allocate" not in str(e):
             raise
         asked = re.search(r"allocate (\d+) bytes", str(e))
         size = f" (one of its weights alone needs {int(asked.group(1)) / 2**30:,.1f} GiB)" if asked else ""
-        raise ModelDoesNotFit(f"the model does not fit in memory{size}: model.emb_size={cfg.model.emb_size}, "
-                              f"model.hidden_size={cfg.model.hidden_size}, model.num_layers={cfg.model.num_layers}; "
+        m = job.model_config
+        raise ModelDoesNotFit(f"the model does not fit in memory{size}: model.emb_size={m.emb_size}, "
+                              f"model.hidden_size={m.hidden_size}, model.num_layers={m.num_layers}; "
                               f"use a smaller model") from None
 
 
@@ -240,147 +230,140 @@ def unfinished_twins(runs_root: Path, config: dict, here: Path) -> list[tuple[Pa
     config and never finished, newest first: what a user who reran the same command meant to resume."""
     want = json.loads(json.dumps(checkpoints.fingerprint(config), sort_keys=True))
     found = []
-    for config_file in runs_root.glob("*/config.yaml"):
+    for config_file in runs_root.glob(f"*/{CONFIG}"):
         job = config_file.parent
-        if job.resolve() == here.resolve() or not (job / checkpoints.CHECKPOINT).is_file():
+        if job.resolve() == here.resolve() or not (job / CHECKPOINT).is_file():
             continue
-        store = RunStore(job)
-        if (store.summary() or {}).get("status") in DONE:
+        summary = read_summary(job)
+        if summary is not None and summary.status in DONE:
             continue
         try:
             saved = checkpoints.with_added_keys(checkpoints.fingerprint(yaml.safe_load(config_file.read_text()) or {}))
         except (OSError, yaml.YAMLError):
             continue
         if json.loads(json.dumps(saved, sort_keys=True)) == want:
-            found.append((job.stat().st_mtime, job, int((store.summary() or {}).get("epochs") or 0)))
+            found.append((job.stat().st_mtime, job, int(summary.epochs or 0) if summary is not None else 0))
     return [(job, epochs) for _, job, epochs in sorted(found, key=lambda f: f[0], reverse=True)]
 
 
-def _run_locked(cfg: DictConfig, ctx: JobContext) -> dict:
+def _run_locked(job: BuiltJob, ctx: JobContext) -> dict:
+    """The job, in its order: skip or resume, data, seed, the store, then training inside try/finally."""
     store = RunStore(ctx.job_dir)
-    config = OmegaConf.to_container(cfg, resolve=True)
     existing = store.summary()
-    if existing is not None and existing.get("status") in DONE:
-        log.info("already %s in %s; skipped", existing["status"], ctx.job_dir)
-        return existing
-    resume = checkpoints.load(ctx.job_dir, config)  # ConfigError if corrupt or from another config
-    if resume is None and store.existing_status() is not None:
-        log.warning("%s holds an unfinished run with no checkpoint; starting it over", ctx.job_dir)
-    if resume is None and not ctx.multirun:
-        twins = unfinished_twins(Path(cfg.paths.output_dir) / "runs", config, ctx.job_dir)
-        if twins:
-            job, epochs = twins[0]
-            log.warning("an unfinished run of this config is in %s (%d epochs done); this job starts a new one "
-                        "beside it. To resume that one instead: %s", job, epochs, rerun_command("hydra.run.dir", job))
-    try:
-        data = build.corpus(cfg)
-        check_batches(data, build.train_config(cfg))
-    except DataError as e:
-        raise ConfigError(str(e)) from None
-
-    set_flush_denormal(cfg.get("flush_denormal", True))  # before any parallel op: torch's worker threads inherit it
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    torch.manual_seed(int(cfg.seed))
-    store.open(config, resume_at=resume["metrics_offset"] if resume else None)
-    tracker = None
-    # test_weights: which weights test_ppl scores (train.test_weights); test_epoch: the epoch they are from.
-    summary = {**summary_base(cfg), "status": "failed", "best_val_ppl": None, "test_ppl": None,
-               "test_weights": cfg.train.test_weights, "test_epoch": None,
-               "bayes_test_ppl": None, "mc_test_ppl": None, "epochs": 0, "wall_s": None,
-               "train_tokens_per_s": None, "diverged_step": None, "error": None, "dir": str(ctx.job_dir),
-               "reference": build.reference(cfg), "plan": None, "machine": None,
-               "unk_share": {split: unk_share(getattr(data, split), data.itos) for split in ("valid", "test")}}
-    high = {split: share for split, share in summary["unk_share"].items() if share > HIGH_UNK_SHARE}
-    if high:  # a score on mostly-unknown words measures the vocabulary, not the model (issue 26)
-        summary["warnings"] = [f"{share:.0%} of the {split} tokens are <unk>: the vocabulary built from "
-                               f"{len(data.train):,} training tokens does not cover it; its perplexity "
-                               f"says little" for split, share in high.items()]
-        for warning in summary["warnings"]:
-            log.warning("%s", warning)
+    if existing is not None and existing.status in DONE:
+        log.info("already %s in %s; skipped", existing.status, ctx.job_dir)
+        return existing.to_json()
+    resume = resume_point(job, ctx, store)
+    data = corpus(job)
+    set_flush_denormal(job.flush_denormal)  # before any parallel op: torch's worker threads inherit it
+    if job.threads:
+        torch.set_num_threads(int(job.threads))
+    torch.manual_seed(job.seed)
+    store.open(job.config, resume_at=resume["metrics_offset"] if resume else None)
+    summary = JobSummary.start(job.config, test_weights=job.train.test_weights, dir=str(ctx.job_dir),
+                               unk_share={split: unk_share(getattr(data, split), data.itos) for split in ("valid", "test")})
+    warn_unknown_words(summary, len(data.train))
     # The signal is handed on only after summary.json is written and the W&B run closed.
     if joblib_worker():
         stop_when_orphaned()
     with stop_on_signals() as should_stop:
         started = time.perf_counter()
+        tracker = None
         try:
-            if cfg.logger.name == "wandb":
-                tracker = WandbTracker(project=cfg.logger.project, entity=cfg.logger.entity, mode=cfg.logger.mode,
-                                       job_dir=ctx.job_dir, name=cfg.run_name, group=ctx.group,
-                                       tags=[cfg.scheme.name, cfg.model.cell, cfg.data.name, f"seed-{cfg.seed}"],
-                                       job_type="train", config=config, run_id=wandb_run_id(ctx.job_dir))
-                summary["wandb_group"] = ctx.group  # what the dashboard filters on (analysis.dashboard)
-            dev = build.device(cfg)
-            summary["machine"] = machine(dev)  # where it ran: CPU and vector flags, torch, device
-            model = build_model(cfg, data.vocab_size)
-            # The plan the engine runs, as data: each site's rate, granularity, scaling and whether
-            # it compounds, so analysis reads what ran instead of re-deriving it from scheme names.
-            summary["plan"] = model.rnn.plan.describe()
-            log.info("%s | %s, %s params, device %s%s", data.describe(), model.rnn,
-                     f"{sum(p.numel() for p in model.parameters()):,}", dev,
-                     f" | resuming epoch {resume['progress']['epoch']} step {resume['progress']['step']}" if resume else "")
-
-            if cfg.hardware == "gpu" and dev.type != "cuda":
-                log.warning("this job is sized for a GPU and runs on the CPU here; for the real thing launch it on "
-                            "a cluster, e.g. python run.py -m experiment=<preset> hydra/launcher=submitit_slurm")
-            estimated = []
-            train_ppl: list[float] = []  # the epoch's training perplexity, printed beside validation's
-
-            def record(event: dict) -> None:
-                if event.get("scope") == "interval" and not estimated and event.get("tokens_per_s"):
-                    tokens = len(data.train) * int(cfg.train.epochs)
-                    estimated.append(tokens / event["tokens_per_s"])
-                    seconds = estimated[0]
-                    log.info("at %.0f tokens/s, %d epochs of training take about %s", event["tokens_per_s"],
-                             cfg.train.epochs, f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min")
-                store.log(event)
-                if tracker is not None:
-                    tracker.log(event)
-                if event["split"] == "train" and event.get("scope") == "epoch":
-                    train_ppl[:] = [event["ppl"]]
-                elif event["split"] == "val":
-                    log.info("epoch %d  train ppl %s  val ppl %.2f", event["epoch"],
-                             f"{train_ppl[0]:.2f}" if train_ppl else "-", event["ppl"])
-                elif event["split"] == "test":
-                    log.info("test ppl %.2f (%s weights, epoch %s)", event["ppl"],
-                             "best-validation" if event.get("weights") == "best" else "last epoch's",
-                             event.get("weights_epoch", "-"))
-                elif event.get("event") == "diverged":
-                    log.warning("diverged at step %d: %s", event["step"], DIVERGED_HOW.get(event["what"], event["what"]))
-                elif event["split"] == "probe" and event.get("growth_per_step") is not None:
-                    log.info("probe: state grows x%.3f per step, largest value %.3g", event["growth_per_step"],
-                             event["max_state"])
-
-            def save(state: dict) -> None:
-                checkpoints.save(ctx.job_dir, state, store.offset(), config)
-
-            result = train(model, data, build.train_config(cfg), dev, log=record, progress=sys.stderr.isatty(),
-                           resume=resume, on_checkpoint=save, should_stop=should_stop)
-            summary.update(status=result.status, best_val_ppl=result.best_val_ppl, test_ppl=result.test_ppl,
-                           epochs=result.epochs, train_tokens_per_s=result.train_tokens_per_s,
-                           diverged_step=result.diverged_step, mc_test_ppl=result.mc_test_ppl,
-                           test_epoch=result.test_epoch,
-                           bayes_test_ppl=getattr(data, "bayes_test_ppl", None))
-            if result.diverged_what:
-                summary["diverged_what"] = result.diverged_what
-            return summary
+            if job.logger.get("name") == "wandb":
+                tracker = open_tracker(job, ctx)
+                summary.wandb_group = ctx.group  # what the dashboard filters on (analysis.dashboard)
+            result = train_model(job, ctx, data, summary, EventSink(store, tracker, len(data.train), job.train.epochs),
+                                 resume, should_stop)
+            summary.status, summary.best_val_ppl, summary.test_ppl = result.status, result.best_val_ppl, result.test_ppl
+            summary.epochs, summary.train_tokens_per_s = result.epochs, result.train_tokens_per_s
+            summary.diverged_step, summary.diverged_what = result.diverged_step, result.diverged_what
+            summary.mc_test_ppl, summary.test_epoch = result.mc_test_ppl, result.test_epoch
+            summary.bayes_test_ppl = getattr(data, "bayes_test_ppl", None)
+            return summary.to_json()
         except BaseException as e:
-            summary["error"] = f"{type(e).__name__}: {e}".splitlines()[0]
+            summary.error = f"{type(e).__name__}: {e}".splitlines()[0]
             if isinstance(e, ConfigError):
                 pass  # the caller prints it as the one error line; summary.json keeps it
             elif disk_full(e) or isinstance(e, ModelDoesNotFit):  # the user's to fix, not a bug: one line
-                log.error("job failed: %s", summary["error"])
+                log.error("job failed: %s", summary.error)
             else:
-                log.error("job failed: %s\n%s", summary["error"], traceback.format_exc())
+                log.error("job failed: %s\n%s", summary.error, traceback.format_exc())
             raise
         finally:
-            summary["wall_s"] = time.perf_counter() - started
+            summary.wall_s = time.perf_counter() - started
             store.close(summary)
             if tracker is not None:
-                keep = cfg.logger.get("log_model", False) and summary["status"] == "finished"
-                tracker.close(summary, model_files=[ctx.job_dir / checkpoints.CHECKPOINT, ctx.job_dir / CONFIG]
+                keep = job.logger.get("log_model", False) and summary.status == "finished"
+                tracker.close(summary.to_json(), model_files=[ctx.job_dir / CHECKPOINT, ctx.job_dir / CONFIG]
                               if keep else None)
-            if summary["status"] != "failed":
-                best = summary["best_val_ppl"]
-                log.info("%s, best val ppl %s, summary in %s", summary["status"],
+            if summary.status != "failed":
+                best = summary.best_val_ppl
+                log.info("%s, best val ppl %s, summary in %s", summary.status,
                          f"{best:.2f}" if best is not None and math.isfinite(best) else "-", ctx.job_dir)
+
+
+def resume_point(job: BuiltJob, ctx: JobContext, store: RunStore) -> dict | None:
+    """The checkpoint this job resumes from, or None; says when an unfinished run is started over,
+    or when a single run has an unfinished twin elsewhere (the same command typed again)."""
+    resume = checkpoints.load(ctx.job_dir, job.config)  # ConfigError if corrupt or from another config
+    if resume is None and store.existing_status() is not None:
+        log.warning("%s holds an unfinished run with no checkpoint; starting it over", ctx.job_dir)
+    if resume is None and not ctx.multirun:
+        twins = unfinished_twins(job.runs_dir, job.config, ctx.job_dir)
+        if twins:
+            twin, epochs = twins[0]
+            log.warning("an unfinished run of this config is in %s (%d epochs done); this job starts a new one "
+                        "beside it. To resume that one instead: %s", twin, epochs, rerun_command("hydra.run.dir", twin))
+    return resume
+
+
+def corpus(job: BuiltJob) -> Corpus:
+    """The job's corpus, checked against its batch sizes: a corpus that cannot fill them is a ``ConfigError``."""
+    try:
+        data = job.corpus()
+        check_batches(data, job.train)
+    except DataError as e:
+        raise ConfigError(str(e)) from None
+    return data
+
+
+def warn_unknown_words(summary: JobSummary, train_tokens: int) -> None:
+    """A score on mostly-unknown words measures the vocabulary, not the model (issue 26): say so."""
+    high = {split: share for split, share in summary.unk_share.items() if share > HIGH_UNK_SHARE}
+    if high:
+        summary.warnings = [f"{share:.0%} of the {split} tokens are <unk>: the vocabulary built from "
+                            f"{train_tokens:,} training tokens does not cover it; its perplexity "
+                            f"says little" for split, share in high.items()]
+        for warning in summary.warnings:
+            log.warning("%s", warning)
+
+
+def open_tracker(job: BuiltJob, ctx: JobContext) -> WandbTracker:
+    """The job's W&B run: one per job directory, resumed with it, in the sweep's group."""
+    return WandbTracker(project=job.logger["project"], entity=job.logger.get("entity"), mode=job.logger["mode"],
+                        job_dir=ctx.job_dir, name=job.name, group=ctx.group,
+                        tags=[job.scheme, job.model_config.cell, job.data, f"seed-{job.seed}"],
+                        job_type="train", config=job.config, run_id=wandb_run_id(ctx.job_dir))
+
+
+def train_model(job: BuiltJob, ctx: JobContext, data: Corpus, summary: JobSummary, sink: EventSink,
+                resume: dict | None, should_stop: Callable[[], bool]) -> TrainResult:
+    """Make the model, record where it runs and the plan it runs, and train it, checkpointing into the job directory."""
+    summary.machine = machine(job.device)  # where it ran: CPU and vector flags, torch, device
+    model = build_model(job, data.vocab_size)
+    # The plan the engine runs, as data: each site's rate, granularity, scaling and whether
+    # it compounds, so analysis reads what ran instead of re-deriving it from scheme names.
+    summary.plan = model.rnn.plan.describe()
+    log.info("%s | %s, %s params, device %s%s", data.describe(), model.rnn,
+             f"{sum(p.numel() for p in model.parameters()):,}", job.device,
+             f" | resuming epoch {resume['progress']['epoch']} step {resume['progress']['step']}" if resume else "")
+    if job.hardware == "gpu" and job.device.type != "cuda":
+        log.warning("this job is sized for a GPU and runs on the CPU here; for the real thing launch it on "
+                    "a cluster, e.g. python run.py -m experiment=<preset> hydra/launcher=submitit_slurm")
+
+    def save(state: dict) -> None:
+        checkpoints.save(ctx.job_dir, state, sink.store.offset(), job.config)
+
+    return train(model, data, job.train, job.device, log=sink, progress=sys.stderr.isatty(), resume=resume,
+                 on_checkpoint=save, should_stop=should_stop)

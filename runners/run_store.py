@@ -1,8 +1,10 @@
-"""The local run store: the source of truth for analysis, readable with no server.
+"""The local run store's writer: the source of truth for analysis, readable with no server.
 
 Each job directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl`` (one
-JSON object per event, appended and flushed as training goes) and ``summary.json``
-(written atomically at the end, so a reader never sees half of it).
+JSON object per event, appended and flushed as training goes) and ``summary.json`` (a
+``JobSummary``, written atomically at the end, so a reader never sees half of it). The
+file names, the summary's fields and the event keys are the store's format,
+``analysis.store_format``, which the readers in ``analysis`` use too.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 
 import yaml
 
-CONFIG, METRICS, SUMMARY, LOCK = "config.yaml", "metrics.jsonl", "summary.json", ".lock"
+from analysis.store_format import CONFIG, METRICS, SUMMARY, JobSummary, read_summary
+
+LOCK = ".lock"  # held while a job runs (job_lock); not part of what a reader reads
 
 
 class JobDirBusy(RuntimeError):
@@ -88,12 +92,9 @@ class RunStore:
 
     def existing_status(self) -> str | None:
         """What this directory already holds: a run's status, ``unfinished``, or None if empty."""
-        summary = self.dir / SUMMARY
-        if summary.exists():
-            try:
-                return json.loads(summary.read_text())["status"]
-            except (ValueError, KeyError):
-                return "unreadable"
+        if (self.dir / SUMMARY).exists():
+            summary = read_summary(self.dir)
+            return summary.status if summary is not None and summary.status else "unreadable"
         if (self.dir / METRICS).exists():
             return "unfinished"
         return None
@@ -114,19 +115,16 @@ class RunStore:
         """Bytes of ``metrics.jsonl`` written so far (flushed on every event)."""
         return self._metrics.tell()
 
-    def summary(self) -> dict | None:
-        try:
-            return json.loads((self.dir / SUMMARY).read_text())
-        except (OSError, ValueError):
-            return None
+    def summary(self) -> JobSummary | None:
+        return read_summary(self.dir)
 
     def log(self, record: dict) -> None:
         self._metrics.write(json.dumps({k: _json_safe(v) for k, v in record.items()}) + "\n")
         self._metrics.flush()
 
-    def close(self, summary: dict) -> None:
+    def close(self, summary: JobSummary) -> None:
         if self._metrics is not None:
             self._metrics.close()
             self._metrics = None
         atomic_write_text(self.dir / SUMMARY,
-                          json.dumps({k: _json_safe(v) for k, v in summary.items()}, indent=2) + "\n")
+                          json.dumps({k: _json_safe(v) for k, v in summary.to_json().items()}, indent=2) + "\n")

@@ -17,7 +17,7 @@ split; ``naive``, which has no recurrent site, searches ``rates_ff`` alone at th
 points, and ``none`` skips the search. The best pair is then re-run with every seed in
 ``study.seeds`` in every setting (the first is the one tuned on; the others re-run the
 tuned configuration at another scale), with MC-dropout evaluation (``study.mc_samples``).
-Only seeded runs are compared, by ``analysis.study_report``.
+Only seeded runs are compared, by ``analysis.study_report`` (``python -m analysis.publish``).
 
 Each search and each seed sweep is one ``python run.py -m`` command; ``--jobs`` of them run
 at a time, each on its share of the cores (or its own GPU). Everything lives under
@@ -33,12 +33,10 @@ and its job directory resumes from its checkpoint), and the seed sweeps skip fin
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
 import queue
-import re
 import shlex
 import subprocess
 import sys
@@ -50,115 +48,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 
-from benchmark.engine import SCHEMES
-from benchmark.engine.sites import SITE_SPECS
-from runners.hydra_app import CONF_DIR, CommandLine, group_options, one_line
+from analysis.store_format import SUMMARY, read_summary
+from runners.hydra_app import CONF_DIR, CommandLine, one_line
 from runners.hydra_checks import check_paths, require_optuna
-
-DONE_STATES = ("COMPLETE", "FAIL", "PRUNED")
-
-
-class StudyError(ValueError):
-    """A study that cannot start: no ``study`` block, or a bad one."""
-
-
-def default_schemes() -> tuple[str, ...]:
-    """What ``study.schemes: null`` compares: every registry scheme but ``none``, in registry order."""
-    return tuple(name for name in SCHEMES if name != "none")
-
-
-def tuned_groups(scheme: str, cell: str) -> tuple[str, ...]:
-    """The rate groups a scheme is tuned on: ``ff`` and, when it has a recurrent site, ``rec``.
-
-    ``none`` has neither; ``naive`` is the feed-forward footing alone.
-    """
-    if scheme == "none":
-        return ()
-    own = {SITE_SPECS[name].group for name in SCHEMES[scheme].sites_for(cell)}
-    return ("ff", "rec") if "rec" in own else ("ff",)
-
-
-def _rates(block: Any, key: str) -> tuple[float, ...]:
-    given = list(block.get(key) or ())
-    values = tuple(float(r) for r in given if isinstance(r, (int, float)) and not isinstance(r, bool))
-    if (not values or len(values) != len(given) or any(not 0.0 <= r < 1.0 for r in values)
-            or len(set(values)) != len(values)):
-        raise StudyError(f"study.{key} must be a non-empty list of distinct rates in [0, 1), got {list(values)}")
-    return values
-
-
-@dataclass(frozen=True)
-class StudySpec:
-    """What a preset's ``study`` block asks for, checked.
-
-    ``settings`` maps a setting's name to the overrides that make it; the first is the one
-    the rates are tuned in, every setting re-runs the tuned rates with every seed.
-    """
-
-    name: str
-    schemes: tuple[str, ...]
-    cells: tuple[str, ...]
-    rates_ff: tuple[float, ...]
-    rates_rec: tuple[float, ...]
-    tuning_seed: int
-    seeds: tuple[int, ...]
-    settings: dict[str, tuple[str, ...]]
-    mc_samples: int = 0
-
-    @classmethod
-    def from_config(cls, cfg: DictConfig) -> "StudySpec":
-        block = cfg.get("study")
-        if block is None:
-            presets = [p for p in group_options("experiment")
-                       if "study" in (yaml.safe_load((CONF_DIR / "experiment" / f"{p}.yaml").read_text()) or {})]
-            raise StudyError(f"this configuration defines no study; choose a preset that does: "
-                             f"{', '.join('experiment=' + p for p in presets)}")
-        if block.get("rates") is not None:
-            raise StudyError("study.rates is the one-rate design; a study tunes two rates: "
-                             "set study.rates_ff and study.rates_rec")
-        schemes = block.get("schemes")
-        settings = block.get("settings") or {}
-        spec = cls(name=str(block.name), schemes=default_schemes() if schemes is None else tuple(schemes),
-                   cells=tuple(block.cells), rates_ff=_rates(block, "rates_ff"), rates_rec=_rates(block, "rates_rec"),
-                   tuning_seed=int(block.tuning_seed), seeds=tuple(int(s) for s in block.seeds),
-                   settings={str(k): tuple(str(o) for o in (v or ())) for k, v in settings.items()},
-                   mc_samples=int(block.get("mc_samples") or 0))
-        allowed = group_options("scheme")
-        for scheme in spec.schemes:
-            if scheme not in allowed or scheme == "none":
-                raise StudyError(f"study.schemes has {scheme!r}; choose from: "
-                                 f"{', '.join(s for s in allowed if s != 'none')} (none is always compared)")
-        for cell in spec.cells:
-            if cell not in group_options("model"):
-                raise StudyError(f"study.cells has {cell!r}; choose from: {', '.join(group_options('model'))}")
-        if len(spec.seeds) < 2 or len(set(spec.seeds)) != len(spec.seeds) or spec.tuning_seed in spec.seeds:
-            raise StudyError(f"study.seeds must be at least 2 distinct seeds without study.tuning_seed "
-                             f"({spec.tuning_seed}), got {list(spec.seeds)}")
-        if not spec.settings or any(not re.fullmatch(r"[A-Za-z0-9_]+", name) for name in spec.settings):
-            raise StudyError(f"study.settings must map at least one name (letters, digits, _) to its overrides, "
-                             f"got {list(spec.settings)}")
-        if spec.mc_samples < 0:
-            raise StudyError(f"study.mc_samples must be 0 (off) or a number of samples, got {spec.mc_samples}")
-        return spec
-
-    @property
-    def tuning_setting(self) -> str:
-        return next(iter(self.settings))
-
-    def grid(self, scheme: str, cell: str) -> dict[str, tuple[float, ...]]:
-        """``{group: rates}`` the scheme is searched over: the same points for every scheme."""
-        return {group: self.rates_ff if group == "ff" else self.rates_rec for group in tuned_groups(scheme, cell)}
-
-    def describe(self) -> dict[str, Any]:
-        return {"schemes": list(self.schemes), "cells": list(self.cells), "rates_ff": list(self.rates_ff),
-                "rates_rec": list(self.rates_rec), "tuning_seed": self.tuning_seed, "seeds": list(self.seeds),
-                "settings": {k: list(v) for k, v in self.settings.items()}, "mc_samples": self.mc_samples,
-                "emb": "left out for every scheme"}
-
+from runners.study_spec import StudyError, StudySpec
+from runners.study_trials import best_rates, param, storage_url, study_name, trials_to_ask
 
 @dataclass
 class Task:
@@ -191,106 +88,6 @@ def study_dir(cfg: DictConfig, spec: StudySpec) -> Path:
     return Path(cfg.paths.output_dir).resolve() / "studies" / spec.name
 
 
-def storage_url(sweep_dir: Path) -> str:
-    return f"sqlite:///{sweep_dir / 'optuna.db'}"
-
-
-def study_name(scheme: str, cell: str, grid: dict[str, tuple[float, ...]] | None = None) -> str:
-    """The Optuna study of one search: ``dropout-<scheme>-<cell>``, then its grid.
-
-    One study per grid, because Optuna fixes a parameter's choices for the life of a study: a
-    grid extended later (a rate added) is searched in a study of its own in the same database,
-    where the points already run answer at once from their finished job directories.
-    """
-    base = f"dropout-{scheme}-{cell}"
-    if not grid:
-        return base
-    return base + "".join(f"-{g}{'_'.join(f'{r:g}' for r in rates)}" for g, rates in grid.items())
-
-
-def finished_trials(sweep_dir: Path, scheme: str, cell: str, grid: dict[str, tuple[float, ...]] | None = None
-                    ) -> list[Any]:
-    """The search's trials that have a result (an interrupted one stays RUNNING and is asked again).
-
-    With ``grid``, those of that grid's study; without, those of every study of the scheme and
-    cell in the database (every grid it was searched on).
-    """
-    if not (sweep_dir / "optuna.db").is_file():
-        return []
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = storage_url(sweep_dir)
-    names = ([study_name(scheme, cell, grid)] if grid is not None else
-             [s.study_name for s in optuna.get_all_study_summaries(storage)
-              if s.study_name == study_name(scheme, cell) or s.study_name.startswith(study_name(scheme, cell) + "-")])
-    trials = []
-    for name in names:
-        try:
-            study = optuna.load_study(study_name=name, storage=storage)
-        except KeyError:
-            continue
-        trials += [t for t in study.get_trials(deepcopy=False) if t.state.name in DONE_STATES]
-    return trials
-
-
-def param(group: str) -> str:
-    """The config key a rate group is searched on: ``dropout.ff``, ``dropout.rec``."""
-    return f"dropout.{group}"
-
-
-def grid_points(grid: dict[str, tuple[float, ...]]) -> list[tuple[float, ...]]:
-    """Every point of a search grid, one rate per group in ``grid``'s order."""
-    return list(itertools.product(*grid.values()))
-
-
-def _point(trial: Any, grid: dict[str, tuple[float, ...]]) -> tuple[float, ...] | None:
-    try:
-        return tuple(float(trial.params[param(g)]) for g in grid)
-    except KeyError:
-        return None
-
-
-def missing_points(sweep_dir: Path, scheme: str, cell: str, grid: dict[str, tuple[float, ...]]) -> list[tuple]:
-    """The grid points without a finished trial."""
-    done = {_point(t, grid) for t in finished_trials(sweep_dir, scheme, cell)}
-    return [p for p in grid_points(grid) if p not in done]
-
-
-def trials_to_ask(sweep_dir: Path, scheme: str, cell: str, grid: dict[str, tuple[float, ...]]) -> int:
-    """How many trials the sweeper must ask so that every grid point has a result (0: none).
-
-    Optuna's grid sampler asks the points its own study (this grid's) has not finished. Points
-    run under an earlier grid are asked again there and answer at once from their finished job
-    directories (named by their rates), so only the points new to the search train.
-    """
-    if not missing_points(sweep_dir, scheme, cell, grid):
-        return 0
-    points = set(grid_points(grid))
-    visited = {_point(t, grid) for t in finished_trials(sweep_dir, scheme, cell, grid)} & points
-    return len(points) - len(visited)
-
-
-def best_rates(sweep_dir: Path, scheme: str, cell: str, grid: dict[str, tuple[float, ...]] | None = None
-               ) -> dict[str, float]:
-    """``{group: rate}`` of the grid point with the lowest best-validation perplexity.
-
-    Ties go to the weaker regularisation (lower ``ff``, then lower ``rec``). A point whose
-    run diverged scores +inf, so a scheme that blows up everywhere is still compared at its
-    weakest point, and its seeded runs show it. Chosen on validation only, never on test.
-    With ``grid``, only trials at its points count (a point dropped from the grid does not).
-    """
-    trials = [t for t in finished_trials(sweep_dir, scheme, cell) if t.values]
-    if grid is not None:
-        points = set(grid_points(grid))
-        trials = [t for t in trials if _point(t, grid) in points]
-    if not trials:
-        raise StudyError(f"the search in {sweep_dir} has no finished trial")
-    groups = [g for g in ("ff", "rec") if param(g) in trials[0].params]
-    best = min(trials, key=lambda t: (t.values[0], *(t.params[param(g)] for g in groups)))
-    return {g: float(best.params[param(g)]) for g in groups}
-
-
 def retire_stale_seeds(task: "Task", root: Path) -> Path | None:
     """Move a seed sweep that ran at other rates than ``task.rates`` to ``superseded/``; returns where.
 
@@ -300,11 +97,9 @@ def retire_stale_seeds(task: "Task", root: Path) -> Path | None:
     record and out of the report, and the seeds run again at the tuned pair.
     """
     stale = False
-    for path in task.sweep_dir.glob("*/summary.json"):
-        try:
-            ran = json.loads(path.read_text()).get("dropout")
-        except (OSError, ValueError):
-            continue
+    for path in task.sweep_dir.glob(f"*/{SUMMARY}"):
+        summary = read_summary(path.parent)
+        ran = None if summary is None else summary.dropout
         if isinstance(ran, dict) and any(not math.isclose(float(ran.get(g, math.nan)), r)
                                          for g, r in (task.rates or {}).items()):
             stale = True
@@ -370,12 +165,10 @@ def display(argv: Sequence[str]) -> str:
 def completed_runs(root: Path) -> int:
     """Job directories of the study with a final status: the progress bar's count."""
     done = 0
-    for summary in [*root.glob("tune/*/*/summary.json"), *root.glob("seeds/*/*/*/summary.json")]:
-        try:
-            if json.loads(summary.read_text()).get("status") in ("finished", "diverged", "failed"):
-                done += 1
-        except (OSError, ValueError):
-            pass
+    for path in [*root.glob(f"tune/*/*/{SUMMARY}"), *root.glob(f"seeds/*/*/*/{SUMMARY}")]:
+        summary = read_summary(path.parent)
+        if summary is not None and summary.status in ("finished", "diverged", "failed"):
+            done += 1
     return done
 
 
@@ -549,10 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"rate_rec {list(spec.rates_rec)}, seeds {list(spec.seeds)}, settings {', '.join(spec.settings)}: "
           f"{total_runs(spec)} runs; in {root}", file=sys.stderr)
     failed = run_study(spec, root, args.overrides, args.jobs or default_jobs(), progress=not args.no_progress)
-    from analysis.study_report import write_study_report
+    from analysis.publish import publish
 
-    out = write_study_report(root, args.out or root / "report")
-    print(f"report: {out}", file=sys.stderr)
+    out = args.out or root / "report"
+    publish(out, source=root, command=f"python -m analysis.publish {out} --from {root}")
+    print(f"report: {out / 'README.md'}", file=sys.stderr)
     return 1 if failed else 0
 
 

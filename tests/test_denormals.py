@@ -13,7 +13,8 @@ import json
 import pytest
 import torch
 
-from benchmark.machine import flushes_denormals, machine, machine_line, set_flush_denormal
+from analysis.machine import machine_line
+from benchmark.machine import flushes_denormals, machine, set_flush_denormal
 from conftest import TINY
 
 

@@ -1,10 +1,9 @@
-"""python -m benchmark.keras_compare: the suite's side, the table and JSON, a tiny real Keras run, no keras.
+"""python -m benchmark.keras_compare: the suite's side, the JSON and its table, a tiny real Keras run, no keras.
 
-No timing assertions: the figures live in the README, measured by the command. The published
-table (docs/results/keras_cpu/keras_compare.json, its keras_compare.md and the README's copy
-between the keras_compare:table markers) is re-rendered here from the committed JSON, as
-``python -m benchmark.keras_compare --render`` does, and compared character for character: no
-number of it is typed by hand.
+No timing assertions: the figures live in the README, measured by the command. The command
+writes ``keras_compare.json``, nothing else; its table is rendered by ``analysis.timing_tables``
+through ``python -m analysis.publish``, which ``tests/test_published.py`` checks against the
+committed JSON.
 """
 
 from __future__ import annotations
@@ -13,15 +12,16 @@ import importlib.util
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from analysis.machine import machine_line
+from analysis.timing_tables import keras_markdown
 from benchmark import keras_compare as kc
-from benchmark.speed import Settings, build, path_of
+from benchmark.timed_step import Settings, build, path_of
 
 from conftest import ROOT
 
@@ -63,12 +63,13 @@ def test_the_suite_side_times_both_schemes_on_their_own_paths(suite_result):
     assert any("round 2/2" in m for m in messages)
 
 
-def test_table_and_json_are_written_from_the_result(suite_result, tmp_path):
+def test_the_json_is_written_and_its_table_rendered_from_it(suite_result, tmp_path):
     result, _ = suite_result
-    json_path, md_path = kc.write(result, tmp_path / "out")
+    json_path = kc.write(result, tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["keras_compare.json"]
     assert json.loads(json_path.read_text()) == json.loads(json.dumps(result))
-    md = md_path.read_text()
-    assert f"Command: `{result['command']}`" in md and f"Machine: {result['machine_line']}" in md
+    md = keras_markdown(json.loads(json_path.read_text()))
+    assert f"Command: `{result['command']}`" in md and f"Machine: {machine_line(result['machine'])}" in md
     table = [line for line in md.splitlines() if line.startswith("| 16 |")]
     v, n = result["rows"]
     assert table == [
@@ -127,8 +128,7 @@ def test_a_tiny_real_run_against_keras(tmp_path):
         assert math.isfinite(r["keras_over_suite"]) and r["keras_over_suite"] > 0
     assert data["machine"]["keras_backend"] == "torch" and data["machine"]["threads"] == 1
     assert data["command"] == "python -m benchmark.keras_compare " + " ".join([*TINY_ARGS, "--out", str(out)])
-    md = (out / "keras_compare.md").read_text()
-    assert md in proc.stdout and f"keras {data['machine']['keras']} (torch backend)" in md
+    assert f"keras {data['machine']['keras']} (torch backend)" in keras_markdown(data)
     assert "round 1/1" in proc.stderr
 
 
@@ -163,78 +163,8 @@ def test_bad_arguments_exit_2_before_any_work(tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------------------- the published table
-def _block(text: str) -> str:
-    return text.split("<!-- keras_compare:table -->\n", 1)[1].split("<!-- /keras_compare:table -->", 1)[0]
-
-
-def edit_a_number(text: str, row_start: str) -> str:
-    """``text`` with the step time of its first table row starting with ``row_start`` changed by 0.1."""
-    line = next(line for line in text.splitlines() if line.startswith(row_start))
-    cells = line.split(" | ")
-    cells[4] = f"{float(cells[4]) + 0.1:.1f}"  # step ms (median)
-    return text.replace(line, " | ".join(cells), 1)
-
-
-def test_the_published_table_and_the_readmes_copy_are_what_the_json_gives(capsys):
-    assert kc.render(PUBLISHED, readme=ROOT / "README.md", check=True) == 0, capsys.readouterr().err
-    data = json.loads(PUBLISHED.read_text())
-    md = (PUBLISHED.parent / "keras_compare.md").read_text()
-    assert md == kc.markdown(data)
+def test_the_published_measurement_names_its_machine_and_keras():
+    data = json.loads(PUBLISHED.read_text())  # its table: tests/test_published.py
     assert {"cpu", "vector", "cores", "torch", "threads", "device", "keras", "keras_backend"} <= data["machine"].keys()
     assert data["command"].startswith("python -m benchmark.keras_compare --widths 200,650 --threads 1")
     assert data["settings"]["threads"] == 1 and [w for _, w in data["settings"]["widths"]] == [200, 650]
-    block = _block((ROOT / "README.md").read_text())
-    assert block.startswith(f"Command: `{data['command']}`\n\nMachine: {data['machine_line']}\n")
-    assert md.split("\n", 2)[2] in block  # keras_compare.md without its title
-    assert "`python -m benchmark.keras_compare --render docs/results/keras_cpu/keras_compare.json --readme README.md`" \
-        in block
-
-
-def test_an_edited_number_in_the_readme_or_the_markdown_fails_the_check_without_keras(tmp_path):
-    results = tmp_path / "docs" / "results" / "keras_cpu"
-    shutil.copytree(PUBLISHED.parent, results)
-    readme = tmp_path / "README.md"
-    text = (ROOT / "README.md").read_text()
-    readme.write_text(text)
-    json_path = results / "keras_compare.json"
-
-    def check() -> subprocess.CompletedProcess:
-        code = ("import runpy, sys\n"
-                "sys.modules['keras'] = None  # rendering needs no keras\n"
-                f"sys.argv = ['keras_compare', '--render', {str(json_path)!r}, '--readme', {str(readme)!r}, "
-                "'--check']\n"
-                "runpy.run_module('benchmark.keras_compare', run_name='__main__')\n")
-        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                              timeout=120)
-
-    assert kc.main(["--render", str(json_path), "--readme", str(readme), "--check"]) == 0  # the copy is published
-    readme.write_text(edit_a_number(text, "| 650 | keras | recurrent_dropout |"))
-    proc = check()
-    assert proc.returncode == 1 and proc.stdout == ""
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"error: {readme} differs from what {json_path} renders")
-    assert kc.main(["--render", str(json_path), "--readme", str(readme)]) == 0  # rewritten from the JSON
-    assert readme.read_text() == text
-    md = results / "keras_compare.md"
-    md.write_text(edit_a_number(md.read_text(), "| 200 | suite | none |"))
-    proc = check()
-    assert proc.returncode == 1 and proc.stderr.startswith(f"error: {md} differs") and proc.stderr.count("\n") == 1
-
-
-def test_render_writes_the_markdown_next_to_the_json_or_in_out(tmp_path, capsys):
-    shutil.copy(PUBLISHED, tmp_path / "keras_compare.json")
-    assert kc.main(["--render", str(tmp_path / "keras_compare.json")]) == 0
-    assert (tmp_path / "keras_compare.md").read_text() == (PUBLISHED.parent / "keras_compare.md").read_text()
-    assert kc.main(["--render", str(PUBLISHED), "--out", str(tmp_path / "out")]) == 0
-    assert (tmp_path / "out" / "keras_compare.md").read_text() == (tmp_path / "keras_compare.md").read_text()
-    capsys.readouterr()
-    assert kc.main(["--check"]) == 2
-    assert capsys.readouterr().err.startswith("error: --check goes with --render")
-    assert kc.main(["--render", str(PUBLISHED), "--repeats", "3"]) == 2
-    assert capsys.readouterr().err == "error: --render measures nothing; --repeats is a measuring option\n"
-    (tmp_path / "README.md").write_text("# no block\n")
-    no_block = ["--readme", str(tmp_path / "README.md")]
-    assert kc.main(["--render", str(PUBLISHED), "--out", str(tmp_path / "o2"), *no_block]) == 2
-    assert "<!-- keras_compare:table -->" in capsys.readouterr().err

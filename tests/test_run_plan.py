@@ -45,7 +45,7 @@ def test_jobs_record_their_plan_and_the_stability_analysis_reads_it(sweep: Path)
         config = yaml.safe_load((sweep / name / "config.yaml").read_text())
         options = {k: v for k, v in config["scheme"].items() if k != "name"}
         assert summary["status"] == "finished"
-        # Where it ran, for a table published from the sweep on another machine (analysis.publish_sweep).
+        # Where it ran, for a table published from the sweep on another machine (analysis.sweep_table).
         assert summary["machine"]["device"] == "cpu" and summary["machine"]["torch"] == torch.__version__
         assert summary["machine"]["cpu"] and "vector" in summary["machine"]
         assert summary["plan"] == resolve(config["scheme"]["name"], config["model"]["cell"], config["dropout"],

@@ -21,10 +21,11 @@ import pytest
 from scipy import stats
 
 from analysis import stats as st
-from analysis import study_report as report
+from analysis import publish
 from analysis import study_tables as tables
 from conftest import ROOT, cli_env
 from runners import study as driver
+from runners import study_spec, study_trials
 
 SMALL = ["experiment=study_cpu", "data.size=2000", "model.emb_size=16", "model.hidden_size=16", "train.epochs=1",
          "train.bptt=10", "logger=none", "study.schemes=[naive,moon]", "study.cells=[lstm]", "study.rates_ff=[0.2,0.5]",
@@ -172,7 +173,7 @@ def test_group_rates_come_from_the_plan_a_run_ran():
 
 
 def _publish(tmp_path, runs: pd.DataFrame):
-    results = tmp_path / "results"
+    results = tmp_path / "demo"  # its README blocks are demo:answer and demo:headline
     results.mkdir()
     runs.to_csv(results / "runs.csv", index=False)
     pd.DataFrame([{"scheme": "naive", "cell": "lstm", "seed": 0, "status": "finished", "rate_ff": 0.5,
@@ -196,7 +197,7 @@ def test_the_answer_is_written_from_the_tables_with_the_papers_verdicts(tmp_path
                      (setting, "lstm", "variational"): (140, 150, 1, 0.3),
                      (setting, "lstm", "semeniuta"): (155, 165, 1, 0.3)})
     results, readme = _publish(tmp_path, _runs(spec, settings=("small", "deep")))
-    report.render(results, readme)
+    publish.publish(results, readme)
     text = readme.read_text()
     assert "STALE TEXT" not in text and text.startswith("intro") and "rest" in text
     answer = text.split("<!-- demo:answer -->")[1].split("<!-- /demo:answer -->")[0]
@@ -211,29 +212,34 @@ def test_the_answer_is_written_from_the_tables_with_the_papers_verdicts(tmp_path
     assert lead.startswith("**In short**") and "better in every setting for LSTM `variational`" in lead
     assert "worse in every setting for LSTM `semeniuta`" in lead and "2 settings" in lead
     assert "Tuned on the end of the grid (†)" in answer and "LSTM `naive` ff 0.5" in answer  # 0.5 ends [0.3, 0.5]
-    assert report.check(results, readme) == []
+    assert publish.check(results, readme) == []
 
 
 def test_a_number_edited_by_hand_is_caught(tmp_path):
     runs = _runs({("small", "lstm", "none"): (200, 210, 1, 0), ("small", "lstm", "naive"): (150, 160, 2, 0.5)})
     results, readme = _publish(tmp_path, runs)
-    report.render(results, readme)
-    assert report.check(results, readme) == []
+    publish.publish(results, readme)
+    assert publish.check(results, readme) == []
     mean = f"{160 + 2 * np.mean(list(SEEDS)):.1f}"
-    for name in ("headline.md", "README.md", "headline.tex"):
-        original = (results / name).read_text()
+    for path in (results / "headline.md", results / "README.md", results / "headline.tex", readme):
+        original = path.read_text()
         assert mean in original
-        (results / name).write_text(original.replace(mean, "150.0"))
-        assert report.check(results, readme) == [name]
-        (results / name).write_text(original)
-    readme.write_text(readme.read_text().replace(mean, "150.0"))
-    assert report.check(results, readme) == [str(readme)]
+        path.write_text(original.replace(mean, "150.0"))
+        assert [line.split(" differs")[0] for line in publish.check(results, readme)] == [str(path)]
+        path.write_text(original)
+    (results / "seeds.png").unlink()
+    assert publish.check(results, readme) == [f"{results / 'seeds.png'} is missing; write it again with "
+                                              f"python -m analysis.publish {results} --readme {readme}"]
 
 
-def test_a_results_directory_of_another_kind_is_refused_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "analysis.study_report", "--check", str(ROOT / "docs" / "results" / "quickstart")],
+def test_a_one_rate_study_is_refused_in_one_line(tmp_path):
+    results, readme = _publish(tmp_path, _runs({("small", "lstm", "none"): (200, 210, 1, 0)}))
+    runs = pd.read_csv(results / "runs.csv")
+    runs.drop(columns="setting").to_csv(results / "runs.csv", index=False)  # issue 14's design had no settings
+    proc = subprocess.run([sys.executable, "-m", "analysis.publish", str(results), "--check"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+    assert "one-rate study" in proc.stderr
 
 
 # --- the driver -------------------------------------------------------------------------
@@ -260,11 +266,11 @@ def test_both_study_presets_have_the_fair_design(preset):
     """Issue 16: the presets list no schemes; issue 22: two rate grids, >= 8 seeds, two settings, MC."""
     from benchmark.engine import SCHEMES
 
-    spec = driver.StudySpec.from_config(driver.compose([f"experiment={preset}"]))
-    assert spec.schemes == tuple(s for s in SCHEMES if s != "none") == driver.default_schemes()
+    spec = study_spec.StudySpec.from_config(driver.compose([f"experiment={preset}"]))
+    assert spec.schemes == tuple(s for s in SCHEMES if s != "none") == study_spec.default_schemes()
     assert len(spec.seeds) >= 8 and spec.tuning_seed not in spec.seeds
     assert len(spec.settings) == 2 and spec.mc_samples > 0 and spec.rates_ff and spec.rates_rec
-    mine = driver.StudySpec.from_config(driver.compose([f"experiment={preset}", "study.schemes=[moon,naive]"]))
+    mine = study_spec.StudySpec.from_config(driver.compose([f"experiment={preset}", "study.schemes=[moon,naive]"]))
     assert mine.schemes == ("moon", "naive")
     # equal budget: every scheme with a recurrent site on the same grid, naive on its ff axis
     grids = {s: spec.grid(s, "lstm") for s in spec.schemes}
@@ -273,7 +279,7 @@ def test_both_study_presets_have_the_fair_design(preset):
 
 
 def test_the_commands_search_both_rates_and_seed_every_setting():
-    spec = driver.StudySpec("s", ("naive", "moon"), ("lstm",), (0.3, 0.5), (0.1, 0.3), 0, (1, 2),
+    spec = study_spec.StudySpec("s", ("naive", "moon"), ("lstm",), (0.3, 0.5), (0.1, 0.3), 0, (1, 2),
                             {"small": (), "deep": ("model.num_layers=2",)}, mc_samples=4)
     tasks = driver.plan(spec, driver.Path("/tmp/study"))
     tune = next(t for t in tasks if t.stage == "tune" and t.scheme == "moon")
@@ -294,16 +300,16 @@ def test_the_commands_search_both_rates_and_seed_every_setting():
 def test_the_best_pair_is_chosen_on_validation_with_ties_to_the_weaker_dropout(tmp_path):
     sweep = tmp_path / "tune" / "moon-lstm"
     sweep.mkdir(parents=True)
-    study = optuna.create_study(study_name=driver.study_name("moon", "lstm", {"ff": (0.3, 0.5), "rec": (0.1, 0.3)}),
-                                storage=driver.storage_url(sweep))
+    study = optuna.create_study(study_name=study_trials.study_name("moon", "lstm", {"ff": (0.3, 0.5), "rec": (0.1, 0.3)}),
+                                storage=study_trials.storage_url(sweep))
     grid = {"dropout.ff": optuna.distributions.CategoricalDistribution([0.3, 0.5]),
             "dropout.rec": optuna.distributions.CategoricalDistribution([0.1, 0.3])}
     for ff, rec, value in ((0.5, 0.1, 120.0), (0.3, 0.3, 120.0), (0.3, 0.1, float("inf")), (0.5, 0.3, 121.0)):
         study.add_trial(optuna.trial.create_trial(params={"dropout.ff": ff, "dropout.rec": rec}, distributions=grid,
                                                   value=value))
-    assert driver.best_rates(sweep, "moon", "lstm") == {"ff": 0.3, "rec": 0.3}
+    assert study_trials.best_rates(sweep, "moon", "lstm") == {"ff": 0.3, "rec": 0.3}
     study.ask()  # interrupted: never told, asked again on resume
-    assert len(driver.finished_trials(sweep, "moon", "lstm")) == 4
+    assert len(study_trials.finished_trials(sweep, "moon", "lstm")) == 4
 
 
 @pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
@@ -314,20 +320,20 @@ def test_an_extended_grid_asks_every_point_and_only_its_points_count(tmp_path):
     sweep = tmp_path / "tune" / "naive-lstm"
     sweep.mkdir(parents=True)
     old, new = {"ff": (0.3, 0.5)}, {"ff": (0.3, 0.5, 0.7)}
-    assert driver.study_name("naive", "lstm", new) == "dropout-naive-lstm-ff0.3_0.5_0.7"  # no comma: one override
-    study = optuna.create_study(study_name=driver.study_name("naive", "lstm", old), storage=driver.storage_url(sweep))
+    assert study_trials.study_name("naive", "lstm", new) == "dropout-naive-lstm-ff0.3_0.5_0.7"  # no comma: one override
+    study = optuna.create_study(study_name=study_trials.study_name("naive", "lstm", old), storage=study_trials.storage_url(sweep))
     for ff, value in ((0.3, 140.0), (0.5, 130.0)):
         study.add_trial(optuna.trial.create_trial(params={"dropout.ff": ff}, value=value, distributions={
             "dropout.ff": optuna.distributions.CategoricalDistribution([0.3, 0.5])}))
-    assert driver.trials_to_ask(sweep, "naive", "lstm", old) == 0
+    assert study_trials.trials_to_ask(sweep, "naive", "lstm", old) == 0
     # the extended grid is searched in a study of its own: all three points asked, two answer from their jobs
-    assert driver.trials_to_ask(sweep, "naive", "lstm", new) == 3
-    other = optuna.create_study(study_name=driver.study_name("naive", "lstm", new), storage=driver.storage_url(sweep))
+    assert study_trials.trials_to_ask(sweep, "naive", "lstm", new) == 3
+    other = optuna.create_study(study_name=study_trials.study_name("naive", "lstm", new), storage=study_trials.storage_url(sweep))
     other.add_trial(optuna.trial.create_trial(params={"dropout.ff": 0.3}, value=140.0, distributions={
         "dropout.ff": optuna.distributions.CategoricalDistribution([0.3, 0.5, 0.7])}))
-    assert driver.trials_to_ask(sweep, "naive", "lstm", new) == 2 and len(driver.finished_trials(sweep, "naive", "lstm")) == 3
-    assert driver.missing_points(sweep, "naive", "lstm", {"ff": (0.3, 0.5, 0.7)}) == [(0.7,)]
-    assert driver.best_rates(sweep, "naive", "lstm", {"ff": (0.3, 0.7)}) == {"ff": 0.3}  # 0.5 left the grid
+    assert study_trials.trials_to_ask(sweep, "naive", "lstm", new) == 2 and len(study_trials.finished_trials(sweep, "naive", "lstm")) == 3
+    assert study_trials.missing_points(sweep, "naive", "lstm", {"ff": (0.3, 0.5, 0.7)}) == [(0.7,)]
+    assert study_trials.best_rates(sweep, "naive", "lstm", {"ff": (0.3, 0.7)}) == {"ff": 0.3}  # 0.5 left the grid
 
 
 def test_seeds_run_at_other_rates_are_moved_aside_not_reported_as_the_tuned_ones(tmp_path):
@@ -351,11 +357,11 @@ def test_one_command_tunes_two_rates_reruns_the_best_in_every_setting_reports_an
     root = tmp_path / "out" / "studies" / "study_cpu"
 
     # The searches: moon over ff x rec, naive over ff alone, in SQLite, seed 0.
-    moon = driver.finished_trials(root / "tune" / "moon-lstm", "moon", "lstm")
+    moon = study_trials.finished_trials(root / "tune" / "moon-lstm", "moon", "lstm")
     assert sorted((t.params["dropout.ff"], t.params["dropout.rec"]) for t in moon) == [(0.2, 0.3), (0.5, 0.3)]
-    naive = driver.finished_trials(root / "tune" / "naive-lstm", "naive", "lstm")
+    naive = study_trials.finished_trials(root / "tune" / "naive-lstm", "naive", "lstm")
     assert sorted(t.params["dropout.ff"] for t in naive) == [0.2, 0.5] and "dropout.rec" not in naive[0].params
-    best = driver.best_rates(root / "tune" / "moon-lstm", "moon", "lstm")
+    best = study_trials.best_rates(root / "tune" / "moon-lstm", "moon", "lstm")
 
     # The seeded runs: none, naive and moon, seeds 1 and 2, in both settings, at the tuned pair,
     # with the resolved plan showing the rates on the feed-forward and the recurrent sites.
@@ -376,7 +382,7 @@ def test_one_command_tunes_two_rates_reruns_the_best_in_every_setting_reports_an
     assert {"p_t", "p_exact", "p_holm"} <= set(pd.read_csv(out / "paired.csv").columns)
     assert {"cell", "kendall_tau"} <= set(pd.read_csv(out / "rank_stability.csv").columns)
     assert (out / "tuning.png").stat().st_size > 0 and (out / "seeds.pdf").is_file()
-    assert report.check(out) == []
+    assert publish.check(out) == []
     record = json.loads((root / "study.json").read_text())
     assert record["study"]["settings"] == {"small": [], "deep": ["model.num_layers=2"]} and record["wall_s"] > 0
 

@@ -1,10 +1,11 @@
 """The published study (docs/results/study_cpu): its tables are what its committed runs give.
 
 Issues 14 and 22: no number in docs/results or in the README's study blocks is typed by hand.
-``analysis.study.check`` re-renders every table, figure caption and README block from the
+``analysis.publish.check`` re-renders every table, figure caption and README block from the
 committed ``runs.csv``, ``trials.csv`` and ``study.json`` and compares them character for
-character. The design checks below read the same files: equal budget, seeds never the tuning
-seed, the best pair the one the seeds ran at.
+character (``tests/test_published.py`` runs it on every results directory). The design checks
+below read the same files: equal budget, seeds never the tuning seed, the best pair the one the
+seeds ran at.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import study_report as study
+from analysis import publish
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results" / "study_cpu"
 
 
 def test_the_published_tables_and_the_readmes_copy_are_what_the_runs_give():
-    assert study.check(RESULTS, ROOT / "README.md") == []
+    assert publish.check(RESULTS, ROOT / "README.md") == []
 
 
 def test_every_scheme_ran_the_same_grid_then_at_least_eight_seeds_at_its_tuned_pair():

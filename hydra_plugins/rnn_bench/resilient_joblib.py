@@ -14,7 +14,6 @@ run of the sweep resumes it. Then the rest of the sweep runs as before.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -82,10 +81,10 @@ def _job_dirs(sweep_dir: Path) -> dict[int, Path]:
 
 
 def _status(job_dir: Path) -> str | None:
-    try:
-        return json.loads((job_dir / "summary.json").read_text()).get("status")
-    except (OSError, ValueError):
-        return None
+    from analysis.store_format import read_summary
+
+    summary = read_summary(job_dir)
+    return None if summary is None else summary.status
 
 
 class ResilientJoblibLauncher(JoblibLauncher):
@@ -170,22 +169,16 @@ class ResilientJoblibLauncher(JoblibLauncher):
     @staticmethod
     def _record_lost(job_dir: Path, cause: str) -> None:
         """The lost job's summary: failed, with why, so the sweep's summary and report show it."""
-        from omegaconf import OmegaConf
+        from analysis.store_format import CONFIG, JobSummary, read_summary
+        from runners.run_store import RunStore
 
-        from runners.job import summary_base
-
-        summary_path = job_dir / "summary.json"
-        try:
-            summary = json.loads(summary_path.read_text())
-        except (OSError, ValueError):  # killed before it wrote one: who it was, from the config it ran
+        summary = read_summary(job_dir)
+        if summary is None:  # killed before it wrote one: who it was, from the config it ran
             try:
-                summary = {**summary_base(OmegaConf.load(job_dir / "config.yaml")), "best_val_ppl": None,
-                           "test_ppl": None, "epochs": 0}
+                summary = JobSummary.start(yaml.safe_load((job_dir / CONFIG).read_text()))
             except Exception:  # noqa: BLE001 - no readable config either: the status and cause still count
-                summary = {}
-        summary.update(status="failed", error=f"its worker process died ({cause}), twice, the second time running "
-                                              f"alone, as when the system runs out of memory; run the sweep again to "
-                                              f"resume it from its checkpoint", dir=str(job_dir))
-        tmp = summary_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
-        tmp.replace(summary_path)
+                summary = JobSummary()
+        summary.status, summary.dir = "failed", str(job_dir)
+        summary.error = (f"its worker process died ({cause}), twice, the second time running alone, as when the "
+                         f"system runs out of memory; run the sweep again to resume it from its checkpoint")
+        RunStore(job_dir).close(summary)

@@ -1,49 +1,38 @@
-"""Publish one sweep's result table: best validation perplexity per scheme x cell, never typed by hand.
+"""One sweep's result table: best validation perplexity per scheme x cell, never typed by hand.
 
-    python -m analysis.publish_sweep SWEEP_DIR --out docs/results/quickstart [--readme README.md]
-    python -m analysis.publish_sweep --check docs/results/quickstart [--readme README.md]
+``export`` reads a finished sweep's job directories (``analysis.store_reader.collect``) into
+a results directory's two inputs: ``runs.csv`` (one row per job) and ``sweep.json`` (the
+sweep's name, its Hydra overrides from ``multirun.yaml``, the command that exported it and
+the machine its jobs recorded). ``render`` derives from those two files alone ``table.md``
+and the README block ``<!-- DIR:table -->``. Both run through the one publisher:
 
-The first form reads the sweep's job directories (``analysis.store_reader.collect``) and writes,
-in ``--out``, the two inputs: ``runs.csv`` (one row per job) and ``sweep.json`` (the sweep's name,
-its Hydra overrides from ``multirun.yaml``, this command and the machine), then what is derived
-from those two files alone: ``table.md``. With ``--readme`` the same table and sentences go into
-the README between ``<!-- NAME:table -->`` and ``<!-- /NAME:table -->`` (NAME: the ``--out``
-folder's name). Run it on the machine that ran the sweep: the machine recorded is this one.
-
-``--check`` renders the table again from the committed ``runs.csv`` and ``sweep.json`` and writes
-nothing: exit 1 with one line per file that differs (a number edited by hand cannot pass), 0 when
-all agree, 2 when the inputs cannot be read. ``tests/test_publish_sweep.py`` runs it on every
-published sweep under ``docs/results``.
+    python -m analysis.publish docs/results/quickstart --from outputs/sweeps/TIMESTAMP --readme README.md
+    python -m analysis.publish docs/results/quickstart --readme README.md --check
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import shlex
-import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
 
+from analysis.machine import machine_line, of_jobs
+from analysis.publication import Publication, PublishError
 from analysis.runs import CELL_ORDER, SCHEME_ORDER, ordered
+from analysis.store_format import SUMMARY, read_summary
 from analysis.store_reader import collect
-from analysis.study_report import StudyReportError, replace_blocks
 
-PROG = "python -m analysis.publish_sweep"
 RUN_COLUMNS = ["scheme", "cell", "seed", "status", "best_val_ppl", "best_epoch", "last_val_ppl", "last_epoch",
                "epochs", "diverged_step", "wall_s"]
 RUNS, RECORD, TABLE = "runs.csv", "sweep.json", "table.md"
-
-
-class PublishError(ValueError):
-    """A sweep or results directory that cannot be published or checked; one line for the user."""
-
+INPUTS = (RUNS, RECORD)
 
 # --- reading the sweep ------------------------------------------------------------------
 
@@ -113,18 +102,16 @@ def sweep_machine(runs: pd.DataFrame) -> dict[str, Any]:
     """Where the sweep's jobs ran, as each job's ``summary.json`` records it (``runners.job``).
 
     Read from the jobs, not from the publishing process: a sweep run on a cluster is published
-    from a laptop. Its load average and thread count are left out (they describe one job).
+    from a laptop. What describes one job's process (its threads, its load) is left out.
     """
     seen: dict[str, dict[str, Any]] = {}
     for run_dir in runs["run_dir"]:
-        try:
-            found = json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8")).get("machine")
-        except (OSError, ValueError):
-            found = None
+        summary = read_summary(Path(run_dir))
+        found = None if summary is None else summary.machine
         if not isinstance(found, dict):
-            raise PublishError(f"{run_dir}/summary.json records no machine (written before jobs recorded it); "
+            raise PublishError(f"{run_dir}/{SUMMARY} records no machine (written before jobs recorded it); "
                                f"run the sweep again to publish it")
-        found = {k: v for k, v in found.items() if k not in ("load_avg_at_start", "threads")}
+        found = of_jobs(found)
         seen[json.dumps(found, sort_keys=True)] = found
     if len(seen) > 1:
         raise PublishError(f"the sweep's jobs ran on {len(seen)} different machines; this table names one")
@@ -143,7 +130,7 @@ def load(results: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
         record = json.loads((results / RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise PublishError(f"{results}: cannot read {RUNS} and {RECORD} ({type(e).__name__}: {e}); "
-                           f"write them with {PROG} SWEEP_DIR --out {results}") from None
+                           f"write them with python -m analysis.publish {results} --from SWEEP_DIR") from None
     missing = [c for c in RUN_COLUMNS if c not in runs.columns]
     if missing or not isinstance(record, dict) or not {"name", "overrides", "machine"} <= record.keys():
         raise PublishError(f"{results}: {RUNS} or {RECORD} lacks {', '.join(missing) or 'name/overrides/machine'}")
@@ -158,7 +145,7 @@ def _one_run_each(runs: pd.DataFrame) -> None:
     if (counts > 1).any():
         cell, scheme = counts[counts > 1].index[0]
         raise PublishError(f"{scheme} on {cell} has {counts[(cell, scheme)]} runs; this table shows one run per "
-                           f"scheme and cell (seeds or rates are compared by python -m analysis.study_report)")
+                           f"scheme and cell (seeds or rates are compared by python -m runners.study)")
 
 
 def _number(value: float) -> str:
@@ -243,88 +230,23 @@ def _seeds(runs: pd.DataFrame) -> str:
 def markdown(runs: pd.DataFrame, record: dict[str, Any]) -> str:
     """``table.md``: title, provenance, the table and its sentences, from the two inputs alone."""
     _one_run_each(runs)
-    m = record["machine"]
     command = shlex.join(["python", "run.py", "-m", *record["overrides"]])
     provenance = (f"Best validation perplexity (lower is better) of sweep `{record['name']}`: `{command}`, "
-                  f"{len(runs)} runs, {_seeds(runs)}; on {m.get('cpu', '?')} ({m.get('vector', '?')}), "
-                  f"{m.get('cores', '?')} cores, torch {m.get('torch', '?')}, device {m.get('device', '?')}.")
+                  f"{len(runs)} runs, {_seeds(runs)}; on {machine_line(record['machine'])}.")
     return (f"# Sweep `{record['name']}`: best validation perplexity per scheme and cell\n\n"
             f"{provenance}\n\n{table(runs)}\n{sentences(runs)}")
 
 
-# --- writing and checking ---------------------------------------------------------------
-
-
-def marker(results: Path) -> str:
-    """The README block's name: the results folder's name (``docs/results/quickstart`` -> ``quickstart:table``)."""
-    return f"{Path(os.path.abspath(results)).name}:table"
-
-
-def readme_note(results: Path, readme: Path) -> str:
-    """The README block's last line: how it is made and what fails when it is edited."""
-    rel = Path(os.path.relpath(Path(results).resolve(), readme.resolve().parent)).as_posix()
-    return (f"*Rendered by `{PROG}` from [{RUNS}]({rel}/{RUNS}) and [{RECORD}]({rel}/{RECORD}) (which records "
-            f"the command); `{PROG} --check {rel} --readme {readme.name}` re-derives it, and "
-            f"tests/test_publish_sweep.py fails if this block differs.*")
-
-
-def _block(results: Path, readme: Path, text: str) -> tuple[str, str, str]:
-    """The README's copy of ``table.md`` (without its title), between this sweep's markers."""
-    start, end = f"<!-- {marker(results)} -->", f"<!-- /{marker(results)} -->"
-    body = text.split("\n", 2)[2] if text.startswith("# ") else text
-    return start, end, f"{start}\n{body}\n{readme_note(results, readme)}\n{end}"
-
-
-def _readme_text(readme: Path) -> str:
-    try:
-        return readme.read_text(encoding="utf-8")
-    except OSError as e:
-        raise PublishError(f"--readme {readme}: {e.strerror or type(e).__name__}") from None
-
-
-def expected(results: Path, readme: Path | None = None) -> dict[Path, str]:
-    """Every file the committed inputs determine, with its text: ``table.md`` and the README.
-
-    Raises ``StudyReportError`` (the study's README blocks work the same way) when the README
-    has no block for this sweep.
-    """
+def render(results: Path) -> Publication:
+    """``table.md`` and the README's copy of it (without its title), from the committed inputs."""
     text = markdown(*load(results))
-    wanted = {results / TABLE: text}
-    if readme is not None:
-        wanted[readme] = replace_blocks(_readme_text(readme), [_block(results, readme, text)])
-    return wanted
+    return Publication(files={TABLE: text}, blocks={"table": text.split("\n", 2)[2]})
 
 
-def check(results: Path, readme: Path | None = None) -> list[str]:
-    """One line per file that differs from what the committed ``runs.csv`` and ``sweep.json`` give."""
-    try:
-        wanted = expected(results, readme)
-    except StudyReportError as e:
-        wanted = expected(results)
-        missing = [f"{readme}: {e}"]
-    else:
-        missing = []
-    fix = f"write it again with the command in {results / RECORD}"
-    return missing + [f"{path} differs from what {results / RUNS} and {RECORD} give; {fix}"
-                      for path, text in wanted.items()
-                      if not path.is_file() or path.read_text(encoding="utf-8") != text]
-
-
-def _readme_problem(out: Path, readme: Path) -> str | None:
-    """Why the README cannot take this sweep's block: found before anything is written."""
-    try:
-        replace_blocks(_readme_text(readme), [_block(out, readme, "")])
-    except StudyReportError as e:
-        return f"--readme {readme}: {e}"
-    return None
-
-
-def publish(sweep: Path, out: Path, command: str, readme: Path | None = None) -> list[Path]:
-    """Write ``runs.csv`` and ``sweep.json`` from the sweep, then render from them; the paths written."""
+def export(sweep: Path, out: Path, command: str) -> None:
+    """Write ``runs.csv`` and ``sweep.json`` into ``out`` from the sweep's job directories."""
     if not sweep.is_dir():
         raise PublishError(f"no such sweep directory: {sweep}")
-    if readme is not None and (problem := _readme_problem(out, readme)):
-        raise PublishError(problem)
     overrides = sweep_overrides(sweep)
     runs, where = sweep_runs(sweep)
     record = {"name": Path(os.path.abspath(sweep)).name, "overrides": overrides, "command": command,
@@ -332,38 +254,3 @@ def publish(sweep: Path, out: Path, command: str, readme: Path | None = None) ->
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / RUNS, index=False)
     (out / RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    written = [out / RUNS, out / RECORD]
-    for path, text in expected(out, readme).items():
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
-    return written
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog=PROG, description="Publish one sweep's best validation perplexity per "
-                                                            "scheme x cell, or check a published one.")
-    parser.add_argument("sweep", nargs="?", type=Path, help="the sweep directory (outputs/sweeps/TIMESTAMP)")
-    parser.add_argument("--out", type=Path, help="the results directory to write (docs/results/NAME)")
-    parser.add_argument("--check", type=Path, metavar="DIR",
-                        help="write nothing; exit 1 when DIR's table (or the README block) differs from its inputs")
-    parser.add_argument("--readme", type=Path, help="also write (with --check: check) this README's NAME:table block")
-    args = parser.parse_args(argv)
-    if (args.check is None) == (args.sweep is None) or (args.sweep is not None) != (args.out is not None):
-        parser.error("give SWEEP_DIR --out DIR, or --check DIR")
-    try:
-        if args.check is not None:
-            stale = check(args.check, args.readme)
-            for line in stale:
-                print(f"error: {line}", file=sys.stderr)
-            return 1 if stale else 0
-        for path in publish(args.sweep, args.out, shlex.join([*PROG.split(), *argv]), args.readme):
-            print(f"wrote {path}")
-    except PublishError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

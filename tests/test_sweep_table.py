@@ -1,4 +1,5 @@
-"""``python -m analysis.publish_sweep``: a sweep's table is written from its runs and checked against them.
+"""A sweep's table (``analysis.sweep_table``), exported from its runs and published and checked by
+``python -m analysis.publish RESULTS --from SWEEP``.
 
 The sweep here is real files written by the job's own writer (``runners.run_store.RunStore``)
 with the config and events the job logs (``test_collect``): four schemes x LSTM/GRU, with a
@@ -16,11 +17,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis.publish_sweep import RUN_COLUMNS, check, main
+from analysis.publish import check, main
+from analysis.sweep_table import RUN_COLUMNS
+from analysis.store_format import JobSummary
 from runners.run_store import RunStore
 from test_collect import config_for, events_for
 
-ROOT = Path(__file__).resolve().parent.parent
 OVERRIDES = ["experiment=quickstart", "logger=none"]
 
 # (scheme, cell) -> (status, validation perplexity per epoch); Hydra numbers jobs in launch order.
@@ -35,7 +37,7 @@ JOBS = {
     ("variational", "gru"): ("finished", (250.0, 205.0, 190.0, 185.04)),
 }
 DIVERGED_STEP = 4
-# What ``runners.job`` records (``benchmark.speed.machine``); load and threads describe one job.
+# What ``runners.job`` records (``benchmark.machine.machine``); load and threads describe one job.
 MACHINE = {"cpu": "AMD EPYC", "vector": "AVX-512, AVX2", "cores": 2, "torch": "2.13.0+cpu", "threads": 1,
            "python": "3.11.7", "platform": "Linux", "device": "cpu", "kernels": "AVX512", "load_avg_at_start": 0.4}
 
@@ -66,14 +68,12 @@ def write_job(job: Path, scheme: str, cell: str, status: str, val: tuple[float, 
     for event in events:
         store.log(event)
     finished = status == "finished"
-    store.close({"run_name": config["run_name"], "scheme": scheme, "cell": cell, "data": "kjv", "seed": 0,
-                 "dropout": 0.0 if scheme == "none" else 0.5, "status": status,
-                 "best_val_ppl": min(val) if val and status != "failed" else None,
-                 "test_ppl": 140.0 if finished else None, "bayes_test_ppl": None, "mc_test_ppl": None,
-                 "epochs": len(val) if status != "failed" else 0, "wall_s": 2.5, "train_tokens_per_s": 900.0,
-                 "diverged_step": DIVERGED_STEP if status == "diverged" else None,
-                 "error": "RuntimeError: boom" if status == "failed" else None, "dir": str(job),
-                 "reference": None, "plan": None, "machine": machine})
+    store.close(JobSummary.start(config, status=status, best_val_ppl=min(val) if val and status != "failed" else None,
+                                 test_ppl=140.0 if finished else None, epochs=len(val) if status != "failed" else 0,
+                                 wall_s=2.5, train_tokens_per_s=900.0,
+                                 diverged_step=DIVERGED_STEP if status == "diverged" else None,
+                                 error="RuntimeError: boom" if status == "failed" else None, dir=str(job),
+                                 machine=machine))
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def snapshot(root: Path) -> dict[Path, bytes]:
 
 def test_writes_the_runs_the_record_and_the_table(sweep: Path, tmp_path: Path) -> None:
     out = tmp_path / "docs" / "results" / "quickstart"
-    assert main([str(sweep), "--out", str(out)]) == 0
+    assert main([str(out), "--from", str(sweep)]) == 0
 
     runs = pd.read_csv(out / "runs.csv")
     assert list(runs.columns) == RUN_COLUMNS
@@ -116,7 +116,7 @@ def test_writes_the_runs_the_record_and_the_table(sweep: Path, tmp_path: Path) -
 
     record = json.loads((out / "sweep.json").read_text())
     assert record["name"] == "2026-01-02_03-04-05" and record["overrides"] == OVERRIDES
-    assert record["command"] == f"python -m analysis.publish_sweep {sweep} --out {out}"
+    assert record["command"] == f"python -m analysis.publish {out} --from {sweep}"
     assert record["machine"] == {k: v for k, v in MACHINE.items() if k not in ("threads", "load_avg_at_start")}
 
     table = (out / "table.md").read_text()
@@ -130,18 +130,18 @@ def test_writes_the_runs_the_record_and_the_table(sweep: Path, tmp_path: Path) -
 def test_readme_block_and_check_catch_a_number_edited_by_hand(sweep: Path, tmp_path: Path, readme: Path,
                                                              capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "docs" / "results" / "quickstart"
-    assert main([str(sweep), "--out", str(out), "--readme", str(readme)]) == 0
+    assert main([str(out), "--from", str(sweep), "--readme", str(readme)]) == 0
     text = readme.read_text()
     head, block = text.split("<!-- quickstart:table -->\n")
     block, tail = block.split("<!-- /quickstart:table -->")
     assert head == "# Project\n\nIts results:\n\n" and tail == "\n\nOne seed of a toy run.\n"
     assert block.startswith("Best validation perplexity (lower is better) of sweep `2026-01-02_03-04-05`")
-    assert f"\n\n{TABLE}\n{SENTENCES}\n*Rendered by `python -m analysis.publish_sweep`" in block
-    assert "`python -m analysis.publish_sweep --check docs/results/quickstart --readme README.md`" in block
-    assert block.endswith("tests/test_publish_sweep.py fails if this block differs.*\n")
+    assert f"\n\n{TABLE}\n{SENTENCES}\n*Written from [runs.csv](docs/results/quickstart/runs.csv) and " in block
+    assert "by `python -m analysis.publish docs/results/quickstart --readme README.md`" in block
+    assert block.endswith("it fails if this block differs from what they give (tests/test_published.py).*\n")
 
     capsys.readouterr()
-    assert main(["--check", str(out), "--readme", str(readme)]) == 0
+    assert main([str(out), "--readme", str(readme), "--check"]) == 0
     assert capsys.readouterr().err == ""
 
     table = out / "table.md"
@@ -150,7 +150,7 @@ def test_readme_block_and_check_catch_a_number_edited_by_hand(sweep: Path, tmp_p
         original = path.read_text()
         path.write_text(edited)
         before = snapshot(tmp_path)
-        assert main(["--check", str(out), "--readme", str(readme)]) == 1
+        assert main([str(out), "--readme", str(readme), "--check"]) == 1
         lines = capsys.readouterr().err.splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: {path} differs"), lines
         assert snapshot(tmp_path) == before  # --check writes nothing
@@ -162,12 +162,12 @@ def test_a_readme_without_the_block(sweep: Path, tmp_path: Path, capsys: pytest.
     out = tmp_path / "results" / "quickstart"
     bare = tmp_path / "README.md"
     bare.write_text("# Project\n")
-    assert main([str(sweep), "--out", str(out), "--readme", str(bare)]) == 2
+    assert main([str(out), "--from", str(sweep), "--readme", str(bare)]) == 2
     assert not out.exists()  # refused before writing anything
     assert "quickstart:table" in capsys.readouterr().err
-    assert main([str(sweep), "--out", str(out)]) == 0
+    assert main([str(out), "--from", str(sweep)]) == 0
     capsys.readouterr()
-    assert main(["--check", str(out), "--readme", str(bare)]) == 1
+    assert main([str(out), "--readme", str(bare), "--check"]) == 1
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and "<!-- quickstart:table -->" in lines[0]
 
@@ -186,10 +186,10 @@ def test_missing_or_empty_directories_are_one_line_errors(tmp_path: Path, sweep:
         write_job(two_seeds / f"{seed}-none-lstm-s{seed}", "none", "lstm", "finished", (200.0,))
     for root in (two_seeds, unknown, two_machines):
         (root / "multirun.yaml").write_text((sweep / "multirun.yaml").read_text())
-    cases = [["--check", str(tmp_path / "nowhere")], ["--check", str(empty)],
-             [str(tmp_path / "nowhere"), "--out", str(tmp_path / "o1")], [str(empty), "--out", str(tmp_path / "o2")],
-             [str(no_jobs), "--out", str(tmp_path / "o3")], [str(two_seeds), "--out", str(tmp_path / "o4")],
-             [str(unknown), "--out", str(tmp_path / "o5")], [str(two_machines), "--out", str(tmp_path / "o6")]]
+    cases = [[str(tmp_path / "nowhere"), "--check"], [str(empty), "--check"],
+             [str(tmp_path / "o1"), "--from", str(tmp_path / "nowhere")], [str(tmp_path / "o2"), "--from", str(empty)],
+             [str(tmp_path / "o3"), "--from", str(no_jobs)], [str(tmp_path / "o4"), "--from", str(two_seeds)],
+             [str(tmp_path / "o5"), "--from", str(unknown)], [str(tmp_path / "o6"), "--from", str(two_machines)]]
     for argv in cases:
         capsys.readouterr()
         assert main(argv) == 2, argv
@@ -197,12 +197,3 @@ def test_missing_or_empty_directories_are_one_line_errors(tmp_path: Path, sweep:
         lines = captured.err.splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in captured.err, (argv, lines)
     assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3", "o4", "o5", "o6"))
-
-
-PUBLISHED = sorted(p.parent for p in (ROOT / "docs" / "results").glob("*/sweep.json"))
-
-
-@pytest.mark.parametrize("results", PUBLISHED or [pytest.param(None, marks=pytest.mark.skip(
-    reason="no sweep published under docs/results yet"))], ids=lambda p: getattr(p, "name", "none"))
-def test_every_published_sweep_and_its_readme_block_are_what_its_runs_give(results: Path) -> None:
-    assert check(results, ROOT / "README.md") == []
