@@ -52,8 +52,28 @@ def speed_markdown(result: dict[str, Any]) -> str:
     checked = [r for r in result["rows"] if r["target"] is not None]
     over = [f"{r['cell']}/{r['scheme']}" for r in checked if r["status"] == "OVER"]
     lines += ["", f"Targets: {len(checked) - len(over)}/{len(checked)} rows pass"
-              + (f"; over target: {', '.join(over)}" if over else "") + "."]
+              + (f"; over target: {', '.join(over)}" if over else "") + ".", "", gemm_line(result)]
     return "\n".join(lines) + "\n"
+
+
+WAY_NAMES = {"onednn": "oneDNN", "blas": "the BLAS", "looped": "a loop over gates", "batched": "one batched product"}
+
+
+def gemm_line(result: dict[str, Any]) -> str:
+    """Which way ran the segments' products (issue 24): the run-time choices the JSON records, or, for a
+    table measured before products were chosen at run time, the fixed rule of that time."""
+    choices = result.get("gemm_choices")
+    if choices is None:
+        return ("Segment products: oneDNN for every product and a loop over gates for untied weight gradients, "
+                "the fixed rule when this table was measured (before each product was timed on the CPU).")
+    if not choices:
+        return "Segment products: none large enough to be timed, so each ran its default way."
+    counts: dict[str, int] = {}
+    for record in choices.values():
+        counts[record["choice"]] = counts.get(record["choice"], 0) + 1
+    ways = ", ".join(f"{WAY_NAMES.get(way, way)} for {n}" for way, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return (f"Segment products: each shape timed both ways on first use on this CPU; {ways} of the "
+            f"{len(choices)} shapes (every decision with its timings: `gemm_choices` in the JSON).")
 
 
 def _ratio(value: float | None) -> str:

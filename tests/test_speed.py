@@ -85,6 +85,21 @@ def test_markdown_table_has_the_command_the_machine_and_one_line_per_row(result)
     assert "| x native |" in md and "| status |" in md
 
 
+def test_the_table_says_which_way_ran_the_segment_products(result):
+    """Issue 24: the products are chosen per CPU at run time, and the table says how they were run."""
+    data, md = result
+    assert data["gemm_choices"] == {}  # width 16: every product under the floor, none timed
+    assert "Segment products: none large enough to be timed" in md
+    timed = {**data, "gemm_choices": {
+        "linear 700x2600x650x0x1 float32 threads=1": {"choice": "blas", "ms": {"onednn": 16.0, "blas": 14.7}},
+        "weight_grad 2600x650x700 float32 threads=1": {"choice": "blas", "ms": {"onednn": 19.1, "blas": 16.7}},
+        "packed_linear 20x2600x650x0 float32 threads=1": {"choice": "onednn", "ms": {"onednn": 0.6, "blas": 0.8}}}}
+    assert ("Segment products: each shape timed both ways on first use on this CPU; the BLAS for 2, oneDNN for 1 "
+            "of the 3 shapes") in speed_markdown(timed)
+    older = {k: v for k, v in data.items() if k != "gemm_choices"}  # measured before the choice existed
+    assert "oneDNN for every product and a loop over gates" in speed_markdown(older)
+
+
 def test_targets_apply_at_medium_width_only():
     assert speed.target_for("variational", "segment", "medium", "cpu") == speed.LOOP_TARGET
     assert speed.target_for("weightdrop", "native", "medium", "cpu") == speed.KERNEL_TARGET
