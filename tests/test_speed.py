@@ -166,6 +166,18 @@ def test_the_published_measurements_name_their_machine_and_meet_every_target(pub
         assert data["machine"]["kernels"] == "AVX2" and data["machine"]["isa_caps"]["ONEDNN_MAX_CPU_ISA"] == "AVX2"
 
 
+def test_the_intel_table_was_measured_with_the_products_chosen_on_its_cpu():
+    """Issue 24: one table per CPU kind; the Intel Xeon's was measured with each product timed on it."""
+    data = json.loads((ROOT / "docs" / "results" / "speed_cpu_intel" / "speed.json").read_text())
+    assert data["machine"]["cpu"].startswith("Intel") and "AVX-512" in data["machine"]["vector"]
+    assert data["machine"]["flush_denormal"] is True
+    choices = data["gemm_choices"]
+    assert choices and all(set(c["ms"]) == {"onednn", "blas"} or set(c["ms"]) == {"looped", "batched"}
+                           for c in choices.values())
+    assert all(c["choice"] in c["ms"] for c in choices.values())
+    assert {r["width"] for r in data["rows"]} == {"small", "medium"} and data["settings"]["repeats"] >= 9
+
+
 def test_a_bad_out_is_one_line_before_any_work(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert speed.main([*TINY, "--out", str(tmp_path / "file")]) == 2
