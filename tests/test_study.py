@@ -245,7 +245,9 @@ def test_a_one_rate_study_is_refused_in_one_line(tmp_path):
 # --- the driver -------------------------------------------------------------------------
 
 
-def test_a_configuration_without_a_study_or_with_a_bad_one_is_one_line(tmp_path):
+def test_a_configuration_without_a_study_or_with_a_bad_one_is_one_line(capsys):
+    """In process: the driver's ``main`` is what ``python -m runners.study`` runs (the subprocess path is
+    exercised by the full study test above)."""
     for args, expected in ((["experiment=zaremba_small"], "defines no study; choose a preset that does: "
                                                           "experiment=study_cpu"),
                            (["experiment=study_cpu", "study.rates_ff=[0.2,1.5]"], "study.rates_ff must be"),
@@ -254,11 +256,10 @@ def test_a_configuration_without_a_study_or_with_a_bad_one_is_one_line(tmp_path)
                            (["experiment=study_cpu", "+study.rates=[0.2]"], "study.rates is the one-rate design"),
                            (["experiment=study_cpu", "study.schemes=[nope]"], "study.schemes has 'nope'; choose from"),
                            (["experiment=study_cpu", "study.seeds=[0,1]"], "without study.tuning_seed")):
-        proc = subprocess.run([sys.executable, "-m", "runners.study", *args], cwd=ROOT, env=cli_env(tmp_path),
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stderr.strip().startswith("error: ") and expected in proc.stderr
-        assert len(proc.stderr.strip().splitlines()) == 1
+        assert driver.main(list(args)) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and expected in err, err
+        assert len(err.splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("preset", ["study_cpu", "study_ptb_medium"])
