@@ -89,6 +89,19 @@ def test_segment_matches_the_reference_values_and_gradients(cell, scheme, option
     assert_same(*results, **TOL)
 
 
+@pytest.mark.parametrize("way", gemm_choice.GATE_WAYS)
+@pytest.mark.parametrize("cell,options", [("lstm", {}), ("lstm", {"granularity": "step"}),
+                                          ("gru", {}), ("gru", {"granularity": "step"})])
+def test_untied_recurrence_matches_the_reference_either_way(cell, options, way):
+    """Untied ``h_in`` masks run their G per-gate products looped or batched (``gemm.untied_way``,
+    measured per CPU): both ways give the reference's values and every gradient to float64 rounding."""
+    with gemm_choice.forced(way):
+        assert gemm.Recurrent(torch.ones(8, 2), 4, [torch.ones(4, 1, 2)], True, 3, True).way == way
+        results = [run(make(cell, impl, scheme="variational", dropout=0.4, **options), cell, *inputs(cell, 2))
+                   for impl in ("auto", "reference")]
+    assert_same(*results, **TOL)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_segment_matches_the_reference_with_every_site_at_once(cell):
     """Sites stacked in one step (not a registered scheme, but the step math must compose)."""

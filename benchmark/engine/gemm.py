@@ -21,7 +21,9 @@ operand (``dA^T H``) and for the small-batch products of the recurrence. So:
 Which of the two runs a product is measured, not assumed (issue 24): on an Intel Xeon the BLAS
 behind ``mm`` (MKL) beat oneDNN on the segment-wide products and the recurrent backward. Each
 product (``linear``, ``weight_grad``, ``PackedLinear``) asks ``gemm_choice.pick`` once per shape,
-which times both on first use and remembers the faster per CPU.
+which times both on first use and remembers the faster per CPU. So do the products of untied gate
+masks, whose G per-gate products run either as a loop over the gates or as one batched product
+(``Recurrent``, ``gate_input_grads``, ``gate_weight_grads``).
 
 Everything falls back to ``mm``/``addmm`` where oneDNN's prepacked linear is missing or does
 not apply (other dtypes, CUDA). Results are the same products up to summation order.
@@ -153,14 +155,29 @@ class Recurrent:
     """The per-step recurrent product ``base_t + (h * m_t) U^T`` and ``d h_{t-1}``, set up once per segment.
 
     Tied (or no) ``h_in`` masks: one (B, H) x (H, G*H) product per step. Untied masks (one
-    per gate, Gal & Ghahramani 2016): one (B, H) x (H, H) product per gate, each with its
-    own masked copy of h, and the step's terms kept per gate (``gate_major``): nothing is
-    concatenated. ``masks`` is the per-step list of ``h_in`` masks (or None); ``untied``
-    says whether its entries carry a leading gate axis.
+    per gate, Gal & Ghahramani 2016): gate ``g`` reads its own masked copy of h through its
+    own block ``U_g``, and the step's terms stay per gate (``gate_major``): nothing is
+    concatenated. Two ways to run the G products, chosen per shape and CPU by measurement
+    (``untied_way``, issue 24): ``looped``, one prepacked (B, H) x (H, H) product per gate;
+    ``batched``, one batched product over the G masked copies, made in one multiplication,
+    against the blocks laid out once per segment in the orientation the BLAS runs fastest
+    (``U_g^T`` forward, ``U_g`` backward). On the Intel Xeon of issue 24 (width 650, batch 20,
+    35 steps, one thread) the batched way took the untied LSTM's recurrent forward from 1.21x the
+    tied product's time to 0.99x, where the loop had kept ``variational`` over its speed target.
+
+    ``masks`` is the per-step list of ``h_in`` masks (or None); ``untied`` says whether its
+    entries carry a leading gate axis, (G, B|1, H).
     """
 
-    def __init__(self, weight: Tensor, gates: int, masks, untied: bool, batch: int, forward: bool) -> None:
+    def __init__(self, weight: Tensor, gates: int, masks, untied: bool, batch: int, forward: bool,
+                 way: str | None = None) -> None:
         self.gates, self.hidden, self.untied, self.masks = gates, weight.size(1), untied, masks
+        self.way = (way or untied_way(weight, gates, masks, batch, forward)) if untied else None
+        if self.way == "batched":
+            blocks = weight.reshape(gates, -1, self.hidden)  # (G, H, H): U_g
+            self.blocks = blocks.transpose(1, 2).contiguous() if forward else blocks
+            self.masked = weight.new_empty(gates, batch, self.hidden)  # every gate's masked h, reused
+            return
         if untied:  # each step's mask split per gate once, a mask fixed over the segment once in all
             split: dict[int, tuple[Tensor, ...]] = {}
             for m in masks:
@@ -182,7 +199,12 @@ class Recurrent:
         if not self.untied:
             hm = h if self.masks is None else h * self.masks[t]
             return self.products[0](hm, base).chunk(self.gates, 1)
-        m = self.masks[t]  # G x (B|1, H)
+        m = self.masks[t]
+        if self.way == "batched":
+            masked = torch.mul(h, m, out=self.masked)  # (G, B, H)
+            if base is None:
+                return torch.bmm(masked, self.blocks).unbind(0)
+            return torch.baddbmm(base if base.dim() == 3 else base.unsqueeze(1), masked, self.blocks).unbind(0)
         return [product(h * m[g], None if base is None else base[g]) for g, product in enumerate(self.products)]
 
     def forward(self, h: Tensor, base: Tensor | None, t: int) -> Tensor:
@@ -196,17 +218,53 @@ class Recurrent:
     def grad_h(self, da: Tensor | Sequence[Tensor], t: int) -> Tensor:
         """``d h_{t-1}`` through the product: ``(dA_t U) * m_t`` (untied: summed over gates), a fresh tensor.
 
-        ``da`` is the step's (B, G*H) gradient, or its G per-gate (B, H) pieces when untied.
+        ``da`` is the step's (B, G*H) gradient; untied, it may also be its (G, B, H) gate-major
+        block or its G per-gate (B, H) pieces.
         """
         if not self.untied:
             dh = self.products[0](da)
             return dh if self.masks is None else dh.mul_(self.masks[t])
         m, hidden = self.masks[t], self.hidden
-        pieces = da if not isinstance(da, Tensor) else [da[:, g * hidden:(g + 1) * hidden] for g in range(self.gates)]
+        if self.way == "batched":
+            if not isinstance(da, Tensor):
+                da = torch.stack(list(da))
+            elif da.dim() == 2:
+                da = da.view(da.size(0), self.gates, hidden).transpose(0, 1)  # (G, B, H), strided
+            per_gate = torch.bmm(da, self.blocks)  # (G, B, H): dA_g U_g
+            dh = torch.mul(per_gate[0], m[0])
+            for g in range(1, self.gates):
+                dh.addcmul_(per_gate[g], m[g])
+            return dh
+        pieces = da.unbind(0) if isinstance(da, Tensor) and da.dim() == 3 else da if not isinstance(da, Tensor) else [
+            da[:, g * hidden:(g + 1) * hidden] for g in range(self.gates)]
         dh = self.products[0](pieces[0]).mul_(m[0])
         for g in range(1, self.gates):
             dh.addcmul_(self.products[g](pieces[g]), m[g])
         return dh
+
+
+def untied_way(weight: Tensor, gates: int, masks, batch: int, forward: bool) -> str:
+    """How ``Recurrent`` runs the G per-gate products of an untied step (``gemm_choice.GATE_WAYS``):
+    measured on the first segment of each shape on this CPU, one whole step each way.
+
+    CUDA keeps the looped way, whose graphs were measured on the GPUs of issue 16.
+    """
+    if weight.device.type != "cpu":
+        return gemm_choice.GATE_WAYS[0]
+    hidden = weight.size(1)
+    shape = (batch, hidden, hidden, gates, int(forward))
+
+    def calls() -> dict[str, Callable[[], object]]:
+        h = weight.new_full((batch, hidden), 0.5)  # no random draw: a seed's masks stay the same
+        first = [masks[0]]
+        ways = {way: Recurrent(weight, gates, first, True, batch, forward, way=way) for way in gemm_choice.GATE_WAYS}
+        if forward:
+            base = weight.new_zeros(gates, batch, hidden)
+            return {way: (lambda r=r: r.gate_terms(h, base, 0)) for way, r in ways.items()}
+        da = weight.new_full((gates, batch, hidden), 0.5)
+        return {way: (lambda r=r: r.grad_h(da, 0)) for way, r in ways.items()}
+
+    return gemm_choice.pick("recurrent_gates", shape, weight.dtype, calls, names=gemm_choice.GATE_WAYS)
 
 
 def _gate_grads_looped(rows: Tensor, inputs: Tensor, masks: Tensor) -> Tensor:
@@ -244,6 +302,40 @@ def gate_weight_grads(rows: Tensor, inputs: Tensor, masks: Tensor) -> Tensor:
         "looped": lambda: _gate_grads_looped(rows, inputs, masks),
         "batched": lambda: _gate_grads_batched(rows, inputs, masks)}, names=gemm_choice.GATE_WAYS)
     return (_gate_grads_looped if way == "looped" else _gate_grads_batched)(rows, inputs, masks)
+
+
+def _gate_input_grads_looped(rows: Tensor, weight: Tensor, masks: Tensor, shape: torch.Size) -> Tensor:
+    blocks = weight.split(rows.size(-1))
+    d_x = input_grad(rows[0], blocks[0]).view(shape).mul_(masks[0])
+    for g in range(1, rows.size(0)):
+        d_x.addcmul_(input_grad(rows[g], blocks[g]).view(shape), masks[g])
+    return d_x
+
+
+def _gate_input_grads_batched(rows: Tensor, weight: Tensor, masks: Tensor, shape: torch.Size) -> Tensor:
+    gates, _, hidden = rows.shape
+    per_gate = torch.bmm(rows, weight.reshape(gates, hidden, -1)).view(gates, *shape)  # (G, T, B, D): dY_g W_g
+    d_x = torch.mul(per_gate[0], masks[0])
+    for g in range(1, gates):
+        d_x.addcmul_(per_gate[g], masks[g])
+    return d_x
+
+
+def gate_input_grads(rows: Tensor, weight: Tensor, masks: Tensor, shape: torch.Size) -> Tensor:
+    """``dX`` of a projection whose gates read their own masked copy of the input (untied masks):
+    ``sum_g (rows[g] W_g) * masks[g]``, shaped ``shape`` (T, B, D).
+
+    ``rows`` is (G, T*B, H) (any strides), ``weight`` (G*H, D), ``masks`` (G, T|1, B|1, D). Looped,
+    one product per gate, or batched, one product over every gate at once, chosen per shape by
+    measurement like ``gate_weight_grads``.
+    """
+    if rows.device.type != "cpu":
+        return _gate_input_grads_batched(rows, weight, masks, shape)
+    gates, steps_batch, hidden = rows.shape
+    way = gemm_choice.pick("gate_input_grads", (steps_batch, weight.size(1), hidden, gates), rows.dtype, lambda: {
+        "looped": lambda: _gate_input_grads_looped(rows, weight, masks, shape),
+        "batched": lambda: _gate_input_grads_batched(rows, weight, masks, shape)}, names=gemm_choice.GATE_WAYS)
+    return (_gate_input_grads_looped if way == "looped" else _gate_input_grads_batched)(rows, weight, masks, shape)
 
 
 def recurrent_weight_grad(da: Tensor, inputs: Tensor, gates: int, untied: bool, gate_major: bool = False,
@@ -331,20 +423,15 @@ class _Projection(torch.autograd.Function):
             rows = [flat[:, g * hidden:(g + 1) * hidden] for g in range(gates)]
         d_x = d_w = d_b = None
         blocks = weight.split(hidden)
-        if ctx.needs_input_grad[0]:
-            shape = (steps, batch, width)
-            d_x = input_grad(rows[0], blocks[0]).view(shape)
-            if gate_masks is not None:
-                d_x = d_x * gate_masks[0]
+        per_gate = (grad.reshape(gates, steps * batch, hidden) if ctx.gate_major  # (G, T*B, H)
+                    else grad.reshape(steps * batch, gates, hidden).transpose(0, 1))
+        if ctx.needs_input_grad[0] and gate_masks is not None:
+            d_x = gate_input_grads(per_gate, weight, gate_masks, x.shape)
+        elif ctx.needs_input_grad[0]:
+            d_x = input_grad(rows[0], blocks[0]).view(x.shape)
             for g in range(1, gates):
-                part = input_grad(rows[g], blocks[g]).view(shape)
-                if gate_masks is None:
-                    d_x.add_(part)
-                else:
-                    d_x.addcmul_(part, gate_masks[g])
+                d_x.add_(input_grad(rows[g], blocks[g]).view(x.shape))
         if ctx.needs_input_grad[1] and gate_masks is not None:
-            per_gate = (grad.reshape(gates, steps * batch, hidden) if ctx.gate_major  # (G, T*B, H)
-                        else grad.reshape(steps * batch, gates, hidden).transpose(0, 1))
             d_w = gate_weight_grads(per_gate, x, gate_masks)
         elif ctx.needs_input_grad[1]:
             d_w = weight.new_empty(weight.shape)

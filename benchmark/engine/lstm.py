@@ -141,8 +141,8 @@ def lstm_backward_steps(out: Tensor, h0: Tensor, u: Tensor, cs: Tensor, tanh_c: 
     rec = gemm.Recurrent(u, GATES, m.h_in, m.untied, batch, forward=False)
     if gate_major:
         da = out.new_empty(GATES, steps, batch, hidden)
-        d_gates = [tuple(da[:, t].unbind(0)) for t in range(steps)]  # per step: G contiguous (B, H)
-        da_t = d_gates
+        da_t = da.unbind(1)  # per step: (G, B, H)
+        d_gates = [tuple(d.unbind(0)) for d in da_t]  # per step: G contiguous (B, H)
     else:
         da = out.new_empty(steps, batch, GATES * hidden)
         da_t = da.unbind(0)
