@@ -161,9 +161,10 @@ class Recurrent:
     (``untied_way``, issue 24): ``looped``, one prepacked (B, H) x (H, H) product per gate;
     ``batched``, one batched product over the G masked copies, made in one multiplication,
     against the blocks laid out once per segment in the orientation the BLAS runs fastest
-    (``U_g^T`` forward, ``U_g`` backward). On the Intel Xeon of issue 24 (width 650, batch 20,
-    35 steps, one thread) the batched way took the untied LSTM's recurrent forward from 1.21x the
-    tied product's time to 0.99x, where the loop had kept ``variational`` over its speed target.
+    (``U_g^T`` forward, ``U_g`` backward). On the Intel Xeon of issue 24 (width 650, batch 20, one
+    thread) a batched forward step took 0.67 ms against the loop's 0.98 (``recurrent_gates`` in
+    docs/results/speed_cpu_intel/speed.json), where the loop had kept ``variational`` over its speed
+    target.
 
     ``masks`` is the per-step list of ``h_in`` masks (or None); ``untied`` says whether its
     entries carry a leading gate axis, (G, B|1, H).
