@@ -248,7 +248,7 @@ def untied_way(weight: Tensor, gates: int, masks, batch: int, forward: bool) -> 
     """How ``Recurrent`` runs the G per-gate products of an untied step (``gemm_choice.GATE_WAYS``):
     measured on the first segment of each shape on this CPU, one whole step each way.
 
-    CUDA keeps the looped way, whose graphs were measured on the GPUs of issue 16.
+    CUDA keeps the looped way: no GPU has measured the batched one yet.
     """
     if weight.device.type != "cpu":
         return gemm_choice.GATE_WAYS[0]
