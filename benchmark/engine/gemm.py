@@ -216,32 +216,30 @@ class Recurrent:
         per_gate = None if base is None else base.view(self.gates, self.hidden)
         return torch.cat(self.gate_terms(h, per_gate, t), 1)
 
-    def grad_h(self, da: Tensor | Sequence[Tensor], t: int) -> Tensor:
+    def grad_h(self, da: Tensor, t: int) -> Tensor:
         """``d h_{t-1}`` through the product: ``(dA_t U) * m_t`` (untied: summed over gates), a fresh tensor.
 
-        ``da`` is the step's (B, G*H) gradient; untied, it may also be its (G, B, H) gate-major
-        block or its G per-gate (B, H) pieces.
+        ``da`` is the step's (B, G*H) gradient; untied, it may also be its (G, B, H) gate-major block.
         """
         if not self.untied:
             dh = self.products[0](da)
             return dh if self.masks is None else dh.mul_(self.masks[t])
-        m, hidden = self.masks[t], self.hidden
         if self.way == "batched":
-            if not isinstance(da, Tensor):
-                da = torch.stack(list(da))
-            elif da.dim() == 2:
-                da = da.view(da.size(0), self.gates, hidden).transpose(0, 1)  # (G, B, H), strided
-            per_gate = torch.bmm(da, self.blocks)  # (G, B, H): dA_g U_g
-            dh = torch.mul(per_gate[0], m[0])
-            for g in range(1, self.gates):
-                dh.addcmul_(per_gate[g], m[g])
-            return dh
-        pieces = da.unbind(0) if isinstance(da, Tensor) and da.dim() == 3 else da if not isinstance(da, Tensor) else [
-            da[:, g * hidden:(g + 1) * hidden] for g in range(self.gates)]
-        dh = self.products[0](pieces[0]).mul_(m[0])
-        for g in range(1, self.gates):
-            dh.addcmul_(self.products[g](pieces[g]), m[g])
-        return dh
+            if da.dim() == 2:
+                da = da.view(da.size(0), self.gates, self.hidden).transpose(0, 1)  # (G, B, H), strided
+            return masked_gate_sum(torch.bmm(da, self.blocks), self.masks[t])  # dA_g U_g, gate by gate
+        pieces = da.unbind(0) if da.dim() == 3 else da.split(self.hidden, 1)
+        return masked_gate_sum((product(piece) for product, piece in zip(self.products, pieces)), self.masks[t])
+
+
+def masked_gate_sum(parts, masks) -> Tensor:
+    """``sum_g parts[g] * masks[g]`` into a fresh tensor: the gradient reaching an input that every gate
+    read under its own mask (untied masks). ``parts`` may be a generator, each product made as it is added."""
+    parts = iter(parts)
+    total = torch.mul(next(parts), masks[0])
+    for g, part in enumerate(parts, 1):
+        total.addcmul_(part, masks[g])
+    return total
 
 
 def untied_way(weight: Tensor, gates: int, masks, batch: int, forward: bool) -> str:
@@ -307,19 +305,13 @@ def gate_weight_grads(rows: Tensor, inputs: Tensor, masks: Tensor) -> Tensor:
 
 def _gate_input_grads_looped(rows: Tensor, weight: Tensor, masks: Tensor, shape: torch.Size) -> Tensor:
     blocks = weight.split(rows.size(-1))
-    d_x = input_grad(rows[0], blocks[0]).view(shape).mul_(masks[0])
-    for g in range(1, rows.size(0)):
-        d_x.addcmul_(input_grad(rows[g], blocks[g]).view(shape), masks[g])
-    return d_x
+    return masked_gate_sum((input_grad(r, w).view(shape) for r, w in zip(rows, blocks)), masks)
 
 
 def _gate_input_grads_batched(rows: Tensor, weight: Tensor, masks: Tensor, shape: torch.Size) -> Tensor:
     gates, _, hidden = rows.shape
     per_gate = torch.bmm(rows, weight.reshape(gates, hidden, -1)).view(gates, *shape)  # (G, T, B, D): dY_g W_g
-    d_x = torch.mul(per_gate[0], masks[0])
-    for g in range(1, gates):
-        d_x.addcmul_(per_gate[g], masks[g])
-    return d_x
+    return masked_gate_sum(per_gate, masks)
 
 
 def gate_input_grads(rows: Tensor, weight: Tensor, masks: Tensor, shape: torch.Size) -> Tensor:

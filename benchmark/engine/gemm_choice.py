@@ -36,7 +36,8 @@ from typing import Any
 import torch
 
 BACKENDS: tuple[str, ...] = ("onednn", "blas")  # the libraries; the first is the default
-GATE_WAYS: tuple[str, ...] = ("looped", "batched")  # untied gates: per gate or batched (gemm.gate_weight_grads, gemm.Recurrent)
+# Untied gates' products, per gate or batched: gemm.Recurrent, gemm.gate_input_grads, gemm.gate_weight_grads.
+GATE_WAYS: tuple[str, ...] = ("looped", "batched")
 MIN_FLOPS = 2e6  # below this one product takes microseconds: timer noise, not the library, would decide
 MARGIN = 0.03  # the challenger must be this much faster than the default to be chosen
 WARMUP, ROUNDS = 2, 5
